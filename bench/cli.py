@@ -1,0 +1,374 @@
+"""The pfcbench command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from tabulate import tabulate
+
+from bench.config import FIELD_TYPES, Cell
+from bench.launch import Launch, run_cell
+from bench.machine import describe_machine, server_spec
+from bench.matrix import Matrix, MatrixError, load_matrix
+from bench.results import read_records
+from bench.runner import RERUN, make_plan, run_plan
+
+CLICK_TYPES = {int: int, float: float, str: str}
+
+
+def cell_options(func):
+    """One option per cell field (--batch-size, --sample-rate, ...), defaulting to the Cell's."""
+    for f in reversed(dataclasses.fields(Cell)):
+        flag = "--" + f.name.replace("_", "-")
+        doc = FIELD_DOCS.get(f.name, "")
+        if FIELD_TYPES[f.name] is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, help=doc, show_default=True)
+        elif f.name == "nproc_per_node":
+            option = click.option("--nproc", f.name, type=int, default=f.default, help=doc, show_default=True)
+        else:
+            option = click.option(
+                flag, f.name, type=CLICK_TYPES[FIELD_TYPES[f.name]], default=f.default, help=doc, show_default=True
+            )
+        func = option(func)
+    return func
+
+
+def field_docs() -> dict[str, str]:
+    """The docstring under each Cell field, for --help."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Cell))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = after.value.value
+    return docs
+
+
+FIELD_DOCS = field_docs()
+
+
+def timeout_options(func):
+    func = click.option(
+        "--inactivity-timeout",
+        "inactivity_timeout_s",
+        type=float,
+        default=None,
+        help="Seconds without a finished step before a cell is killed.",
+    )(func)
+    func = click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock seconds a cell may take.")(
+        func
+    )
+    return func
+
+
+@click.group()
+@click.version_option(package_name="pfcbench")
+def main() -> None:
+    """Benchmark Partial FC training throughput and render arcface_torch-style reports."""
+
+
+@main.command()
+@cell_options
+@timeout_options
+@click.option("--rdzv-endpoint", default=None, help="HOST:PORT of the c10d rendezvous when --nnodes > 1.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result record as JSON.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the rank files and torchrun log here.",
+)
+def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, rdzv_endpoint, **fields) -> None:
+    """Run one cell as a torchrun job and print its result.
+
+    Example:
+
+        pfcbench cell --backbone none --classes 200000 --batch-size 128 --nproc 2 --sample-rate 0.1 --device cpu --json
+    """
+    try:
+        config = Cell(**fields)
+        launch = Launch(
+            timeout_s=timeout_s or Launch.timeout_s,
+            inactivity_timeout_s=inactivity_timeout_s or Launch.inactivity_timeout_s,
+            rdzv_endpoint=rdzv_endpoint,
+            rdzv_id=config.cell_id,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
+        record = run_cell(config, workdir or Path(tmp), launch)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        click.echo(describe(record))
+    if record["status"] != "ok":
+        click.echo(f"Error: cell {record['status']}: {failure_line(record)}", err=True)
+        sys.exit(1)
+
+
+def describe(record: dict) -> str:
+    if record["status"] != "ok":
+        return f"{record['cell_id']} {record['status']}"
+    memory = record.get("peak_allocated_mib_max") or record.get("peak_rss_mib_max")
+    return (
+        f"{record['cell_id']} ok: {record['samples_per_s']:.1f} samples/s "
+        f"(min {record['samples_per_s_min']:.1f}, max {record['samples_per_s_max']:.1f}), "
+        f"{record['step_time_s_median'] * 1000:.1f} ms/step, peak memory {memory:.0f} MiB per rank"
+    )
+
+
+def failure_line(record: dict) -> str:
+    """One line saying what went wrong and where."""
+    where = f"rank {record['failed_rank']} in {record['phase']}: " if record.get("failed_rank") is not None else ""
+    text = (record.get("error") or "").strip().splitlines()
+    return where + (text[-1] if text else "no error text")
+
+
+class MatrixUsageError(click.ClickException):
+    """A matrix that cannot run: one line, exit code 2, nothing run or written."""
+
+    exit_code = 2
+
+
+SMOKE = Path(__file__).parent / "matrices" / "smoke.toml"
+
+
+def open_matrix(path: Path | None, overrides: dict) -> Matrix:
+    try:
+        return load_matrix(path or SMOKE, {k: v for k, v in overrides.items() if v is not None})
+    except MatrixError as exc:
+        raise MatrixUsageError(str(exc)) from None
+
+
+def matrix_options(func):
+    """The matrix argument and the overrides that adapt it to this machine."""
+    func = click.option(
+        "--max-memory-gib", type=float, default=None, help="Memory cap per rank, overriding the matrix."
+    )(func)
+    func = click.option(
+        "--nproc", "nproc_per_node", type=int, default=None, help="Ranks per node, overriding the matrix."
+    )(func)
+    func = click.option(
+        "--results",
+        "results_root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("results"),
+        show_default=True,
+        help="Folder holding one results folder per matrix.",
+    )(func)
+    func = click.argument(
+        "matrix_path", metavar="[MATRIX]", required=False, type=click.Path(dir_okay=False, path_type=Path)
+    )(func)
+    return func
+
+
+def cell_line(cell: Cell) -> str:
+    rate = f" pfc {cell.sample_rate:g}" if cell.partial_fc else ""
+    return f"{cell.cell_id} {cell.backbone} {cell.classes} cls bs {cell.batch_size} {cell.precision}{rate} x{cell.world_size}"
+
+
+@main.command()
+@matrix_options
+def plan(matrix_path, results_root, nproc_per_node, max_memory_gib) -> None:
+    """List the cells of a matrix in order, and which already have a final record.
+
+    MATRIX defaults to the embedded smoke matrix.
+
+    \b
+    Example:
+        pfcbench plan matrices/rtx3080.toml
+    """
+    matrix = open_matrix(matrix_path, {"nproc_per_node": nproc_per_node, "max_memory_gib": max_memory_gib})
+    the_plan = make_plan(matrix, results_root)
+    rows = []
+    for number, cell in enumerate(the_plan.cells, start=1):
+        record = the_plan.latest.get(cell.cell_id)
+        rows.append({
+            "#": number,
+            "cell": cell.cell_id,
+            "section": "; ".join(the_plan.sections_of(cell)),
+            "backbone": cell.backbone,
+            "classes": cell.classes,
+            "batch": cell.batch_size,
+            "precision": cell.precision,
+            "sample rate": cell.sample_rate,
+            "ranks": cell.world_size,
+            "status": record["status"] if record else "pending",
+        })  # fmt: skip
+    click.echo(tabulate(rows, headers="keys", tablefmt="github"))
+    click.echo(f"{len(the_plan.pending())} of {len(the_plan.cells)} cells to run; results in {the_plan.results_file}")
+
+
+@main.command()
+@matrix_options
+@timeout_options
+@click.option(
+    "--rerun",
+    type=click.Choice(RERUN),
+    default=None,
+    help="Run again cells that have a record: failed (error, timeout) or all.",
+)
+@click.option(
+    "--prune-after-oom/--no-prune-after-oom",
+    default=None,
+    help="Record larger batches of a config that ran out of memory as skipped.",
+)
+def run(
+    matrix_path, results_root, nproc_per_node, max_memory_gib, timeout_s, inactivity_timeout_s, rerun, prune_after_oom
+) -> None:
+    """Run every pending cell of a matrix, recording each in results/<matrix>/results.jsonl.
+
+    MATRIX defaults to the embedded smoke matrix (CPU, 2 ranks). Cells that already have a final
+    record are skipped; Ctrl-C loses at most the cell in flight.
+
+    \b
+    Example:
+        pfcbench run matrices/smoke.toml
+        pfcbench run matrices/rtx3080.toml --nproc 1 --max-memory-gib 10
+    """
+    matrix = open_matrix(matrix_path, {"nproc_per_node": nproc_per_node, "max_memory_gib": max_memory_gib})
+    the_plan = make_plan(matrix, results_root, rerun)
+    pending = the_plan.pending()
+    if not pending:
+        click.echo(
+            f"Nothing to run: all {len(the_plan.cells)} cells of {matrix.name} have a final record in {the_plan.results_file} (--rerun failed|all runs them again)."
+        )
+        return
+    launch = Launch(
+        timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
+        inactivity_timeout_s=inactivity_timeout_s
+        or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
+    )
+    prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
+    click.echo(
+        f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run, results in {the_plan.results_file}"
+    )
+    started = time.monotonic()
+    with click.progressbar(
+        length=len(pending),
+        label=matrix.name,
+        show_eta=True,
+        show_pos=True,
+        item_show_func=lambda c: c and cell_line(c),
+        file=sys.stderr,
+    ) as bar:
+
+        def advance(cell: Cell) -> None:
+            bar.current_item = cell
+            bar.render_progress()
+
+        try:
+            statuses = run_plan(
+                the_plan,
+                launch,
+                prune_after_oom=prune,
+                on_cell=lambda cell: (bar.update(0 if bar.current_item is None else 1), advance(cell)),
+            )
+        except KeyboardInterrupt:
+            done = len(read_records(the_plan.results_file)) - len(the_plan.latest)
+            click.echo(
+                f"\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True
+            )
+            sys.exit(130)
+        bar.update(1)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    click.echo(
+        f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}"
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the whole description as JSON.")
+def env(as_json: bool) -> None:
+    """Print the server spec of this machine, as the report's "Test Server Spec" table shows it.
+
+    \b
+    Example:
+        pfcbench env --json
+    """
+    machine = describe_machine()
+    if as_json:
+        click.echo(json.dumps(machine, indent=2))
+        return
+    click.echo(tabulate(server_spec(machine), headers=["Key", "Value"], tablefmt="github"))
+
+
+@main.command("report")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write; PNG plots go beside a markdown one.  [default: report/<matrix>.<format>]",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True, help="md: the report; csv, json: one flat row per cell."
+)
+@click.option(
+    "--matrix",
+    "matrix_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Matrix file to lay the report out by, instead of RESULTS_DIR/matrix.toml.",
+)
+def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_path: Path | None) -> None:
+    """Render a results folder (results.jsonl, env.json, matrix.toml) as a markdown report, csv or json.
+
+    Prints the path written.
+
+    \b
+    Example:
+        pfcbench report results/smoke
+        pfcbench report results/rtx3080 -o report/rtx3080.md
+        pfcbench report results/rtx3080 --format csv
+    """
+    from bench.report import write_report
+
+    try:
+        path = write_report(results_dir, out=out, fmt=fmt, matrix_path=matrix_path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(path)
+
+
+@main.command("compare")
+@click.argument("results_a", type=click.Path(path_type=Path))
+@click.argument("results_b", type=click.Path(path_type=Path))
+@click.option(
+    "--threshold", type=float, default=0.05, show_default=True, help="Smallest change of samples/sec that counts (0.05 is 5%)."
+)
+@click.option(
+    "--alpha", type=float, default=0.01, show_default=True, help="Significance level of the Mann-Whitney U test on step times."
+)
+def compare_command(results_a: Path, results_b: Path, threshold: float, alpha: float) -> None:
+    """Compare two results folders cell by cell: faster, slower, same, newly failing, fixed or incomparable.
+
+    A change is called only when samples/sec moved by more than --threshold AND the per-step
+    times differ by a Mann-Whitney U test at --alpha.
+
+    \b
+    Example:
+        pfcbench compare results-main/smoke results/smoke --threshold 0.1
+    """
+    from bench.compare import compare_records, load_latest, render_comparison
+
+    try:
+        comparisons = compare_records(load_latest(results_a), load_latest(results_b), threshold=threshold, alpha=alpha)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render_comparison(comparisons))
+
+
+if __name__ == "__main__":
+    main()

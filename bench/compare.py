@@ -1,0 +1,133 @@
+"""Compare two runs cell by cell: is B faster, slower or the same as A, and what began or stopped failing.
+
+A change of speed is called only when the ratio of samples/sec passes a threshold AND a
+Mann-Whitney U test on the per-step times agrees (asv's rule), so that noise is not news. The U
+test is a few lines here (normal approximation, tie- and continuity-corrected) rather than a
+scipy dependency; for the 20 to 100 steps of a cell the approximation is close to the exact test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import Cell
+from bench.report import ReportError, is_ok, speed_text
+from bench.results import latest_by_cell, read_records
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """One cell of two runs and what changed."""
+
+    cell_id: str
+    config: dict
+    """The cell's configuration (from whichever run has it)."""
+    a: dict | None
+    """The cell's latest record in run A; None if A has no record of it."""
+    b: dict | None
+    ratio: float | None
+    """Samples/sec of B over A; None unless both finished."""
+    p_value: float | None
+    """Two-sided Mann-Whitney p-value of the per-step times; None unless both finished with samples."""
+    verdict: str
+    """faster, slower, same, incomparable, newly failing or fixed."""
+
+
+def mann_whitney_p(x: list[float], y: list[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test of x against y (normal approximation, ties corrected)."""
+    n_x, n_y = len(x), len(y)
+    values = pd.Series([*x, *y], dtype=float)
+    u_x = values.rank().iloc[:n_x].sum() - n_x * (n_x + 1) / 2
+    n = n_x + n_y
+    ties = values.value_counts()
+    variance = n_x * n_y / 12 * ((n + 1) - float((ties**3 - ties).sum()) / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    z = max(abs(u_x - n_x * n_y / 2) - 0.5, 0.0) / math.sqrt(variance)
+    return min(1.0, math.erfc(z / math.sqrt(2)))
+
+
+def timing_samples(record: dict) -> list[float]:
+    """Per-step times, or failing those the per-window rates (the test's p-value is the same either way round)."""
+    steps = record.get("step_times_s") or []
+    return steps if len(steps) >= 2 else record.get("samples_per_s_windows") or []
+
+
+def compare_cell(a: dict | None, b: dict | None, threshold: float, alpha: float) -> Comparison:
+    """The verdict for one cell; a and b are its latest records in the two runs (None where absent)."""
+    config = (a or b)["config"]
+    cell_id = (a or b)["cell_id"]
+    if a is None or b is None or not (is_ok(a) or is_ok(b)):
+        return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict="incomparable")
+    if not is_ok(b) or not is_ok(a):
+        verdict = "newly failing" if is_ok(a) else "fixed"
+        return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict=verdict)
+    ratio = b["samples_per_s"] / a["samples_per_s"]
+    samples_a, samples_b = timing_samples(a), timing_samples(b)
+    p_value = mann_whitney_p(samples_a, samples_b) if samples_a and samples_b else None
+    changed = abs(ratio - 1) > threshold and p_value is not None and p_value < alpha
+    verdict = ("faster" if ratio > 1 else "slower") if changed else "same"
+    return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=ratio, p_value=p_value, verdict=verdict)
+
+
+def compare_records(
+    records_a: dict[str, dict], records_b: dict[str, dict], *, threshold: float = 0.05, alpha: float = 0.01
+) -> list[Comparison]:
+    """Every cell id in either run (latest record per cell id), in A's order then B's new cells."""
+    if threshold < 0:
+        raise ValueError(f"threshold must be 0 or more, not {threshold}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+    cell_ids = list(dict.fromkeys([*records_a, *records_b]))
+    return [compare_cell(records_a.get(i), records_b.get(i), threshold, alpha) for i in cell_ids]
+
+
+def load_latest(path: Path) -> dict[str, dict]:
+    """The latest record per cell of a results directory (or of a results.jsonl file given directly)."""
+    path = Path(path)
+    results = path / "results.jsonl" if path.is_dir() else path
+    if not results.is_file():
+        raise ReportError(f"{results}: no such results file or directory")
+    return latest_by_cell(read_records(results))
+
+
+def key_fields(comparisons: list[Comparison]) -> list[str]:
+    """Cell fields whose values differ between the compared cells: what tells the rows apart."""
+    names = [
+        name
+        for name in (f.name for f in dataclasses.fields(Cell))
+        if len({str(c.config.get(name)) for c in comparisons}) > 1
+    ]
+    return names or ["backbone", "classes", "batch_size"]
+
+
+def comparison_frame(comparisons: list[Comparison]) -> pd.DataFrame:
+    fields = key_fields(comparisons)
+    rows = [
+        {
+            "cell": c.cell_id,
+            **{name: c.config.get(name) for name in fields},
+            "A": speed_text(c.a),
+            "B": speed_text(c.b),
+            "ratio": "" if c.ratio is None else f"{c.ratio:.3f}",
+            "p-value": "" if c.p_value is None else f"{c.p_value:.2g}",
+            "verdict": c.verdict,
+        }
+        for c in comparisons
+    ]
+    return pd.DataFrame(rows)
+
+
+def render_comparison(comparisons: list[Comparison]) -> str:
+    """The comparison table (tabulate, github style) and a one-line count of verdicts."""
+    if not comparisons:
+        return "No records in either run."
+    table = comparison_frame(comparisons).to_markdown(index=False, tablefmt="github", disable_numparse=True)
+    counts = Counter(c.verdict for c in comparisons)
+    return table + "\n\n" + ", ".join(f"{count} {verdict}" for verdict, count in counts.items())

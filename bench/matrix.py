@@ -1,0 +1,259 @@
+"""Matrix files: TOML grids of cells, grouped into sections that each render as one table.
+
+A matrix is data, read with tomllib and validated whole before anything runs. Every mistake is a
+MatrixError whose text names the file, the place in it and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_type
+
+METRICS = (
+    "samples_per_s",
+    "spread",
+    "step_time_ms",
+    "gpu_mem_gb",
+    "peak_allocated_gib",
+    "peak_rss_gib",
+    "power_w",
+    "energy_per_1k_j",
+    "published",
+    "ratio",
+    "status",
+)
+"""Result columns a section may show besides cell fields."""
+
+FORMATS = ("auto", "text", "check", "speed", "int", "float1", "float2", "percent", "ratio")
+
+TOP_KEYS = {"name", "report", "run", "defaults", "sections"}
+REPORT_KEYS = {"title", "blurb", "heading", "intro", "notes", "spec"}
+RUN_KEYS = {"timeout_s": float, "inactivity_timeout_s": float, "prune_after_oom": bool}
+SECTION_KEYS = {"title", "text", "columns", "set", "grid", "exclude", "rows"}
+COLUMN_KEYS = {"header", "field", "text", "format", "labels"}
+ROW_EXTRA_KEYS = {"published", "labels"}
+
+
+class MatrixError(ValueError):
+    """A matrix file that cannot be run as written."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Column:
+    """One column of a section's table."""
+
+    header: str
+    """The column's heading as printed."""
+    field: str | None = None
+    """A cell field, a derived field (fp16, partial_fc, world_size, per_gpu_batch) or a metric."""
+    text: str | None = None
+    """A constant shown in every row (a dataset name, say), when there is no field."""
+    format: str = "auto"
+    """How values print: auto, text, check (√/×), speed (~2190), int, float1, float2, percent, ratio."""
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Printed label for a value, keyed by the value as text ("2000000" = "2 Millions")."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One table row: a cell, the published figure to compare with, and label overrides."""
+
+    cell: Cell
+    published: float | str | None = None
+    """Published samples/sec, or "Fail" where the published run ran out of memory."""
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Printed text for this row only, keyed by column header."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    title: str
+    text: str = ""
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    name: str
+    path: Path
+    report: dict[str, Any]
+    run: dict[str, Any]
+    sections: tuple[Section, ...]
+
+    def cells(self) -> list[Cell]:
+        """Every distinct cell in the order it first appears; a cell in two sections runs once."""
+        unique: dict[str, Cell] = {}
+        for section in self.sections:
+            for row in section.rows:
+                unique.setdefault(row.cell.cell_id, row.cell)
+        return list(unique.values())
+
+
+def load_matrix(path: Path, overrides: dict[str, Any] | None = None) -> Matrix:
+    """Read, validate and expand a matrix file; overrides replace cell fields in every cell."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MatrixError(f"{path}: no such matrix file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MatrixError(f"{path}: cannot read: {exc}") from None
+    try:
+        return parse_matrix(data, Path(path), overrides or {})
+    except MatrixError as exc:
+        raise MatrixError(f"{path}: {exc}") from None
+
+
+def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) -> Matrix:
+    check_keys(data, TOP_KEYS, "top level")
+    name = data.get("name", path.stem)
+    expect(isinstance(name, str) and name and "/" not in name, "name: must be a non-empty text without '/'")
+    report = table(data, "report")
+    check_keys(report, REPORT_KEYS, "[report]")
+    for key in ("title", "blurb", "heading", "intro"):
+        expect(isinstance(report.get(key, ""), str), f"[report] {key}: must be text")
+    notes = report.get("notes", [])
+    expect(isinstance(notes, list) and all(isinstance(n, str) for n in notes), "[report] notes: must be a list of texts")
+    spec = table(report, "spec", "[report] spec")
+    expect(all(isinstance(v, str) for v in spec.values()), "[report.spec]: every value must be text")
+    run = table(data, "run")
+    check_keys(run, set(RUN_KEYS), "[run]")
+    for key, kind in RUN_KEYS.items():
+        if key in run:
+            ok = isinstance(run[key], bool) if kind is bool else is_number(run[key]) and run[key] > 0
+            expect(ok, f"[run] {key}: must be {'true or false' if kind is bool else 'a positive number'}, not {run[key]!r}")
+    defaults = table(data, "defaults")
+    check_cell_fields(defaults, "[defaults]")
+    sections = data.get("sections")
+    expect(isinstance(sections, list) and sections, "sections: a matrix needs at least one [[sections]] table")
+    parsed = tuple(
+        parse_section(section, i, {**defaults}, overrides) for i, section in enumerate(sections, start=1)
+    )
+    return Matrix(name=name, path=path, report=report, run=run, sections=parsed)
+
+
+def parse_section(section: Any, number: int, defaults: dict, overrides: dict) -> Section:
+    where = f"sections[{number}]"
+    expect(isinstance(section, dict), f"{where}: must be a table")
+    if isinstance(section.get("title"), str):
+        where = f"{where} ({section['title']!r})"
+    check_keys(section, SECTION_KEYS, where)
+    expect(isinstance(section.get("title"), str) and section["title"], f"{where} title: every section needs a title")
+    expect(isinstance(section.get("text", ""), str), f"{where} text: must be text")
+    fixed = table(section, "set", f"{where} set")
+    check_cell_fields(fixed, f"{where} set")
+    columns = parse_columns(section.get("columns"), where)
+    points = expand_grid(section, where) + explicit_rows(section, where)
+    expect(points, f"{where}: has no cells (give a grid or rows)")
+    rows = []
+    for place, point in points:
+        config = {**defaults, **fixed, **{k: v for k, v in point.items() if k not in ROW_EXTRA_KEYS}, **overrides}
+        try:
+            cell = Cell.from_dict(config)
+        except ValueError as exc:
+            raise MatrixError(f"{where} {place}: {exc}") from None
+        rows.append(Row(cell=cell, published=point.get("published"), labels=point.get("labels", {})))
+    return Section(title=section["title"], text=section.get("text", ""), columns=columns, rows=tuple(rows))
+
+
+def parse_columns(columns: Any, where: str) -> tuple[Column, ...]:
+    expect(isinstance(columns, list) and columns, f"{where} columns: every section needs a list of columns")
+    parsed = []
+    for i, column in enumerate(columns, start=1):
+        place = f"{where} columns[{i}]"
+        expect(isinstance(column, dict), f"{place}: must be a table like {{ header = \"Batch-size\", field = \"batch_size\" }}")
+        check_keys(column, COLUMN_KEYS, place)
+        expect(("field" in column) != ("text" in column), f"{place}: give exactly one of field or text")
+        if "field" in column:
+            known = (*FIELD_TYPES, *DERIVED_FIELDS, *METRICS)
+            expect(column["field"] in known, f"{place} field: unknown field {column['field']!r}")
+        expect(isinstance(column.get("text", ""), str), f"{place} text: must be text")
+        header = column.get("header", column.get("field"))
+        expect(isinstance(header, str) and header, f"{place} header: must be a non-empty text")
+        expect(column.get("format", "auto") in FORMATS, f"{place} format: must be one of {', '.join(FORMATS)}")
+        labels = column.get("labels", {})
+        expect(isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()), f"{place} labels: must map values to texts")
+        parsed.append(Column(header=header, field=column.get("field"), text=column.get("text"), format=column.get("format", "auto"), labels=labels))
+    headers = [c.header for c in parsed]
+    duplicate = next((h for h in headers if headers.count(h) > 1), None)
+    expect(duplicate is None, f"{where} columns: header {duplicate!r} appears twice")
+    return tuple(parsed)
+
+
+def expand_grid(section: dict, where: str) -> list[tuple[str, dict]]:
+    """Cartesian product of the grid's axes, in the order written, less the excluded points."""
+    grid = table(section, "grid", f"{where} grid")
+    for key, values in grid.items():
+        expect(key in FIELD_TYPES, f"{where} grid: unknown cell field {key!r}")
+        expect(isinstance(values, list) and values, f"{where} grid {key}: must be a non-empty list")
+        for value in values:
+            check_value(key, value, f"{where} grid {key}")
+    excludes = section.get("exclude", [])
+    expect(isinstance(excludes, list) and all(isinstance(e, dict) for e in excludes), f"{where} exclude: must be [[sections.exclude]] tables")
+    for i, rule in enumerate(excludes, start=1):
+        expect(rule, f"{where} exclude[{i}]: an empty rule would exclude every cell")
+        for key, value in rule.items():
+            expect(key in grid, f"{where} exclude[{i}] {key}: not an axis of the grid")
+            check_value(key, value, f"{where} exclude[{i}] {key}")
+    if not grid:
+        return []
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    kept = [p for p in points if not any(all(p[k] == v for k, v in rule.items()) for rule in excludes)]
+    return [(f"grid point {point}", point) for point in kept]
+
+
+def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
+    rows = section.get("rows", [])
+    expect(isinstance(rows, list) and all(isinstance(r, dict) for r in rows), f"{where} rows: must be [[sections.rows]] tables")
+    for i, row in enumerate(rows, start=1):
+        place = f"{where} rows[{i}]"
+        check_cell_fields({k: v for k, v in row.items() if k not in ROW_EXTRA_KEYS}, place)
+        published = row.get("published")
+        expect(
+            published is None or published == "Fail" or (is_number(published) and published > 0),
+            f"{place} published: must be a positive number or \"Fail\", not {published!r}",
+        )
+        labels = row.get("labels", {})
+        expect(isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()), f"{place} labels: must map column headers to texts")
+    return [(f"rows[{i}]", row) for i, row in enumerate(rows, start=1)]
+
+
+def check_cell_fields(values: dict, where: str) -> None:
+    for key, value in values.items():
+        expect(key in FIELD_TYPES, f"{where}: unknown cell field {key!r}")
+        check_value(key, value, f"{where} {key}")
+
+
+def check_value(key: str, value: Any, where: str) -> None:
+    try:
+        check_type(key, value)
+    except ValueError as exc:
+        raise MatrixError(f"{where}: {exc}") from None
+
+
+def check_keys(data: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    expect(not unknown, f"{where}: unknown key {unknown[0]!r}" if unknown else "")
+
+
+def table(data: dict, key: str, where: str | None = None) -> dict:
+    value = data.get(key, {})
+    expect(isinstance(value, dict), f"{where or key}: must be a table")
+    return value
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise MatrixError(message)

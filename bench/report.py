@@ -1,0 +1,347 @@
+"""The report of a matrix run: result records -> markdown in the arcface_torch layout, PNG plots, flat exports.
+
+`render_markdown` follows insightface's published speed reports (title, blurb, "Test Server Spec",
+numbered notes, one table per section); the tables are pandas DataFrames printed by tabulate.
+`write_report` is what `pfcbench report` runs: it reads a results directory and writes the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.config import Cell
+from bench.machine import server_spec
+from bench.matrix import METRICS, Column, Matrix, Row, Section, load_matrix
+from bench.results import latest_by_cell, read_records
+
+MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
+"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
+
+LEGEND = {
+    "Error": "the job failed for a reason other than memory (see the record's error in results.jsonl)",
+    "Timeout": "the job was stopped at the wall-clock or inactivity limit",
+    "Skipped": "not run",
+    "—": "not run yet",
+}
+"""Explanation printed under a table for each mark in it; "Fail" (out of memory) is the published convention."""
+
+AUTO_FORMATS = {
+    "samples_per_s": "speed",
+    "published": "speed",
+    "spread": "percent",
+    "ratio": "ratio",
+    "step_time_ms": "float1",
+    "gpu_mem_gb": "float1",
+    "peak_allocated_gib": "float2",
+    "peak_rss_gib": "float2",
+    "power_w": "int",
+    "energy_per_1k_j": "float1",
+}
+
+FORMATTERS = {
+    "text": str,
+    "check": lambda value: "√" if value else "×",
+    "speed": lambda value: f"~{round(value)}",
+    "int": lambda value: str(round(value)),
+    "float1": lambda value: f"{value:.1f}",
+    "float2": lambda value: f"{value:.2f}",
+    "percent": lambda value: f"{value * 100:.1f}%",
+    "ratio": lambda value: f"{value:.2f}",
+}
+
+SCALED_METRICS = {
+    "samples_per_s": ("samples_per_s", 1.0),
+    "step_time_ms": ("step_time_s_median", 1000.0),
+    "gpu_mem_gb": ("gpu_mem_used_mib_max", 1 / 1024),
+    "peak_allocated_gib": ("peak_allocated_mib_max", 1 / 1024),
+    "peak_rss_gib": ("peak_rss_mib_max", 1 / 1024),
+    "power_w": ("power_w", 1.0),
+    "energy_per_1k_j": ("energy_j_per_1k_samples", 1.0),
+}
+"""Metric -> (record key, factor): a GB here is 1024 MiB, as nvidia-smi and gpustat users read it."""
+
+MEMORY_KEYS = ("gpu_mem_used_mib_max", "peak_allocated_mib_max", "peak_rss_mib_max")
+"""Peak memory a plot shows: the first of these that the section's records have."""
+
+FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
+
+
+class ReportError(ValueError):
+    """A results directory that cannot be reported: a missing or unreadable file."""
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def is_ok(record: dict | None) -> bool:
+    return record is not None and record.get("status") == "ok"
+
+
+def mark(record: dict | None) -> str:
+    """The printed mark of a cell that has no samples/sec: Fail, Error, Timeout, Skipped or —."""
+    return MARKS.get(record["status"] if record else None, "Error")
+
+
+def speed_text(record: dict | None) -> str:
+    """Samples/sec as the published reports print it (~2190), or the cell's mark."""
+    return f"~{round(record['samples_per_s'])}" if is_ok(record) else mark(record)
+
+
+def metric_value(name: str, row: Row, record: dict | None) -> Any:
+    """A result column's value for one row: a number, a mark, "Fail" (published) or None (blank)."""
+    if name == "published":
+        return row.published
+    if name == "status":
+        return record["status"] if record else "not run"
+    if name == "ratio":
+        measured = record["samples_per_s"] if is_ok(record) else None
+        return measured / row.published if is_number(measured) and is_number(row.published) else None
+    if not is_ok(record):
+        return mark(record) if name == "samples_per_s" else None
+    if name == "spread":
+        low, high, median = (record.get(k) for k in ("samples_per_s_min", "samples_per_s_max", "samples_per_s"))
+        return (high - low) / median if all(is_number(v) for v in (low, high, median)) and median else None
+    key, factor = SCALED_METRICS[name]
+    value = record.get(key)
+    return value * factor if is_number(value) else None
+
+
+def format_value(value: Any, fmt: str, field: str | None) -> str:
+    """Print a value in a column format; text (marks, "Fail") prints as it is and None as blank."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if fmt == "auto":
+        fmt = AUTO_FORMATS.get(field, "check" if isinstance(value, bool) else "text")
+    return FORMATTERS[fmt](value)
+
+
+def cell_text(column: Column, row: Row, record: dict | None) -> str:
+    """What one table cell prints: the row's label, else the column's text, label or formatted value."""
+    if column.header in row.labels:
+        return row.labels[column.header]
+    if column.text is not None:
+        return column.text
+    value = metric_value(column.field, row, record) if column.field in METRICS else getattr(row.cell, column.field)
+    if str(value) in column.labels:
+        return column.labels[str(value)]
+    return format_value(value, column.format, column.field)
+
+
+def section_frame(section: Section, records_by_id: dict[str, dict]) -> pd.DataFrame:
+    """The section's table as text, one row per matrix row, columns in the matrix's order."""
+    rows = [[cell_text(c, row, records_by_id.get(row.cell.cell_id)) for c in section.columns] for row in section.rows]
+    return pd.DataFrame(rows, columns=[c.header for c in section.columns])
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+
+
+def legend(frame: pd.DataFrame, records: list[dict | None]) -> str:
+    """One line explaining each mark that appears in the table, with the reasons cells were skipped."""
+    shown = set(frame.to_numpy().ravel())
+    reasons = list(dict.fromkeys(r["reason"] for r in records if r and r["status"] == "skipped" and r.get("reason")))
+    parts = []
+    for text, meaning in LEGEND.items():
+        if text in shown:
+            detail = f" ({'; '.join(reasons)})" if text == "Skipped" and reasons else ""
+            parts.append(f"{text}: {meaning}{detail}.")
+    return " ".join(parts)
+
+
+def spec_frame(env: dict[str, Any], overrides: dict[str, str]) -> pd.DataFrame:
+    """The "Test Server Spec" rows; a matrix spec key replaces every row of that key (lines become rows)."""
+    rows = list(server_spec(env))
+    for key, value in overrides.items():
+        place = next((i for i, (k, _) in enumerate(rows) if k == key), len(rows))
+        rows = [r for r in rows if r[0] != key]
+        rows[place:place] = [(key, line) for line in value.strip().splitlines() or [""]]
+    return pd.DataFrame(rows, columns=["Key", "Value"])
+
+
+def provenance(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
+    """The note saying which harness, implementation and precision produced the numbers."""
+    cells = [c for c in matrix.cells() if c.cell_id in records_by_id]
+    if not cells:
+        return "No cell of this matrix has been run yet."
+    versions = listed(records_by_id[c.cell_id].get("harness_version", "unknown") for c in cells)
+    precisions = listed(c.precision for c in cells)
+    per_row = " (per row as shown)" if "," in precisions else ""
+    return (
+        f"Measured with pfcbench {versions}, impl {listed(c.impl for c in cells)}; "
+        f"precision {precisions}{per_row}; TF32 {listed('on' if c.tf32 else 'off' for c in cells)}; "
+        f"device {listed(c.device for c in cells)}."
+    )
+
+
+def listed(values) -> str:
+    return ", ".join(dict.fromkeys(str(v) for v in values))
+
+
+def render_markdown(
+    matrix: Matrix,
+    records_by_id: dict[str, dict],
+    env: dict[str, Any],
+    *,
+    plots_dir: Path | None = None,
+    markdown_dir: Path | None = None,
+) -> str:
+    """The report of a matrix: records_by_id maps cell id -> latest record, env is describe_machine().
+
+    With plots_dir, each section with a finished cell gets a PNG there, linked relative to
+    markdown_dir (default plots_dir), where the markdown is meant to be saved.
+    """
+    report = matrix.report
+    notes = [*report.get("notes", []), provenance(matrix, records_by_id)]
+    parts = [
+        f"# {report.get('title') or matrix.name}",
+        report.get("blurb", "").strip(),
+        "## Test Server Spec",
+        markdown_table(spec_frame(env, report.get("spec", {}))),
+        f"## {report['heading']}" if report.get("heading") else "",
+        report.get("intro", "").strip(),
+        "\n\n".join(f"{i}. {note}" for i, note in enumerate(notes, start=1)),
+    ]
+    for number, section in enumerate(matrix.sections, start=1):
+        plot = None
+        if plots_dir is not None:
+            plot = plot_section(section, records_by_id, Path(plots_dir) / f"{matrix.name}-section-{number}.png")
+        parts += section_parts(section, records_by_id, plot, Path(markdown_dir or plots_dir or "."))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def section_parts(section: Section, records_by_id: dict[str, dict], plot: Path | None, markdown_dir: Path) -> list[str]:
+    frame = section_frame(section, records_by_id)
+    records = [records_by_id.get(row.cell.cell_id) for row in section.rows]
+    link = f"![{section.title}]({Path(os.path.relpath(plot, markdown_dir)).as_posix()})" if plot else ""
+    return [f"### {section.title}", section.text.strip(), markdown_table(frame), legend(frame, records), link]
+
+
+def varying_fields(section: Section) -> list[str]:
+    """Cell fields that take more than one value among the section's rows, most distinct values first."""
+    counts = {f.name: len({getattr(row.cell, f.name) for row in section.rows}) for f in dataclasses.fields(Cell)}
+    return sorted((name for name, count in counts.items() if count > 1), key=lambda name: -counts[name])
+
+
+def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -> Path | None:
+    """Samples/sec (and peak memory where recorded) of a section's rows as a PNG; None if nothing finished.
+
+    Against the one cell field that varies when it is a number (a line), else one bar per row.
+    """
+    from matplotlib.figure import Figure
+
+    records = [records_by_id.get(row.cell.cell_id) for row in section.rows]
+    if not any(is_ok(r) for r in records):
+        return None
+    series = [("samples/sec", [metric_or_nan(r, "samples_per_s") for r in records])]
+    memory_key = next((k for k in MEMORY_KEYS if any(is_number(metric_or_nan(r, k)) for r in records)), None)
+    if memory_key:
+        series.append((f"peak memory, GiB ({memory_key})", [metric_or_nan(r, memory_key) / 1024 for r in records]))
+    varying = varying_fields(section)
+    numeric_axis = len(varying) == 1 and all(is_number(getattr(row.cell, varying[0])) for row in section.rows)
+    fig = Figure(figsize=(6.4 * len(series), 0.5 * len(records) + 2.5), layout="constrained")
+    fig.suptitle(section.title)
+    for ax, (name, values) in zip(fig.subplots(1, len(series), squeeze=False)[0], series, strict=True):
+        if numeric_axis:
+            draw_line(ax, [getattr(row.cell, varying[0]) for row in section.rows], values, varying[0], name)
+        else:
+            draw_bars(ax, [row_label(row, varying) for row in section.rows], values, name)
+        for i, record in enumerate(records):
+            if not is_ok(record):
+                xy = (getattr(section.rows[i].cell, varying[0]), 0) if numeric_axis else (0, i)
+                ax.annotate(mark(record), xy, fontsize=8, color="tab:red", va="center")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def row_label(row: Row, varying: list[str]) -> str:
+    return ", ".join(f"{name} {getattr(row.cell, name)}" for name in varying) or row.cell.cell_id
+
+
+def metric_or_nan(record: dict | None, key: str) -> float:
+    value = record.get(key) if is_ok(record) else None
+    return value if is_number(value) else math.nan
+
+
+def draw_line(ax, xs: list, values: list[float], xlabel: str, ylabel: str) -> None:
+    ax.plot(xs, values, marker="o")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+
+
+def draw_bars(ax, labels: list[str], values: list[float], xlabel: str) -> None:
+    positions = range(len(labels))
+    ax.barh(positions, [0 if math.isnan(v) else v for v in values])
+    ax.set_yticks(positions, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def export(records: list[dict], fmt: str) -> str:
+    """Records flattened to one row each (config.* columns, figures), as csv or json text."""
+    frame = pd.json_normalize(records)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=2) + "\n"
+    if fmt == "csv":
+        return frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_csv(index=False)
+    raise ValueError(f"format must be csv or json, not {fmt!r}")
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ReportError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read: {exc}") from None
+
+
+def load_run(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix, list[dict]]:
+    """The matrix a results directory ran (its matrix.toml unless given) and its records, oldest first.
+
+    When the records carry the cell-field overrides the run was started with ("overrides"), the
+    newest ones are applied, so that the matrix's cells have the ids the run recorded.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ReportError(f"{results_dir}: no such results directory")
+    results_path = results_dir / "results.jsonl"
+    if not results_path.is_file():
+        raise ReportError(f"{results_path}: no such file")
+    records = read_records(results_path)
+    matrix_path = Path(matrix_path or results_dir / "matrix.toml")
+    if not matrix_path.is_file():
+        raise ReportError(f"{matrix_path}: no such file (give the matrix with --matrix FILE)")
+    overrides = next((r["overrides"] for r in reversed(records) if r.get("overrides")), {})
+    return load_matrix(matrix_path, overrides), records
+
+
+def write_report(
+    results_dir: Path, *, out: Path | None = None, fmt: str = "md", matrix_path: Path | None = None
+) -> Path:
+    """Render a results directory to out (default report/<name>.<fmt>, PNG plots beside a markdown one)."""
+    matrix, records = load_run(results_dir, matrix_path)
+    latest = latest_by_cell(records)
+    out = Path(out or Path("report") / f"{matrix.name}{FORMAT_SUFFIXES[fmt]}")
+    if fmt == "md":
+        env = read_json(Path(results_dir) / "env.json")
+        text = render_markdown(matrix, latest, env, plots_dir=out.parent, markdown_dir=out.parent)
+    else:
+        text = export(list(latest.values()), fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return out

@@ -1,0 +1,69 @@
+"""The results file: append-only JSON lines, one record per finished cell attempt.
+
+A record is written whole or not at all: one write of one line, flushed and fsynced. A line that
+a crash or a full disk cut short is never a record; it is dropped before the next append.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+FINAL = ("ok", "oom", "error", "timeout", "skipped")
+FAILED = ("error", "timeout")
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append one record as one line; on any failure the file is left as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = drop_torn_tail(fd)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def drop_torn_tail(fd: int) -> int:
+    """Cut a last line that has no newline (a write cut short); return the file's size."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    tail_start = max(0, size - (1 << 20))
+    tail = os.pread(fd, size - tail_start, tail_start)
+    keep = tail_start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+    os.ftruncate(fd, keep)
+    return keep
+
+
+def read_records(path: Path) -> list[dict]:
+    """Every whole record in the file, oldest first; a torn last line is ignored."""
+    if not path.exists():
+        return []
+    records = []
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def latest_by_cell(records: list[dict]) -> dict[str, dict]:
+    """The newest record of each cell id."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        latest[record["cell_id"]] = record
+    return latest

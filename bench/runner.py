@@ -1,0 +1,148 @@
+"""The sweep: run every pending cell of a matrix and append one record per cell to its results.
+
+A crash, a hang, an out-of-memory, Ctrl-C, SIGTERM or kill -9 of the runner costs at most the cell
+in flight: every finished cell is already on disk, and the next run skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import __version__
+from bench.config import Cell
+from bench.launch import SCHEMA, Launch, run_cell
+from bench.machine import describe_machine
+from bench.matrix import Matrix
+from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records
+
+RERUN = ("failed", "all")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What a run of a matrix would do: each cell with its newest record, if any."""
+
+    matrix: Matrix
+    results_dir: Path
+    cells: list[Cell]
+    latest: dict[str, dict]
+    rerun: str | None = None
+
+    @property
+    def results_file(self) -> Path:
+        return self.results_dir / "results.jsonl"
+
+    def pending(self) -> list[Cell]:
+        return [cell for cell in self.cells if needs_run(self.latest.get(cell.cell_id), self.rerun)]
+
+    def sections_of(self, cell: Cell) -> list[str]:
+        return [s.title for s in self.matrix.sections if any(r.cell.cell_id == cell.cell_id for r in s.rows)]
+
+
+def needs_run(record: dict | None, rerun: str | None) -> bool:
+    """A cell runs when it has no final record, or when --rerun asks for it."""
+    if record is None or record.get("status") not in FINAL:
+        return True
+    return rerun == "all" or (rerun == "failed" and record["status"] in FAILED)
+
+
+def make_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
+    results_dir = results_root / matrix.name
+    latest = latest_by_cell(read_records(results_dir / "results.jsonl"))
+    return Plan(matrix=matrix, results_dir=results_dir, cells=matrix.cells(), latest=latest, rerun=rerun)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
+    """An oom record of the same config at a batch no larger than this cell's, if there is one."""
+    for record in records.values():
+        if record.get("status") != "oom":
+            continue
+        other = Cell.from_dict(record["config"])
+        if other.batch_size <= cell.batch_size and dataclasses.replace(other, batch_size=cell.batch_size) == cell:
+            return record
+    return None
+
+
+def skipped_record(cell: Cell, cause: dict) -> dict:
+    return {
+        "schema": SCHEMA,
+        "cell_id": cell.cell_id,
+        "config": cell.to_dict(),
+        "world_size": cell.world_size,
+        "per_gpu_batch": cell.per_gpu_batch,
+        "status": "skipped",
+        "reason": f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}",
+        "started_at": time.time(),
+        "duration_s": 0.0,
+        "harness_version": __version__,
+    }
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so that the cell in flight is killed and nothing is torn."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_plan(
+    plan: Plan, launch: Launch, *, prune_after_oom: bool = False, on_cell: Callable[[Cell], None] | None = None
+) -> Counter:
+    """Run the pending cells one by one, appending each record as soon as it exists."""
+    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(plan.results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
+    write_atomic(plan.results_dir / "matrix.toml", plan.matrix.path.read_text())
+    latest = dict(plan.latest)
+    statuses: Counter = Counter()
+    with sigterm_as_interrupt():
+        for cell in plan.pending():
+            if on_cell:
+                on_cell(cell)
+            cause = oom_implies(cell, latest) if prune_after_oom else None
+            record = skipped_record(cell, cause) if cause else run_one(cell, plan, launch)
+            record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell))
+            append_record(plan.results_file, record)
+            latest[cell.cell_id] = record
+            statuses[record["status"]] += 1
+    return statuses
+
+
+def run_one(cell: Cell, plan: Plan, launch: Launch) -> dict:
+    """Run a cell in a scratch folder; keep the torchrun log of a cell that did not finish ok."""
+    workdir = plan.results_dir / "work" / cell.cell_id
+    shutil.rmtree(workdir, ignore_errors=True)
+    launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
+    record = run_cell(cell, workdir, launch)
+    if record["status"] != "ok":
+        logs = plan.results_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        shutil.copyfile(workdir / "torchrun.log", logs / f"{cell.cell_id}.log")
+        record["log"] = f"logs/{cell.cell_id}.log"
+    shutil.rmtree(workdir, ignore_errors=True)
+    return record

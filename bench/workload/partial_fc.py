@@ -1,0 +1,146 @@
+"""Partial FC: the model-parallel classifier of arcface_torch (PartialFC_V2), step for step.
+
+Class centres are split over the ranks in contiguous ranges. Each step gathers every rank's
+embeddings and labels, optionally samples the positive centres plus random negatives, and
+computes the softmax cross-entropy across ranks without ever gathering the logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import distributed
+from torch.nn.functional import linear, normalize
+
+
+def shard_of(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
+    """(first class, number of classes) that rank holds: C//W each, one more for r < C%W."""
+    num_local = num_classes // world_size + int(rank < num_classes % world_size)
+    class_start = num_classes // world_size * rank + min(rank, num_classes % world_size)
+    return class_start, num_local
+
+
+class PartialFC(torch.nn.Module):
+    """arcface_torch's PartialFC_V2: forward(local_embeddings, local_labels) returns the loss.
+
+    The rank's shard of class centres is `weight`, shape (num_local, embedding_size), N(0, 0.01).
+    The GEMM, softmax and loss run in fp32 whatever precision the backbone uses, as train_v2
+    builds PartialFC_V2 with fp16 off.
+    """
+
+    def __init__(
+        self,
+        margin_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        embedding_size: int,
+        num_classes: int,
+        sample_rate: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not distributed.is_initialized():
+            raise RuntimeError("PartialFC needs an initialised process group")
+        self.rank = distributed.get_rank()
+        self.world_size = distributed.get_world_size()
+        self.embedding_size = embedding_size
+        self.sample_rate = sample_rate
+        self.class_start, self.num_local = shard_of(num_classes, self.world_size, self.rank)
+        self.num_sample = int(sample_rate * self.num_local)
+        self.margin_softmax = margin_loss
+        self.weight = torch.nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_size)))
+        self.weight_index: torch.Tensor | None = None
+
+    def sample(self, labels: torch.Tensor, index_positive: torch.Tensor) -> torch.Tensor:
+        """Keep every local positive plus random negatives, up to num_sample centres; relabel in place."""
+        with torch.no_grad():
+            positive = torch.unique(labels[index_positive], sorted=True)
+            if self.num_sample >= positive.size(0):
+                perm = torch.rand(self.num_local, device=labels.device)
+                perm[positive] = 2.0
+                index = torch.topk(perm, k=self.num_sample)[1].sort()[0]
+            else:
+                index = positive
+            self.weight_index = index
+            labels[index_positive] = torch.searchsorted(index, labels[index_positive])
+        return self.weight[index]
+
+    def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
+        local_labels = local_labels.view(-1).long()
+        batch_size = local_embeddings.size(0)
+        gathered = [
+            torch.zeros(batch_size, self.embedding_size, device=local_embeddings.device)
+            for _ in range(self.world_size)
+        ]
+        gathered_labels = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
+        embeddings = torch.cat(AllGatherFunc.apply(local_embeddings.float(), *gathered))
+        distributed.all_gather(gathered_labels, local_labels)
+        labels = torch.cat(gathered_labels).view(-1, 1)
+
+        index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
+        labels[~index_positive] = -1
+        labels[index_positive] -= self.class_start
+        weight = self.sample(labels, index_positive) if self.sample_rate < 1 else self.weight
+
+        logits = linear(normalize(embeddings), normalize(weight)).clamp(-1, 1)
+        logits = self.margin_softmax(logits, labels)
+        return DistCrossEntropyFunc.apply(logits, labels)
+
+
+class DistCrossEntropyFunc(torch.autograd.Function):
+    """Softmax cross-entropy over logits split by columns across ranks.
+
+    The value is the mean of -log(max(p_target, 1e-30)); the gradient is that of the plain mean
+    softmax cross-entropy, (softmax - one_hot) / batch, as in arcface_torch.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        batch_size = logits.size(0)
+        max_logits, _ = torch.max(logits, dim=1, keepdim=True)
+        distributed.all_reduce(max_logits, distributed.ReduceOp.MAX)
+        logits.sub_(max_logits)
+        logits.exp_()
+        sum_logits_exp = torch.sum(logits, dim=1, keepdim=True)
+        distributed.all_reduce(sum_logits_exp, distributed.ReduceOp.SUM)
+        logits.div_(sum_logits_exp)
+        index = torch.where(label != -1)[0]
+        loss = torch.zeros(batch_size, 1, device=logits.device)
+        loss[index] = logits[index].gather(1, label[index])
+        distributed.all_reduce(loss, distributed.ReduceOp.SUM)
+        ctx.save_for_backward(index, logits, label)
+        return loss.clamp_min_(1e-30).log_().mean() * (-1)
+
+    @staticmethod
+    def backward(ctx, loss_gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        index, logits, label = ctx.saved_tensors
+        batch_size = logits.size(0)
+        one_hot = torch.zeros(index.size(0), logits.size(1), device=logits.device)
+        one_hot.scatter_(1, label[index], 1)
+        logits[index] -= one_hot
+        logits.div_(batch_size)
+        return logits * loss_gradient.item(), None
+
+
+class AllGatherFunc(torch.autograd.Function):
+    """all_gather whose backward hands each rank the sum of all ranks' gradients times W.
+
+    The factor W makes DDP's averaging over W ranks leave the backbone with the summed gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, *gather_list: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        gather_list = list(gather_list)
+        distributed.all_gather(gather_list, tensor)
+        return tuple(gather_list)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_list = [g.contiguous() for g in grads]
+        rank = distributed.get_rank()
+        works = [
+            distributed.reduce(grad_list[i], i, distributed.ReduceOp.SUM, async_op=True)
+            for i in range(len(grad_list))
+        ]
+        for work in works:
+            work.wait()
+        grad_out = grad_list[rank] * len(grad_list)
+        return (grad_out, *[None] * len(grad_list))

@@ -1,0 +1,229 @@
+"""Tests for bench.machine: host description, spec rows, GPU sampling, peak RSS."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from types import SimpleNamespace
+
+import pynvml
+import pytest
+
+from bench import machine
+
+MACHINE_KEYS = {
+    "hostname",
+    "cpu_model",
+    "cpu_sockets",
+    "cpu_cores",
+    "memory_gib",
+    "gpus",
+    "gpu_driver",
+    "cuda_driver",
+    "torch",
+    "torch_cuda",
+    "cudnn",
+    "python",
+    "os",
+    "kernel",
+}
+
+
+def _nvml_works() -> bool:
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+HAS_NVML = _nvml_works()
+
+
+class FakeNvml:
+    """A stand-in for pynvml: two GPUs, the second without power or energy."""
+
+    NVMLError = pynvml.NVMLError
+    NVMLError_NotSupported = pynvml.NVMLError_NotSupported
+
+    def __init__(self) -> None:
+        self.open_count = 0
+        self.energy_mj = {0: 1_000_000, 1: 0}
+        self.used_bytes = {0: 1 * 2**30, 1: 2 * 2**30}
+
+    def nvmlInit(self) -> None:
+        self.open_count += 1
+
+    def nvmlShutdown(self) -> None:
+        self.open_count -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return 12040
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return ["NVIDIA H100 80GB HBM3", "Tesla P100-PCIE-16GB"][handle]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+        self.used_bytes[handle] += 2**20
+        return SimpleNamespace(total=80 * 2**30, used=self.used_bytes[handle])
+
+    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
+        if handle == 1:
+            raise pynvml.NVMLError_NotSupported()
+        return 300_000
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
+        if handle == 1:
+            raise pynvml.NVMLError_NotSupported()
+        self.energy_mj[handle] += 5_000
+        return self.energy_mj[handle]
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+    fake = FakeNvml()
+    monkeypatch.setattr(machine, "pynvml", fake)
+    return fake
+
+
+def _rss_now_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * resource.getpagesize() / 2**20
+
+
+def test_describe_machine_on_this_host() -> None:
+    env = machine.describe_machine()
+
+    assert set(env) == MACHINE_KEYS
+    assert env["cpu_cores"] >= 1
+    assert env["cpu_sockets"] >= 1
+    assert env["memory_gib"] > 0
+    assert env["cpu_model"]
+    assert env["hostname"]
+    assert env["python"].count(".") == 2
+    if not HAS_NVML:
+        assert env["gpus"] == []
+        assert env["gpu_driver"] is None
+        assert env["cuda_driver"] is None
+    assert json.loads(json.dumps(env)) == env
+
+
+def test_describe_machine_reads_gpus_through_nvml(fake_nvml: FakeNvml) -> None:
+    env = machine.describe_machine()
+
+    assert env["gpus"] == [
+        {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81920},
+        {"index": 1, "name": "Tesla P100-PCIE-16GB", "memory_mib": 81920},
+    ]
+    assert env["gpu_driver"] == "550.54.15"
+    assert env["cuda_driver"] == "12.4"
+    assert fake_nvml.open_count == 0
+
+
+def _spec_env(**overrides: object) -> dict[str, object]:
+    env: dict[str, object] = {
+        "cpu_model": "Intel(R) Xeon(R) Platinum 8255C CPU @ 2.50GHz",
+        "cpu_sockets": 2,
+        "memory_gib": 376.6,
+        "gpus": [
+            {"index": i, "name": "NVIDIA GeForce RTX 3080", "memory_mib": 10240}
+            for i in range(8)
+        ],
+        "os": "Ubuntu 18.04.4 LTS",
+        "torch_cuda": "11.1",
+        "python": "3.7.10",
+        "torch": "1.9.0",
+    }
+    env.update(overrides)
+    return env
+
+
+def test_server_spec_rows() -> None:
+    assert machine.server_spec(_spec_env()) == [
+        ("CPU", "2 x Intel(R) Xeon(R) Platinum 8255C CPU @ 2.50GHz"),
+        ("Memory", "377GB"),
+        ("GPU", "8 x NVIDIA GeForce RTX 3080"),
+        ("OS", "Ubuntu 18.04.4 LTS"),
+        ("Installation", "CUDA 11.1,"),
+        ("Installation", "Python 3.7.10"),
+        ("Installation", "PyTorch 1.9.0 (pip)"),
+    ]
+
+
+def test_server_spec_without_gpus_or_cuda() -> None:
+    rows = machine.server_spec(_spec_env(gpus=[], torch_cuda=None))
+
+    assert ("GPU", "none") in rows
+    assert [value for key, value in rows if key == "Installation"] == [
+        "Python 3.7.10",
+        "PyTorch 1.9.0 (pip)",
+    ]
+
+
+def test_server_spec_of_this_host() -> None:
+    rows = machine.server_spec(machine.describe_machine())
+
+    assert [key for key, _ in rows[:4]] == ["CPU", "Memory", "GPU", "OS"]
+    assert rows[-1][1].startswith("PyTorch ")
+
+
+@pytest.mark.skipif(HAS_NVML, reason="NVML is present on this host")
+def test_gpu_sampler_is_inert_without_nvml() -> None:
+    with machine.GpuSampler(interval_s=0.01) as sampler:
+        time.sleep(0.02)
+
+    assert sampler.available is False
+    assert sampler.summary() == []
+
+
+def test_gpu_sampler_summarises_each_gpu(fake_nvml: FakeNvml) -> None:
+    with machine.GpuSampler(interval_s=0.005) as sampler:
+        time.sleep(0.05)
+
+    assert sampler.available is True
+    assert fake_nvml.open_count == 0
+    first, second = sampler.summary()
+    assert first["index"] == 0 and first["name"] == "NVIDIA H100 80GB HBM3"
+    assert first["mem_used_peak_mib"] == fake_nvml.used_bytes[0] / 2**20
+    assert first["power_mean_w"] == pytest.approx(300.0)
+    assert first["energy_j"] == pytest.approx(5.0)
+    assert second["mem_used_peak_mib"] == fake_nvml.used_bytes[1] / 2**20
+    assert second["power_mean_w"] is None
+    assert second["energy_j"] is None
+
+
+def test_gpu_sampler_only_watches_requested_indices(fake_nvml: FakeNvml) -> None:
+    sampler = machine.GpuSampler(indices=[1], interval_s=0.005).start()
+    sampler.stop()
+    sampler.stop()
+
+    assert [gpu["index"] for gpu in sampler.summary()] == [1]
+    assert fake_nvml.open_count == 0
+
+
+def test_cpu_peak_rss_grows_after_touching_memory() -> None:
+    before_mib = machine.cpu_peak_rss_mib()
+    rss_start_mib = _rss_now_mib()
+    size = 200 * 2**20
+    buf = bytearray(size)
+    for offset in range(0, size, 4096):
+        buf[offset] = 1
+
+    after_mib = machine.cpu_peak_rss_mib()
+
+    assert after_mib >= before_mib
+    assert after_mib >= rss_start_mib + 190
+    assert after_mib < 1024 * 1024
+    del buf
