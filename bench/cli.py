@@ -16,7 +16,6 @@ from bench.config import FIELD_TYPES, Cell
 from bench.launch import Launch, run_cell
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix, MatrixError, load_matrix
-from bench.results import read_records
 from bench.runner import RERUN, make_plan, run_plan
 
 CLICK_TYPES = {int: int, float: float, str: str}
@@ -274,9 +273,8 @@ def run(
                 on_cell=lambda cell: (bar.update(0 if bar.current_item is None else 1), advance(cell)),
             )
         except KeyboardInterrupt:
-            done = len(read_records(the_plan.results_file)) - len(the_plan.latest)
             click.echo(
-                f"\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True
+                "\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True
             )
             sys.exit(130)
         bar.update(1)
@@ -313,7 +311,12 @@ def env(as_json: bool) -> None:
     help="File to write; PNG plots go beside a markdown one.  [default: report/<matrix>.<format>]",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True, help="md: the report; csv, json: one flat row per cell."
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "csv", "json"]),
+    default="md",
+    show_default=True,
+    help="md: the report; csv, json: one flat row per cell.",
 )
 @click.option(
     "--matrix",
@@ -346,10 +349,18 @@ def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_path: P
 @click.argument("results_a", type=click.Path(path_type=Path))
 @click.argument("results_b", type=click.Path(path_type=Path))
 @click.option(
-    "--threshold", type=float, default=0.05, show_default=True, help="Smallest change of samples/sec that counts (0.05 is 5%)."
+    "--threshold",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Smallest change of samples/sec that counts (0.05 is 5%).",
 )
 @click.option(
-    "--alpha", type=float, default=0.01, show_default=True, help="Significance level of the Mann-Whitney U test on step times."
+    "--alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Significance level of the Mann-Whitney U test on step times.",
 )
 def compare_command(results_a: Path, results_b: Path, threshold: float, alpha: float) -> None:
     """Compare two results folders cell by cell: faster, slower, same, newly failing, fixed or incomparable.

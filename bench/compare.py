@@ -112,7 +112,7 @@ def comparison_frame(comparisons: list[Comparison]) -> pd.DataFrame:
     rows = [
         {
             "cell": c.cell_id,
-            **{name: c.config.get(name) for name in fields},
+            **{name: "" if c.config.get(name) is None else str(c.config[name]) for name in fields},
             "A": speed_text(c.a),
             "B": speed_text(c.b),
             "ratio": "" if c.ratio is None else f"{c.ratio:.3f}",

@@ -70,7 +70,15 @@ class Cell:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        for name in ("classes", "batch_size", "nnodes", "nproc_per_node", "embedding_size", "num_windows", "steps_per_window"):
+        for name in (
+            "classes",
+            "batch_size",
+            "nnodes",
+            "nproc_per_node",
+            "embedding_size",
+            "num_windows",
+            "steps_per_window",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.warmup_steps < 0:

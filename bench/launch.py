@@ -164,7 +164,9 @@ def log_tail(workdir: Path, num_chars: int = 2000) -> str:
         return ""
 
 
-def build_record(cell: Cell, ranks: list[dict], status: str, *, error: str | None, started: float, duration_s: float) -> dict:
+def build_record(
+    cell: Cell, ranks: list[dict], status: str, *, error: str | None, started: float, duration_s: float
+) -> dict:
     """The result record of one cell attempt (schema 1)."""
     record = {
         "schema": SCHEMA,
@@ -175,7 +177,10 @@ def build_record(cell: Cell, ranks: list[dict], status: str, *, error: str | Non
         "status": status,
         "hosts": sorted({r["host"] for r in ranks}),
         "ranks": [
-            {k: r.get(k) for k in ("rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib")}
+            {
+                k: r.get(k)
+                for k in ("rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib")
+            }
             for r in ranks
         ],
         "gpus": [dict(gpu, host=r["host"], rank=r["rank"]) for r in ranks for gpu in r.get("gpus", [])],

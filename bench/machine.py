@@ -65,7 +65,7 @@ def server_spec(env: dict[str, Any]) -> list[tuple[str, str]]:
         ("GPU", _gpu_summary(env.get("gpus") or [])),
         ("OS", env["os"]),
     ]
-    if env.get("torch_cuda"):
+    if env.get("torch_cuda") and env.get("gpus"):
         rows.append(("Installation", f"CUDA {env['torch_cuda']},"))
     rows.append(("Installation", f"Python {env['python']}"))
     rows.append(("Installation", f"PyTorch {env['torch']} (pip)"))
@@ -89,9 +89,7 @@ class GpuSampler:
     and `summary()` is empty.
     """
 
-    def __init__(
-        self, indices: list[int] | None = None, interval_s: float = 0.1
-    ) -> None:
+    def __init__(self, indices: list[int] | None = None, interval_s: float = 0.1) -> None:
         self.indices = indices
         self.interval_s = interval_s
         self.available = False
@@ -121,9 +119,7 @@ class GpuSampler:
         for track in self._tracks:
             track.open()
         self._halt.clear()
-        self._thread = threading.Thread(
-            target=self._poll, name="GpuSampler", daemon=True
-        )
+        self._thread = threading.Thread(target=self._poll, name="GpuSampler", daemon=True)
         self._thread.start()
         return self
 
@@ -164,18 +160,14 @@ class _GpuTrack:
 
     def open(self) -> None:
         """Read the energy counter and take the first sample."""
-        self.energy_start_mj = _nvml_value(
-            pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle
-        )
+        self.energy_start_mj = _nvml_value(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
         self.sample()
 
     def close(self) -> None:
         """Take the last sample and read the energy counter again."""
         self.sample()
         if self.energy_start_mj is not None:
-            self.energy_end_mj = _nvml_value(
-                pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle
-            )
+            self.energy_end_mj = _nvml_value(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
 
     def sample(self) -> None:
         """Record used memory and, where supported, power draw."""
@@ -259,9 +251,7 @@ def _nvml_inventory() -> dict[str, Any]:
         return {
             "gpus": _gpu_inventory(),
             "gpu_driver": _text(driver) if driver is not None else None,
-            "cuda_driver": _cuda_version_text(
-                _nvml_value(pynvml.nvmlSystemGetCudaDriverVersion)
-            ),
+            "cuda_driver": _cuda_version_text(_nvml_value(pynvml.nvmlSystemGetCudaDriverVersion)),
         }
     finally:
         _nvml_shutdown()

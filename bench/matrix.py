@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,8 @@ class Matrix:
     report: dict[str, Any]
     run: dict[str, Any]
     sections: tuple[Section, ...]
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Cell fields set from the command line over every cell (--nproc, --max-memory-gib)."""
 
     def cells(self) -> list[Cell]:
         """Every distinct cell in the order it first appears; a cell in two sections runs once."""
@@ -115,13 +119,18 @@ def load_matrix(path: Path, overrides: dict[str, Any] | None = None) -> Matrix:
 def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) -> Matrix:
     check_keys(data, TOP_KEYS, "top level")
     name = data.get("name", path.stem)
-    expect(isinstance(name, str) and name and "/" not in name, "name: must be a non-empty text without '/'")
+    expect(
+        isinstance(name, str) and re.fullmatch(r"[^/\\\x00-\x1f]+", name) is not None and name not in (".", ".."),
+        f"name: must be a folder name for the results (no '/', not '.' or '..'), not {name!r}",
+    )
     report = table(data, "report")
     check_keys(report, REPORT_KEYS, "[report]")
     for key in ("title", "blurb", "heading", "intro"):
         expect(isinstance(report.get(key, ""), str), f"[report] {key}: must be text")
     notes = report.get("notes", [])
-    expect(isinstance(notes, list) and all(isinstance(n, str) for n in notes), "[report] notes: must be a list of texts")
+    expect(
+        isinstance(notes, list) and all(isinstance(n, str) for n in notes), "[report] notes: must be a list of texts"
+    )
     spec = table(report, "spec", "[report] spec")
     expect(all(isinstance(v, str) for v in spec.values()), "[report.spec]: every value must be text")
     run = table(data, "run")
@@ -129,15 +138,16 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     for key, kind in RUN_KEYS.items():
         if key in run:
             ok = isinstance(run[key], bool) if kind is bool else is_number(run[key]) and run[key] > 0
-            expect(ok, f"[run] {key}: must be {'true or false' if kind is bool else 'a positive number'}, not {run[key]!r}")
+            expect(
+                ok, f"[run] {key}: must be {'true or false' if kind is bool else 'a positive number'}, not {run[key]!r}"
+            )
     defaults = table(data, "defaults")
     check_cell_fields(defaults, "[defaults]")
+    check_cell_fields(overrides, "command-line option")
     sections = data.get("sections")
     expect(isinstance(sections, list) and sections, "sections: a matrix needs at least one [[sections]] table")
-    parsed = tuple(
-        parse_section(section, i, {**defaults}, overrides) for i, section in enumerate(sections, start=1)
-    )
-    return Matrix(name=name, path=path, report=report, run=run, sections=parsed)
+    parsed = tuple(parse_section(section, i, {**defaults}, overrides) for i, section in enumerate(sections, start=1))
+    return Matrix(name=name, path=path, report=report, run=run, sections=parsed, overrides=overrides)
 
 
 def parse_section(section: Any, number: int, defaults: dict, overrides: dict) -> Section:
@@ -154,12 +164,25 @@ def parse_section(section: Any, number: int, defaults: dict, overrides: dict) ->
     points = expand_grid(section, where) + explicit_rows(section, where)
     expect(points, f"{where}: has no cells (give a grid or rows)")
     rows = []
+    headers = {column.header for column in columns}
     for place, point in points:
+        unknown = sorted(set(point.get("labels", {})) - headers)
+        if unknown:
+            raise MatrixError(f"{where} {place} labels: {unknown[0]!r} is not the header of a column")
         config = {**defaults, **fixed, **{k: v for k, v in point.items() if k not in ROW_EXTRA_KEYS}, **overrides}
         try:
             cell = Cell.from_dict(config)
         except ValueError as exc:
-            raise MatrixError(f"{where} {place}: {exc}") from None
+            layers = (
+                ("a command-line option", overrides),
+                (place, point),
+                (f"{where} set", fixed),
+                ("[defaults]", defaults),
+            )
+            field = str(exc).split()[0]
+            origin = next((name for name, layer in layers if field in layer), place)
+            note = "" if origin == place else f" ({field} comes from {origin})"
+            raise MatrixError(f"{where} {place}: {exc}{note}") from None
         rows.append(Row(cell=cell, published=point.get("published"), labels=point.get("labels", {})))
     return Section(title=section["title"], text=section.get("text", ""), columns=columns, rows=tuple(rows))
 
@@ -169,7 +192,9 @@ def parse_columns(columns: Any, where: str) -> tuple[Column, ...]:
     parsed = []
     for i, column in enumerate(columns, start=1):
         place = f"{where} columns[{i}]"
-        expect(isinstance(column, dict), f"{place}: must be a table like {{ header = \"Batch-size\", field = \"batch_size\" }}")
+        expect(
+            isinstance(column, dict), f'{place}: must be a table like {{ header = "Batch-size", field = "batch_size" }}'
+        )
         check_keys(column, COLUMN_KEYS, place)
         expect(("field" in column) != ("text" in column), f"{place}: give exactly one of field or text")
         if "field" in column:
@@ -180,8 +205,19 @@ def parse_columns(columns: Any, where: str) -> tuple[Column, ...]:
         expect(isinstance(header, str) and header, f"{place} header: must be a non-empty text")
         expect(column.get("format", "auto") in FORMATS, f"{place} format: must be one of {', '.join(FORMATS)}")
         labels = column.get("labels", {})
-        expect(isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()), f"{place} labels: must map values to texts")
-        parsed.append(Column(header=header, field=column.get("field"), text=column.get("text"), format=column.get("format", "auto"), labels=labels))
+        expect(
+            isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()),
+            f"{place} labels: must map values to texts",
+        )
+        parsed.append(
+            Column(
+                header=header,
+                field=column.get("field"),
+                text=column.get("text"),
+                format=column.get("format", "auto"),
+                labels=labels,
+            )
+        )
     headers = [c.header for c in parsed]
     duplicate = next((h for h in headers if headers.count(h) > 1), None)
     expect(duplicate is None, f"{where} columns: header {duplicate!r} appears twice")
@@ -197,12 +233,16 @@ def expand_grid(section: dict, where: str) -> list[tuple[str, dict]]:
         for value in values:
             check_value(key, value, f"{where} grid {key}")
     excludes = section.get("exclude", [])
-    expect(isinstance(excludes, list) and all(isinstance(e, dict) for e in excludes), f"{where} exclude: must be [[sections.exclude]] tables")
+    expect(
+        isinstance(excludes, list) and all(isinstance(e, dict) for e in excludes),
+        f"{where} exclude: must be [[sections.exclude]] tables",
+    )
     for i, rule in enumerate(excludes, start=1):
         expect(rule, f"{where} exclude[{i}]: an empty rule would exclude every cell")
         for key, value in rule.items():
             expect(key in grid, f"{where} exclude[{i}] {key}: not an axis of the grid")
             check_value(key, value, f"{where} exclude[{i}] {key}")
+            expect(value in grid[key], f"{where} exclude[{i}] {key}: {value!r} is not a value of the grid's {key} axis")
     if not grid:
         return []
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -212,17 +252,23 @@ def expand_grid(section: dict, where: str) -> list[tuple[str, dict]]:
 
 def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
     rows = section.get("rows", [])
-    expect(isinstance(rows, list) and all(isinstance(r, dict) for r in rows), f"{where} rows: must be [[sections.rows]] tables")
+    expect(
+        isinstance(rows, list) and all(isinstance(r, dict) for r in rows),
+        f"{where} rows: must be [[sections.rows]] tables",
+    )
     for i, row in enumerate(rows, start=1):
         place = f"{where} rows[{i}]"
         check_cell_fields({k: v for k, v in row.items() if k not in ROW_EXTRA_KEYS}, place)
         published = row.get("published")
         expect(
             published is None or published == "Fail" or (is_number(published) and published > 0),
-            f"{place} published: must be a positive number or \"Fail\", not {published!r}",
+            f'{place} published: must be a positive number or "Fail", not {published!r}',
         )
         labels = row.get("labels", {})
-        expect(isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()), f"{place} labels: must map column headers to texts")
+        expect(
+            isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()),
+            f"{place} labels: must map column headers to texts",
+        )
     return [(f"rows[{i}]", row) for i, row in enumerate(rows, start=1)]
 
 
@@ -237,6 +283,7 @@ def check_value(key: str, value: Any, where: str) -> None:
         check_type(key, value)
     except ValueError as exc:
         raise MatrixError(f"{where}: {exc}") from None
+    expect(not isinstance(value, float) or math.isfinite(value), f"{where}: must be a finite number, not {value!r}")
 
 
 def check_keys(data: dict, allowed: set[str], where: str) -> None:
@@ -251,7 +298,8 @@ def table(data: dict, key: str, where: str | None = None) -> dict:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float; TOML's inf and nan are not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def expect(condition: bool, message: str) -> None:

@@ -67,8 +67,12 @@ SCALED_METRICS = {
 }
 """Metric -> (record key, factor): a GB here is 1024 MiB, as nvidia-smi and gpustat users read it."""
 
-MEMORY_KEYS = ("gpu_mem_used_mib_max", "peak_allocated_mib_max", "peak_rss_mib_max")
-"""Peak memory a plot shows: the first of these that the section's records have."""
+MEMORY_KEYS = {
+    "gpu_mem_used_mib_max": "peak GPU memory (NVML), GiB",
+    "peak_allocated_mib_max": "peak torch allocated, GiB",
+    "peak_rss_mib_max": "peak RSS, GiB",
+}
+"""Peak memory a plot shows: the first of these that the section's records have, and its axis label."""
 
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
 
@@ -174,7 +178,7 @@ def provenance(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
     cells = [c for c in matrix.cells() if c.cell_id in records_by_id]
     if not cells:
         return "No cell of this matrix has been run yet."
-    versions = listed(records_by_id[c.cell_id].get("harness_version", "unknown") for c in cells)
+    versions = listed(records_by_id[c.cell_id].get("harness_version") for c in cells) or "(version not recorded)"
     precisions = listed(c.precision for c in cells)
     per_row = " (per row as shown)" if "," in precisions else ""
     return (
@@ -185,7 +189,8 @@ def provenance(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
 
 
 def listed(values) -> str:
-    return ", ".join(dict.fromkeys(str(v) for v in values))
+    """Distinct values in order of first appearance, comma-separated; None is left out."""
+    return ", ".join(dict.fromkeys(str(v) for v in values if v is not None))
 
 
 def render_markdown(
@@ -246,7 +251,7 @@ def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -
     series = [("samples/sec", [metric_or_nan(r, "samples_per_s") for r in records])]
     memory_key = next((k for k in MEMORY_KEYS if any(is_number(metric_or_nan(r, k)) for r in records)), None)
     if memory_key:
-        series.append((f"peak memory, GiB ({memory_key})", [metric_or_nan(r, memory_key) / 1024 for r in records]))
+        series.append((MEMORY_KEYS[memory_key], [metric_or_nan(r, memory_key) / 1024 for r in records]))
     varying = varying_fields(section)
     numeric_axis = len(varying) == 1 and all(is_number(getattr(row.cell, varying[0])) for row in section.rows)
     fig = Figure(figsize=(6.4 * len(series), 0.5 * len(records) + 2.5), layout="constrained")

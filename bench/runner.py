@@ -126,7 +126,7 @@ def run_plan(
                 on_cell(cell)
             cause = oom_implies(cell, latest) if prune_after_oom else None
             record = skipped_record(cell, cause) if cause else run_one(cell, plan, launch)
-            record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell))
+            record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
             append_record(plan.results_file, record)
             latest[cell.cell_id] = record
             statuses[record["status"]] += 1

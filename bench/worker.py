@@ -27,6 +27,7 @@ from torch import distributed
 from bench.config import Cell
 from bench.machine import GpuSampler, cpu_peak_rss_mib
 from bench.measure import time_windows
+from bench.workload.step import TrainStep
 
 ALLOCATION_FAILURES = (
     "DefaultCPUAllocator: can't allocate memory",
@@ -107,8 +108,12 @@ def nvml_index(cuda_index: int) -> int:
 
 def run(cell: Cell, out: Path, record: dict) -> None:
     """Set up the rank, train, and fill record with figures; exceptions propagate."""
-    from bench.workload.step import TrainStep
+    heartbeat = out / "heartbeat"
 
+    def beat() -> None:
+        heartbeat.touch()
+
+    beat()
     local_rank = int(os.environ["LOCAL_RANK"])
     if cell.device == "cuda":
         device = torch.device("cuda", local_rank)
@@ -120,15 +125,12 @@ def run(cell: Cell, out: Path, record: dict) -> None:
         device_id=device if device.type == "cuda" else None,
         timeout=timedelta(minutes=10),
     )
+    beat()
     if cell.max_memory_gib is not None:
         cap_memory(cell, device)
     step = TrainStep(cell, device, distributed.get_rank())
     record["step"] = step
-    heartbeat = out / "heartbeat"
-
-    def beat() -> None:
-        heartbeat.touch()
-
+    beat()
     sampler = GpuSampler([nvml_index(device.index)] if device.type == "cuda" else [])
     figures = time_windows(
         step,

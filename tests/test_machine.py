@@ -137,10 +137,7 @@ def _spec_env(**overrides: object) -> dict[str, object]:
         "cpu_model": "Intel(R) Xeon(R) Platinum 8255C CPU @ 2.50GHz",
         "cpu_sockets": 2,
         "memory_gib": 376.6,
-        "gpus": [
-            {"index": i, "name": "NVIDIA GeForce RTX 3080", "memory_mib": 10240}
-            for i in range(8)
-        ],
+        "gpus": [{"index": i, "name": "NVIDIA GeForce RTX 3080", "memory_mib": 10240} for i in range(8)],
         "os": "Ubuntu 18.04.4 LTS",
         "torch_cuda": "11.1",
         "python": "3.7.10",

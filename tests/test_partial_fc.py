@@ -50,7 +50,12 @@ def check_dense(rank: int, world_size: int, num_classes: int, margin: str, out: 
     loss = module(local, labels[rows].clone())
     loss.backward()
     torch.save(
-        {"loss": loss.detach(), "emb_grad": local.grad, "weight": module.weight.detach(), "weight_grad": module.weight.grad},
+        {
+            "loss": loss.detach(),
+            "emb_grad": local.grad,
+            "weight": module.weight.detach(),
+            "weight_grad": module.weight.grad,
+        },
         f"{out}/rank{rank}.pt",
     )
 

@@ -67,8 +67,7 @@ class PartialFC(torch.nn.Module):
         local_labels = local_labels.view(-1).long()
         batch_size = local_embeddings.size(0)
         gathered = [
-            torch.zeros(batch_size, self.embedding_size, device=local_embeddings.device)
-            for _ in range(self.world_size)
+            torch.zeros(batch_size, self.embedding_size, device=local_embeddings.device) for _ in range(self.world_size)
         ]
         gathered_labels = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
         embeddings = torch.cat(AllGatherFunc.apply(local_embeddings.float(), *gathered))
@@ -137,8 +136,7 @@ class AllGatherFunc(torch.autograd.Function):
         grad_list = [g.contiguous() for g in grads]
         rank = distributed.get_rank()
         works = [
-            distributed.reduce(grad_list[i], i, distributed.ReduceOp.SUM, async_op=True)
-            for i in range(len(grad_list))
+            distributed.reduce(grad_list[i], i, distributed.ReduceOp.SUM, async_op=True) for i in range(len(grad_list))
         ]
         for work in works:
             work.wait()

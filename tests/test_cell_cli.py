@@ -1,0 +1,70 @@
+"""`pfcbench cell`: one real torchrun job of 2 gloo ranks on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.procs import pids_with
+
+FAST = ["--warmup-steps", "1", "--num-windows", "2", "--steps-per-window", "1"]
+PFC_200K = ["--backbone", "none", "--classes", "200000", "--batch-size", "128", "--nproc", "2", "--sample-rate", "0.1"]
+
+
+def pfcbench(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_partial_fc_cell_prints_an_ok_record(tmp_path):
+    result = pfcbench("cell", *PFC_200K, "--device", "cpu", "--json", *FAST, "--workdir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "ok"
+    assert record["world_size"] == 2 and record["per_gpu_batch"] == 64
+    assert record["config"]["sample_rate"] == 0.1 and record["config"]["classes"] == 200000
+    assert record["samples_per_s"] > 0
+    assert record["samples_per_s_min"] <= record["samples_per_s"] <= record["samples_per_s_max"]
+    assert len(record["step_times_s"]) == record["measured_steps"] == 2
+    # each rank holds 100k centres of 512 floats (205 MB): its peak RSS must show them
+    assert all(rank["peak_rss_mib"] > 200 for rank in record["ranks"])
+    assert sorted(json.loads((tmp_path / f"rank-{r}.json").read_text())["rank"] for r in (0, 1)) == [0, 1]
+
+
+@pytest.mark.parametrize("backbone", ["mbf", "r18"])
+def test_light_backbones_train(backbone):
+    result = pfcbench(
+        "cell", "--backbone", backbone, "--classes", "1000", "--batch-size", "4", "--nproc", "2",
+        "--device", "cpu", "--precision", "bf16", "--json", *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "ok" and record["config"]["backbone"] == backbone
+    assert record["loss_first"] > 0 and record["samples_per_s"] > 0
+
+
+def test_memory_cap_gives_a_real_oom_promptly(tmp_path):
+    started = time.monotonic()
+    result = pfcbench("cell", *PFC_200K, "--device", "cpu", "--max-memory-gib", "0.3", "--json", *FAST,
+                      "--workdir", str(tmp_path))  # fmt: skip
+    elapsed_s = time.monotonic() - started
+    assert result.returncode == 1
+    record = json.loads(result.stdout)
+    assert record["status"] == "oom"
+    assert record["phase"] in {"setup", "forward", "backward", "optimizer"}
+    assert "can't allocate memory" in record["error"]
+    assert record["oom_bytes"] > 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: cell oom: rank ")
+    assert elapsed_s < 60, f"an out-of-memory cell took {elapsed_s:.0f} s"
+    assert pids_with("bench.worker", str(tmp_path)) == []
+
+
+def test_impossible_split_is_one_line_and_exit_2():
+    result = pfcbench("cell", "--backbone", "none", "--batch-size", "5", "--nproc", "2", "--device", "cpu")
+    assert result.returncode == 2
+    assert "batch_size 5 does not split over 2 ranks" in result.stderr
+    assert "Traceback" not in result.stderr

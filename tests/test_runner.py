@@ -1,0 +1,114 @@
+"""The sweep as a user runs it: real `pfcbench run` subprocesses, killed and stalled on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.results import read_records
+from tests.procs import pids_with, wait_until
+
+TINY = """
+name = "tiny"
+[run]
+timeout_s = 120
+inactivity_timeout_s = 60
+[defaults]
+backbone = "none"
+device = "cpu"
+nproc_per_node = 2
+classes = 1000
+warmup_steps = 1
+num_windows = 2
+steps_per_window = 2
+[[sections]]
+title = "Batch"
+columns = [{ header = "Batch-size", field = "batch_size" }, { header = "Samples/sec", field = "samples_per_s" }]
+[sections.grid]
+batch_size = [BATCHES]
+"""
+
+
+def write_matrix(tmp_path: Path, batches: str) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("BATCHES", batches))
+    return path
+
+
+def start_run(matrix: Path, results: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def run(matrix: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    proc = start_run(matrix, results, *extra)
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):
+    matrix = write_matrix(tmp_path, "8, 16, 32")
+    results_file = tmp_path / "results" / "tiny" / "results.jsonl"
+    runner = start_run(matrix, tmp_path / "results")
+    second_cell_running = wait_until(
+        lambda: len(read_records(results_file)) == 1 and pids_with("bench.worker", str(tmp_path)), timeout_s=120
+    )
+    assert second_cell_running, "the first cell never finished"
+    first = read_records(results_file)
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+
+    assert wait_until(lambda: not pids_with("bench.worker", str(tmp_path)), timeout_s=15), "ranks outlived the runner"
+    assert not pids_with("torch.distributed.run", str(tmp_path))
+    assert read_records(results_file) == first
+
+    again = run(matrix, tmp_path / "results")
+    assert again.returncode == 0, again.stderr
+    assert "2 of 3 cells to run" in again.stdout
+    lines = results_file.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0] == first[0]
+    assert sorted(r["config"]["batch_size"] for r in records) == [8, 16, 32]
+    assert {r["status"] for r in records} == {"ok"}
+
+    nothing = run(matrix, tmp_path / "results")
+    assert nothing.returncode == 0 and "Nothing to run" in nothing.stdout
+    assert results_file.read_text().splitlines() == lines
+
+
+def test_stalled_rank_is_killed_at_the_inactivity_timeout_and_the_sweep_goes_on(tmp_path):
+    matrix = write_matrix(tmp_path, "8, 16")
+    runner = start_run(matrix, tmp_path / "results", "--inactivity-timeout", "10")
+    workdir = wait_until(lambda: next((tmp_path / "results").glob("tiny/work/*/"), None), timeout_s=60)
+    assert workdir, "the first cell never started"
+    stalled = wait_until(lambda: len(pids := pids_with("bench.worker", str(workdir))) == 2 and pids, timeout_s=60)
+    assert stalled, "the first cell's two ranks never started"
+    os.kill(stalled[1], signal.SIGSTOP)
+    stdout, stderr = runner.communicate(timeout=300)
+    assert runner.returncode == 0, stderr
+
+    records = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
+    assert [(r["config"]["batch_size"], r["status"]) for r in records] == [(8, "timeout"), (16, "ok")]
+    assert "no progress for 10 s" in records[0]["error"]
+    assert (tmp_path / "results" / "tiny" / records[0]["log"]).exists()
+    assert "1 ok, 1 timeout" in stdout
+    assert not pids_with("bench.worker", str(tmp_path))
+
+
+def test_sigterm_stops_the_cell_in_flight_and_records_nothing_torn(tmp_path):
+    matrix = write_matrix(tmp_path, "8, 16")
+    results_file = tmp_path / "results" / "tiny" / "results.jsonl"
+    runner = start_run(matrix, tmp_path / "results")
+    assert wait_until(lambda: pids_with("bench.worker", str(tmp_path)), timeout_s=120)
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130
+    assert "Interrupted" in stderr and "Traceback" not in stderr
+    assert not pids_with("bench.worker", str(tmp_path))
+    assert results_file.read_text().endswith("\n") if results_file.exists() else True
