@@ -3,37 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import tempfile
 import time
+import tomllib
+from collections import Counter
 from pathlib import Path
 
 import click
+import torch
 from tabulate import tabulate
 
-from bench.config import FIELD_TYPES, Cell
-from bench.launch import Launch, run_cell
+from bench.config import CHOICES, FIELD_TYPES, Cell
+from bench.launch import Launch, holds_rank0, run_cell
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix, MatrixError, load_matrix
-from bench.runner import RERUN, make_plan, run_plan
-
-CLICK_TYPES = {int: int, float: float, str: str}
+from bench.runner import RERUN, make_plan, run_cells
 
 
 def cell_options(func):
-    """One option per cell field (--batch-size, --sample-rate, ...), defaulting to the Cell's."""
+    """One option per cell field (--batch-size, --sample-rate, ...), defaulting to the Cell's.
+
+    --device defaults to cuda where a GPU is visible and to cpu elsewhere.
+    """
     for f in reversed(dataclasses.fields(Cell)):
         flag = "--" + f.name.replace("_", "-")
-        doc = FIELD_DOCS.get(f.name, "")
-        if FIELD_TYPES[f.name] is bool:
-            option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, help=doc, show_default=True)
-        elif f.name == "nproc_per_node":
-            option = click.option("--nproc", f.name, type=int, default=f.default, help=doc, show_default=True)
+        default = ("cuda" if torch.cuda.is_available() else "cpu") if f.name == "device" else f.default
+        kind = click.Choice(CHOICES[f.name]) if f.name in CHOICES else FIELD_TYPES[f.name]
+        extra = {"help": FIELD_DOCS.get(f.name, ""), "default": default, "show_default": True}
+        if kind is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", f.name, **extra)
         else:
-            option = click.option(
-                flag, f.name, type=CLICK_TYPES[FIELD_TYPES[f.name]], default=f.default, help=doc, show_default=True
-            )
+            option = click.option("--nproc" if f.name == "nproc_per_node" else flag, f.name, type=kind, **extra)
         func = option(func)
     return func
 
@@ -89,12 +92,18 @@ def main() -> None:
 def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, rdzv_endpoint, **fields) -> None:
     """Run one cell as a torchrun job and print its result.
 
-    Example:
+    For a cell of several nodes, run the same command on every node with --nnodes and the same
+    --rdzv-endpoint; each node prints the record.
 
+    \b
+    Example:
         pfcbench cell --backbone none --classes 200000 --batch-size 128 --nproc 2 --sample-rate 0.1 --device cpu --json
+        pfcbench cell --backbone r50 --classes 2000000 --batch-size 1024 --nproc 8 --nnodes 2 --rdzv-endpoint node1:29400
     """
     try:
         config = Cell(**fields)
+        if config.nnodes > 1 and rdzv_endpoint is None:
+            raise ValueError(f"a cell of {config.nnodes} nodes needs --rdzv-endpoint HOST:PORT")
         launch = Launch(
             timeout_s=timeout_s or Launch.timeout_s,
             inactivity_timeout_s=inactivity_timeout_s or Launch.inactivity_timeout_s,
@@ -105,6 +114,11 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         raise click.UsageError(str(exc)) from exc
     with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
         record = run_cell(config, workdir or Path(tmp), launch)
+        if not holds_rank0(config, workdir or Path(tmp)) and record["status"] != "ok":
+            click.echo(
+                "Error: the cell failed; this node did not hold rank 0, see the record on the node that did.", err=True
+            )
+            sys.exit(1)
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
@@ -141,43 +155,63 @@ class MatrixUsageError(click.ClickException):
 SMOKE = Path(__file__).parent / "matrices" / "smoke.toml"
 
 
-def open_matrix(path: Path | None, overrides: dict) -> Matrix:
-    try:
-        return load_matrix(path or SMOKE, {k: v for k, v in overrides.items() if v is not None})
-    except MatrixError as exc:
-        raise MatrixUsageError(str(exc)) from None
+def parse_settings(settings: tuple[str, ...]) -> dict:
+    """--set FIELD=VALUE pairs as cell fields; VALUE is read as a TOML value, else as text."""
+    fields = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key.strip():
+            raise MatrixUsageError(f"--set {setting}: expected FIELD=VALUE, e.g. --set precision=bf16")
+        try:
+            fields[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            fields[key.strip()] = text
+    return fields
 
 
-def matrix_options(func):
-    """The matrix argument and the overrides that adapt it to this machine."""
-    func = click.option(
-        "--max-memory-gib", type=float, default=None, help="Memory cap per rank, overriding the matrix."
-    )(func)
-    func = click.option(
-        "--nproc", "nproc_per_node", type=int, default=None, help="Ranks per node, overriding the matrix."
-    )(func)
-    func = click.option(
+def with_matrix(func):
+    """The MATRIX argument and the overrides that adapt it to this machine; passes `matrix`."""
+
+    @click.argument("matrix_path", metavar="[MATRIX]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+    @click.option(
         "--results",
         "results_root",
         type=click.Path(file_okay=False, path_type=Path),
         default=Path("results"),
         show_default=True,
         help="Folder holding one results folder per matrix.",
-    )(func)
-    func = click.argument(
-        "matrix_path", metavar="[MATRIX]", required=False, type=click.Path(dir_okay=False, path_type=Path)
-    )(func)
-    return func
+    )
+    @click.option("--nproc", "nproc_per_node", type=int, default=None, help="Ranks per node, overriding the matrix.")
+    @click.option("--nnodes", type=int, default=None, help="Nodes per cell, overriding the matrix.")
+    @click.option("--max-memory-gib", type=float, default=None, help="Memory cap per rank, overriding the matrix.")
+    @click.option(
+        "--set",
+        "settings",
+        multiple=True,
+        metavar="FIELD=VALUE",
+        help="Set a cell field in every cell (repeatable), e.g. --set precision=bf16.",
+    )
+    @functools.wraps(func)
+    def wrapper(matrix_path, nproc_per_node, nnodes, max_memory_gib, settings, **kwargs):
+        options = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "max_memory_gib": max_memory_gib}
+        overrides = {k: v for k, v in options.items() if v is not None} | parse_settings(settings)
+        try:
+            matrix = load_matrix(matrix_path or SMOKE, overrides)
+        except MatrixError as exc:
+            raise MatrixUsageError(str(exc)) from None
+        return func(matrix=matrix, **kwargs)
+
+    return wrapper  # fmt: skip
 
 
 def cell_line(cell: Cell) -> str:
     rate = f" pfc {cell.sample_rate:g}" if cell.partial_fc else ""
-    return f"{cell.cell_id} {cell.backbone} {cell.classes} cls bs {cell.batch_size} {cell.precision}{rate} x{cell.world_size}"
+    return f"{cell.backbone} {cell.classes} classes, batch {cell.batch_size}, {cell.precision}{rate}, {cell.world_size} ranks"
 
 
 @main.command()
-@matrix_options
-def plan(matrix_path, results_root, nproc_per_node, max_memory_gib) -> None:
+@with_matrix
+def plan(matrix: Matrix, results_root: Path) -> None:
     """List the cells of a matrix in order, and which already have a final record.
 
     MATRIX defaults to the embedded smoke matrix.
@@ -186,7 +220,6 @@ def plan(matrix_path, results_root, nproc_per_node, max_memory_gib) -> None:
     Example:
         pfcbench plan matrices/rtx3080.toml
     """
-    matrix = open_matrix(matrix_path, {"nproc_per_node": nproc_per_node, "max_memory_gib": max_memory_gib})
     the_plan = make_plan(matrix, results_root)
     rows = []
     for number, cell in enumerate(the_plan.cells, start=1):
@@ -208,7 +241,7 @@ def plan(matrix_path, results_root, nproc_per_node, max_memory_gib) -> None:
 
 
 @main.command()
-@matrix_options
+@with_matrix
 @timeout_options
 @click.option(
     "--rerun",
@@ -221,8 +254,9 @@ def plan(matrix_path, results_root, nproc_per_node, max_memory_gib) -> None:
     default=None,
     help="Record larger batches of a config that ran out of memory as skipped.",
 )
+@click.option("--rdzv-endpoint", default=None, help="HOST:PORT of the c10d rendezvous for cells of several nodes.")
 def run(
-    matrix_path, results_root, nproc_per_node, max_memory_gib, timeout_s, inactivity_timeout_s, rerun, prune_after_oom
+    matrix: Matrix, results_root: Path, timeout_s, inactivity_timeout_s, rerun, prune_after_oom, rdzv_endpoint
 ) -> None:
     """Run every pending cell of a matrix, recording each in results/<matrix>/results.jsonl.
 
@@ -233,8 +267,8 @@ def run(
     Example:
         pfcbench run matrices/smoke.toml
         pfcbench run matrices/rtx3080.toml --nproc 1 --max-memory-gib 10
+        pfcbench run matrices/smoke.toml --set precision=bf16 --results results-bf16
     """
-    matrix = open_matrix(matrix_path, {"nproc_per_node": nproc_per_node, "max_memory_gib": max_memory_gib})
     the_plan = make_plan(matrix, results_root, rerun)
     pending = the_plan.pending()
     if not pending:
@@ -242,46 +276,39 @@ def run(
             f"Nothing to run: all {len(the_plan.cells)} cells of {matrix.name} have a final record in {the_plan.results_file} (--rerun failed|all runs them again)."
         )
         return
+    if rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
+        raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
     launch = Launch(
         timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
         inactivity_timeout_s=inactivity_timeout_s
         or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
+        rdzv_endpoint=rdzv_endpoint,
     )
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     click.echo(
         f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run, results in {the_plan.results_file}"
     )
     started = time.monotonic()
-    with click.progressbar(
+    statuses: Counter = Counter()
+    progress = click.progressbar(
         length=len(pending),
         label=matrix.name,
         show_eta=True,
         show_pos=True,
         item_show_func=lambda c: c and cell_line(c),
         file=sys.stderr,
-    ) as bar:
-
-        def advance(cell: Cell) -> None:
-            bar.current_item = cell
-            bar.render_progress()
-
-        try:
-            statuses = run_plan(
-                the_plan,
-                launch,
-                prune_after_oom=prune,
-                on_cell=lambda cell: (bar.update(0 if bar.current_item is None else 1), advance(cell)),
-            )
-        except KeyboardInterrupt:
-            click.echo(
-                "\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True
-            )
-            sys.exit(130)
-        bar.update(1)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    click.echo(
-        f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}"
     )
+    try:
+        with progress as bar:
+            bar.update(0, pending[0])
+            for number, (_, record) in enumerate(run_cells(the_plan, launch, prune_after_oom=prune), start=1):
+                statuses[record["status"]] += 1
+                bar.update(1, pending[number] if number < len(pending) else None)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)
+        sys.exit(130)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    click.echo(f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}")  # fmt: skip
 
 
 @main.command()
@@ -362,7 +389,12 @@ def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_path: P
     show_default=True,
     help="Significance level of the Mann-Whitney U test on step times.",
 )
-def compare_command(results_a: Path, results_b: Path, threshold: float, alpha: float) -> None:
+@click.option(
+    "--ignore",
+    multiple=True,
+    help="Pair cells whose configs differ only in this field (repeatable), e.g. the field B was run with --set.",
+)
+def compare_command(results_a: Path, results_b: Path, threshold: float, alpha: float, ignore: tuple[str, ...]) -> None:
     """Compare two results folders cell by cell: faster, slower, same, newly failing, fixed or incomparable.
 
     A change is called only when samples/sec moved by more than --threshold AND the per-step
@@ -371,11 +403,14 @@ def compare_command(results_a: Path, results_b: Path, threshold: float, alpha: f
     \b
     Example:
         pfcbench compare results-main/smoke results/smoke --threshold 0.1
+        pfcbench compare fp32/smoke bf16/smoke --ignore precision
     """
     from bench.compare import compare_records, load_latest, render_comparison
 
     try:
-        comparisons = compare_records(load_latest(results_a), load_latest(results_b), threshold=threshold, alpha=alpha)
+        comparisons = compare_records(
+            load_latest(results_a), load_latest(results_b), threshold=threshold, alpha=alpha, ignore=ignore
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(render_comparison(comparisons))

@@ -9,6 +9,7 @@ scipy dependency; for the 20 to 100 steps of a cell the approximation is close t
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -77,15 +78,38 @@ def compare_cell(a: dict | None, b: dict | None, threshold: float, alpha: float)
 
 
 def compare_records(
-    records_a: dict[str, dict], records_b: dict[str, dict], *, threshold: float = 0.05, alpha: float = 0.01
+    records_a: dict[str, dict],
+    records_b: dict[str, dict],
+    *,
+    threshold: float = 0.05,
+    alpha: float = 0.01,
+    ignore: tuple[str, ...] = (),
 ) -> list[Comparison]:
-    """Every cell id in either run (latest record per cell id), in A's order then B's new cells."""
+    """Every cell in either run (latest record per cell), in A's order then B's new cells.
+
+    Cells pair by cell id; with `ignore`, by their config less those fields, so that a run made
+    with one setting changed (`pfcbench run ... --set precision=bf16`) compares with the baseline.
+    """
     if threshold < 0:
         raise ValueError(f"threshold must be 0 or more, not {threshold}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
-    cell_ids = list(dict.fromkeys([*records_a, *records_b]))
-    return [compare_cell(records_a.get(i), records_b.get(i), threshold, alpha) for i in cell_ids]
+    unknown = sorted(set(ignore) - {f.name for f in dataclasses.fields(Cell)})
+    if unknown:
+        raise ValueError(f"--ignore {unknown[0]}: not a cell field")
+    keyed_a, keyed_b = pair_keys(records_a, ignore), pair_keys(records_b, ignore)
+    keys = list(dict.fromkeys([*keyed_a, *keyed_b]))
+    return [compare_cell(keyed_a.get(k), keyed_b.get(k), threshold, alpha) for k in keys]
+
+
+def pair_keys(records: dict[str, dict], ignore: tuple[str, ...]) -> dict[str, dict]:
+    """Records keyed by what pairs them across runs: the cell id, or the config less `ignore`."""
+    if not ignore:
+        return records
+    return {
+        json.dumps({k: v for k, v in r["config"].items() if k not in ignore}, sort_keys=True): r
+        for r in records.values()
+    }
 
 
 def load_latest(path: Path) -> dict[str, dict]:

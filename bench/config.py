@@ -14,6 +14,15 @@ MARGINS = ("arcface", "cosface")
 IMPLS = ("arcface_torch",)
 LABEL_MODES = ("uniform", "constant")
 DEVICES = ("cuda", "cpu")
+CHOICES = {
+    "backbone": BACKBONES,
+    "precision": PRECISIONS,
+    "margin": MARGINS,
+    "impl": IMPLS,
+    "label_mode": LABEL_MODES,
+    "device": DEVICES,
+}
+"""The text fields of a cell that take one of a few values."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,14 +69,7 @@ class Cell:
     """Seed for weights, labels and sampling."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("backbone", BACKBONES),
-            ("precision", PRECISIONS),
-            ("margin", MARGINS),
-            ("impl", IMPLS),
-            ("label_mode", LABEL_MODES),
-            ("device", DEVICES),
-        ):
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         for name in (

@@ -136,6 +136,11 @@ def run_torchrun(argv: list[str], env: dict[str, str], workdir: Path, launch: La
 
 
 def read_ranks(workdir: Path) -> list[dict]:
+    """The ranks' files: all ranks from ranks.json after a clean finish, else this node's rank-N.json."""
+    try:
+        return json.loads((workdir / "ranks.json").read_text())["ranks"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        pass
     ranks = []
     for path in sorted(workdir.glob("rank-*.json")):
         try:
@@ -143,6 +148,11 @@ def read_ranks(workdir: Path) -> list[dict]:
         except (OSError, json.JSONDecodeError):
             continue
     return sorted(ranks, key=lambda r: r["rank"])
+
+
+def holds_rank0(cell: Cell, workdir: Path) -> bool:
+    """Whether global rank 0 ran on this node: the node that records a cell of several nodes."""
+    return cell.nnodes == 1 or (workdir / "rank-0.json").exists()
 
 
 def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None) -> str:

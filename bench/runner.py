@@ -12,15 +12,15 @@ import json
 import os
 import shutil
 import signal
+import socket
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import __version__
 from bench.config import Cell
-from bench.launch import SCHEMA, Launch, run_cell
+from bench.launch import SCHEMA, Launch, holds_rank0, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records
@@ -111,38 +111,39 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_plan(
-    plan: Plan, launch: Launch, *, prune_after_oom: bool = False, on_cell: Callable[[Cell], None] | None = None
-) -> Counter:
-    """Run the pending cells one by one, appending each record as soon as it exists."""
+def run_cells(plan: Plan, launch: Launch, *, prune_after_oom: bool = False) -> Iterator[tuple[Cell, dict]]:
+    """Run the pending cells one by one, yielding each (cell, record) once the record is on disk."""
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(plan.results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
     write_atomic(plan.results_dir / "matrix.toml", plan.matrix.path.read_text())
     latest = dict(plan.latest)
-    statuses: Counter = Counter()
     with sigterm_as_interrupt():
         for cell in plan.pending():
-            if on_cell:
-                on_cell(cell)
             cause = oom_implies(cell, latest) if prune_after_oom else None
-            record = skipped_record(cell, cause) if cause else run_one(cell, plan, launch)
+            record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch)
             record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
-            append_record(plan.results_file, record)
-            latest[cell.cell_id] = record
-            statuses[record["status"]] += 1
-    return statuses
+            if records_here:
+                append_record(plan.results_file, record)
+                latest[cell.cell_id] = record
+            yield cell, record
 
 
-def run_one(cell: Cell, plan: Plan, launch: Launch) -> dict:
-    """Run a cell in a scratch folder; keep the torchrun log of a cell that did not finish ok."""
-    workdir = plan.results_dir / "work" / cell.cell_id
+def run_one(cell: Cell, plan: Plan, launch: Launch) -> tuple[dict, bool]:
+    """Run a cell in a scratch folder of this node; return its record and whether this node records it.
+
+    Of a cell that spans several nodes, the node that held global rank 0 records it; the scratch
+    folder is per node, so the nodes may share the results folder. The torchrun log of a cell
+    that did not finish ok is kept.
+    """
+    workdir = plan.results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
     shutil.rmtree(workdir, ignore_errors=True)
     launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
     record = run_cell(cell, workdir, launch)
+    records_here = holds_rank0(cell, workdir)
     if record["status"] != "ok":
         logs = plan.results_dir / "logs"
         logs.mkdir(exist_ok=True)
         shutil.copyfile(workdir / "torchrun.log", logs / f"{cell.cell_id}.log")
         record["log"] = f"logs/{cell.cell_id}.log"
     shutil.rmtree(workdir, ignore_errors=True)
-    return record
+    return record, records_here

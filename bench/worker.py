@@ -149,7 +149,7 @@ def run(cell: Cell, out: Path, record: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One rank of a pfcbench cell (started by torchrun).")
     parser.add_argument("--cell", type=Path, required=True, help="cell config JSON")
-    parser.add_argument("--out", type=Path, required=True, help="folder for rank-N.json")
+    parser.add_argument("--out", type=Path, required=True, help="folder for rank-N.json and ranks.json")
     args = parser.parse_args(argv)
     die_with_parent()
     rank = int(os.environ["RANK"])
@@ -181,8 +181,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rank {rank}: {record['status']} in {record['phase']}: {record['error'][-300:]}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(1)
+    share_with_every_node(record, args.out)
     distributed.destroy_process_group()
     return 0
+
+
+def share_with_every_node(record: dict, out: Path) -> None:
+    """Gather every rank's figures; local rank 0 of each node writes them all to OUT/ranks.json.
+
+    So the runner on any node, the one holding rank 0 included, sees the memory and NVML
+    figures of all nodes without a shared filesystem.
+    """
+    everyone: list = [None] * record["world_size"]
+    distributed.all_gather_object(everyone, record)
+    if record["local_rank"] == 0:
+        write_json(out / "ranks.json", {"ranks": everyone})
 
 
 def write_json(path: Path, data: dict) -> None:
