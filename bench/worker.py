@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,6 +37,7 @@ ALLOCATION_FAILURES = (
     "Failed to CUDA calloc",
     "cudaErrorMemoryAllocation",
     "CUDA error: out of memory",
+    "'out of memory'",  # NCCL: "ncclUnhandledCudaError: ... Cuda failure 2 'out of memory'"
 )
 """Allocation failures that torch reports as plain RuntimeErrors; their text is all there is."""
 
@@ -106,8 +108,8 @@ def nvml_index(cuda_index: int) -> int:
     return cuda_index
 
 
-def run(cell: Cell, out: Path, record: dict) -> None:
-    """Set up the rank, train, and fill record with figures; exceptions propagate."""
+def set_up(cell: Cell, out: Path) -> tuple[TrainStep, Callable[[], None]]:
+    """Join the process group, apply the memory cap and build the step; returns it and a heartbeat."""
     heartbeat = out / "heartbeat"
 
     def beat() -> None:
@@ -129,8 +131,13 @@ def run(cell: Cell, out: Path, record: dict) -> None:
     if cell.max_memory_gib is not None:
         cap_memory(cell, device)
     step = TrainStep(cell, device, distributed.get_rank())
-    record["step"] = step
     beat()
+    return step, beat
+
+
+def measure(cell: Cell, step: TrainStep, beat: Callable[[], None]) -> dict:
+    """Time the step and return this rank's figures: times, losses, memory, its GPU's telemetry."""
+    device = step.device
     sampler = GpuSampler([nvml_index(device.index)] if device.type == "cuda" else [])
     figures = time_windows(
         step,
@@ -141,9 +148,7 @@ def run(cell: Cell, out: Path, record: dict) -> None:
         heartbeat=beat,
         measured=sampler,
     )
-    record.update(figures)
-    record.update(peak_memory(device))
-    record["gpus"] = sampler.summary()
+    return {**figures, **peak_memory(device), "gpus": sampler.summary()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,11 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         "pid": os.getpid(),
         "started_at": time.time(),
     }
+    step = None
     try:
-        run(cell, args.out, record)
-        record["status"] = "ok"
+        step, beat = set_up(cell, args.out)
+        record.update(measure(cell, step, beat), status="ok")
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then the rank leaves
-        step = record.get("step")
         record.update(
             status=classify(exc),
             phase=step.phase if step else "setup",
@@ -175,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback=traceback.format_exc()[-4000:],
             oom_bytes=bytes_asked(exc),
         )
-    record.pop("step", None)
     write_json(args.out / f"rank-{rank}.json", record)
     if record["status"] != "ok":
         print(f"rank {rank}: {record['status']} in {record['phase']}: {record['error'][-300:]}", file=sys.stderr)

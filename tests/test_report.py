@@ -245,13 +245,6 @@ def test_cli_report_names_the_missing_file_in_one_line(tmp_path, monkeypatch, rt
     assert named in result.output
 
 
-@pytest.mark.parametrize("command", ["report", "compare"])
-def test_help_ends_in_an_example(command):
-    result = CliRunner().invoke(main, [command, "--help"])
-    assert result.exit_code == 0
-    assert "Example:\n      pfcbench " + command in result.output
-
-
 def test_records_of_a_run_with_overrides_match_the_overridden_cells(tmp_path):
     overridden = load_matrix(RTX3080, {"nproc_per_node": 1, "max_memory_gib": 10.0})
     records = [

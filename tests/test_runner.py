@@ -112,3 +112,18 @@ def test_sigterm_stops_the_cell_in_flight_and_records_nothing_torn(tmp_path):
     assert "Interrupted" in stderr and "Traceback" not in stderr
     assert not pids_with("bench.worker", str(tmp_path))
     assert results_file.read_text().endswith("\n") if results_file.exists() else True
+
+
+def test_prune_after_oom_skips_larger_batches_and_rerun_all_runs_them(tmp_path):
+    matrix = write_matrix(tmp_path, "8, 16, 32")
+    results_file = tmp_path / "results" / "tiny" / "results.jsonl"
+    capped = ["--set", "classes=400000", "--max-memory-gib", "0.2"]
+    first = run(matrix, tmp_path / "results", *capped, "--prune-after-oom")
+    assert first.returncode == 0, first.stderr
+    records = read_records(results_file)
+    assert [(r["config"]["batch_size"], r["status"]) for r in records] == [(8, "oom"), (16, "skipped"), (32, "skipped")]
+    assert all("implied by oom" in r["reason"] for r in records[1:])
+
+    rerun = run(matrix, tmp_path / "results", *capped, "--rerun", "all")
+    assert rerun.returncode == 0, rerun.stderr
+    assert [r["status"] for r in read_records(results_file)[3:]] == ["oom", "oom", "oom"]
