@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from bench.launch import Launch, holds_rank0, run_cell
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix, MatrixError, load_matrix
 from bench.runner import RERUN, make_plan, run_cells
+from bench.slurm import SlurmOptions
 
 
 def cell_options(func):
@@ -204,6 +206,52 @@ def with_matrix(func):
     return wrapper  # fmt: skip
 
 
+def with_launcher(func):
+    """--launcher and the Slurm options; passes `slurm`, the SlurmOptions or None to run on this machine."""
+
+    @click.option(
+        "--launcher",
+        type=click.Choice(["local", "slurm"]),
+        default="local",
+        show_default=True,
+        help="local: torchrun on this machine; slurm: each cell a Slurm job (sbatch, then srun torchrun on every node).",
+    )
+    @click.option("--partition", default=None, help="Slurm partition of the jobs.")
+    @click.option("--account", default=None, help="Slurm account charged for the jobs.")
+    @click.option(
+        "--slurm-time",
+        default=None,
+        metavar="TIME",
+        help="Slurm time limit of one cell, in minutes or [D-]HH:MM:SS; a cell Slurm stops for time is a timeout.",
+    )
+    @click.option(
+        "--sbatch-arg",
+        "sbatch_args",
+        multiple=True,
+        metavar="ARG",
+        help="A further sbatch option (repeatable), e.g. --sbatch-arg=--exclusive.",
+    )
+    @functools.wraps(func)
+    def wrapper(launcher, partition, account, slurm_time, sbatch_args, **kwargs):
+        if launcher == "local":
+            if partition or account or slurm_time or sbatch_args:
+                raise click.UsageError("--partition, --account, --slurm-time and --sbatch-arg need --launcher slurm")
+            return func(slurm=None, **kwargs)
+        if shutil.which("sbatch") is None:
+            raise click.ClickException(
+                "--launcher slurm: sbatch is not on PATH; run from a machine that submits Slurm jobs"
+            )
+        try:
+            options = SlurmOptions(
+                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args)
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return func(slurm=options, **kwargs)
+
+    return wrapper  # fmt: skip
+
+
 def cell_line(cell: Cell) -> str:
     rate = f" pfc {cell.sample_rate:g}" if cell.partial_fc else ""
     return f"{cell.backbone} {cell.classes} classes, batch {cell.batch_size}, {cell.precision}{rate}, {cell.world_size} ranks"
@@ -242,6 +290,7 @@ def plan(matrix: Matrix, results_root: Path) -> None:
 
 @main.command()
 @with_matrix
+@with_launcher
 @timeout_options
 @click.option(
     "--rerun",
@@ -256,7 +305,14 @@ def plan(matrix: Matrix, results_root: Path) -> None:
 )
 @click.option("--rdzv-endpoint", default=None, help="HOST:PORT of the c10d rendezvous for cells of several nodes.")
 def run(
-    matrix: Matrix, results_root: Path, timeout_s, inactivity_timeout_s, rerun, prune_after_oom, rdzv_endpoint
+    matrix: Matrix,
+    results_root: Path,
+    slurm: SlurmOptions | None,
+    timeout_s,
+    inactivity_timeout_s,
+    rerun,
+    prune_after_oom,
+    rdzv_endpoint,
 ) -> None:
     """Run every pending cell of a matrix, recording each in results/<matrix>/results.jsonl.
 
@@ -268,6 +324,7 @@ def run(
         pfcbench run matrices/smoke.toml
         pfcbench run matrices/rtx3080.toml --nproc 1 --max-memory-gib 10
         pfcbench run matrices/smoke.toml --set precision=bf16 --results results-bf16
+        pfcbench run matrices/rtx3080.toml --launcher slurm --partition gpu --account myproj --slurm-time 30
     """
     the_plan = make_plan(matrix, results_root, rerun)
     pending = the_plan.pending()
@@ -276,7 +333,7 @@ def run(
             f"Nothing to run: all {len(the_plan.cells)} cells of {matrix.name} have a final record in {the_plan.results_file} (--rerun failed|all runs them again)."
         )
         return
-    if rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
+    if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
     launch = Launch(
         timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
@@ -301,12 +358,18 @@ def run(
     try:
         with progress as bar:
             bar.update(0, pending[0])
-            for number, (_, record) in enumerate(run_cells(the_plan, launch, prune_after_oom=prune), start=1):
+            for number, (_, record) in enumerate(
+                run_cells(the_plan, launch, prune_after_oom=prune, slurm=slurm), start=1
+            ):
                 statuses[record["status"]] += 1
                 bar.update(1, pending[number] if number < len(pending) else None)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        raise click.ClickException(
+            f"{the_plan.results_file}: {exc}; the cells recorded before are kept, run again to continue"
+        ) from None
     summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
     click.echo(f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}")  # fmt: skip
 

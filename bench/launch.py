@@ -74,9 +74,10 @@ def worker_env(cell: Cell) -> dict[str, str]:
     return env
 
 
-def die_with_parent() -> None:
-    """In the child before exec: the kernel sends SIGTERM if the runner dies, even by kill -9."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send sig to this process when its parent dies, however it dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 def kill_group(pgid: int) -> None:
@@ -119,7 +120,7 @@ def run_torchrun(argv: list[str], env: dict[str, str], workdir: Path, launch: La
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
     try:
         while proc.poll() is None:

@@ -24,6 +24,7 @@ from bench.launch import SCHEMA, Launch, holds_rank0, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records
+from bench.slurm import SlurmOptions, run_cell_slurm
 
 RERUN = ("failed", "all")
 
@@ -111,8 +112,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_cells(plan: Plan, launch: Launch, *, prune_after_oom: bool = False) -> Iterator[tuple[Cell, dict]]:
-    """Run the pending cells one by one, yielding each (cell, record) once the record is on disk."""
+def run_cells(
+    plan: Plan, launch: Launch, *, prune_after_oom: bool = False, slurm: SlurmOptions | None = None
+) -> Iterator[tuple[Cell, dict]]:
+    """Run the pending cells one by one, yielding each (cell, record) once the record is on disk.
+
+    With slurm, each cell is a Slurm job submitted from here instead of a torchrun on this node.
+    """
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(plan.results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
     write_atomic(plan.results_dir / "matrix.toml", plan.matrix.path.read_text())
@@ -120,15 +126,17 @@ def run_cells(plan: Plan, launch: Launch, *, prune_after_oom: bool = False) -> I
     with sigterm_as_interrupt():
         for cell in plan.pending():
             cause = oom_implies(cell, latest) if prune_after_oom else None
-            record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch)
+            record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch, slurm)
             record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
             if records_here:
                 append_record(plan.results_file, record)
                 latest[cell.cell_id] = record
             yield cell, record
+    with contextlib.suppress(OSError):
+        (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
 
 
-def run_one(cell: Cell, plan: Plan, launch: Launch) -> tuple[dict, bool]:
+def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
     """Run a cell in a scratch folder of this node; return its record and whether this node records it.
 
     Of a cell that spans several nodes, the node that held global rank 0 records it; the scratch
@@ -138,8 +146,8 @@ def run_one(cell: Cell, plan: Plan, launch: Launch) -> tuple[dict, bool]:
     workdir = plan.results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
     shutil.rmtree(workdir, ignore_errors=True)
     launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
-    record = run_cell(cell, workdir, launch)
-    records_here = holds_rank0(cell, workdir)
+    record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
+    records_here = slurm is not None or holds_rank0(cell, workdir)
     if record["status"] != "ok":
         logs = plan.results_dir / "logs"
         logs.mkdir(exist_ok=True)

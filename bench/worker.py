@@ -8,7 +8,6 @@ the other ranks down instead of leaving them blocked in a collective.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import re
@@ -26,6 +25,7 @@ import torch
 from torch import distributed
 
 from bench.config import Cell
+from bench.launch import die_with_parent
 from bench.machine import GpuSampler, cpu_peak_rss_mib
 from bench.measure import time_windows
 from bench.workload.step import TrainStep
@@ -58,12 +58,6 @@ def classify(exc: BaseException) -> str:
 def bytes_asked(exc: BaseException) -> int | None:
     match = BYTES_ASKED.search(str(exc))
     return int(float(match.group(1)) * UNITS[match.group(2).lower()]) if match else None
-
-
-def die_with_parent() -> None:
-    """Have the kernel kill this rank if its torchrun agent dies, however it dies."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def address_space_bytes() -> int:
@@ -156,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell", type=Path, required=True, help="cell config JSON")
     parser.add_argument("--out", type=Path, required=True, help="folder for rank-N.json and ranks.json")
     args = parser.parse_args(argv)
-    die_with_parent()
+    die_with_parent(signal.SIGKILL)  # a rank never outlives its torchrun agent
     rank = int(os.environ["RANK"])
     cell = Cell.from_dict(json.loads(args.cell.read_text()))
     record: dict = {
