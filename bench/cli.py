@@ -252,6 +252,13 @@ def with_launcher(func):
     return wrapper  # fmt: skip
 
 
+def record_line(record: dict) -> str:
+    """What became of a cell, in a few words."""
+    if record["status"] == "ok":
+        return f"ok, {record['samples_per_s']:.1f} samples/s ({record['duration_s']:.0f} s)"
+    return f"{record['status']} ({record.get('reason') or failure_line(record)})"
+
+
 def cell_line(cell: Cell) -> str:
     rate = f" pfc {cell.sample_rate:g}" if cell.partial_fc else ""
     return f"{cell.backbone} {cell.classes} classes, batch {cell.batch_size}, {cell.precision}{rate}, {cell.world_size} ranks"
@@ -333,6 +340,8 @@ def run(
             f"Nothing to run: all {len(the_plan.cells)} cells of {matrix.name} have a final record in {the_plan.results_file} (--rerun failed|all runs them again)."
         )
         return
+    if slurm is not None and rdzv_endpoint is not None:
+        raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
     if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
     launch = Launch(
@@ -352,16 +361,21 @@ def run(
         label=matrix.name,
         show_eta=True,
         show_pos=True,
-        item_show_func=lambda c: c and cell_line(c),
+        item_show_func=lambda c: c and f"{cell_line(c)} [{time.monotonic() - started:.0f} s elapsed]",
         file=sys.stderr,
     )
     try:
         with progress as bar:
-            bar.update(0, pending[0])
+            bar.current_item = pending[0]
+            bar.render_progress()
             for number, (_, record) in enumerate(
                 run_cells(the_plan, launch, prune_after_oom=prune, slurm=slurm), start=1
             ):
                 statuses[record["status"]] += 1
+                if not sys.stderr.isatty():
+                    click.echo(
+                        f"[{number}/{len(pending)}] {cell_line(pending[number - 1])}: {record_line(record)}", err=True
+                    )
                 bar.update(1, pending[number] if number < len(pending) else None)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)

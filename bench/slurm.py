@@ -86,7 +86,7 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
         "#!/bin/bash",
         f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.nproc_per_node} ranks each.",
         "set -eu",
-        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'head_node=$(hostname)  # the batch script runs on the first node',
         "port=$((20000 + SLURM_JOB_ID % 20000))",
         f"exec {shlex.join(srun)} --cpus-per-task=$SLURM_CPUS_ON_NODE \\",
         f'    {shlex.join(torchrun)} --rdzv-endpoint "$head_node:$port" --rdzv-id "$SLURM_JOB_ID" \\',
@@ -112,9 +112,9 @@ def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
 
 
 def job_env(cell: Cell) -> dict[str, str]:
-    """The workers' environment, less the Slurm variables of any job this runner itself runs in."""
+    """The workers' environment, less the SLURM_* variables of a job this runner itself runs in (SLURM_CONF stays)."""
     env = worker_env(cell)
-    inherited = [k for k in env if k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "SLURM_CONF"]
+    inherited = [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]
     for key in inherited:
         del env[key]
     return env
@@ -220,7 +220,7 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     except SlurmError as exc:
         note(workdir, f"pfcbench: sbatch refused the cell: {exc}")
         record = build_record(cell, [], "error", error=str(exc), started=started, duration_s=time.time() - started)
-        return dict(record, slurm_job_id=None)
+        return dict(record, slurm_job_id=None, slurm_state=None)
     except BaseException:
         if job_id is not None:
             cancel(job_id)

@@ -198,7 +198,7 @@ def share_with_every_node(record: dict, out: Path) -> None:
 
 def write_json(path: Path, data: dict) -> None:
     """Write data whole or not at all: a temporary file, fsync, then an atomic rename."""
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")  # nodes may share OUT
     with open(tmp, "w") as f:
         json.dump(data, f)
         f.flush()

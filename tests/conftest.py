@@ -1,0 +1,3 @@
+"""Fixtures shared by the test files."""
+
+from tests.slurm_cluster import slurm_cluster  # noqa: F401 - a fixture, found by its name

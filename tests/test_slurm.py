@@ -1,0 +1,141 @@
+"""`pfcbench run --launcher slurm` against a real single-host Slurm (tests/slurm_cluster.py)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bench.results import read_records
+from tests.procs import pids_with, wait_until
+
+TINY = """
+name = "tiny"
+[run]
+timeout_s = TIMEOUT
+inactivity_timeout_s = 60
+[defaults]
+backbone = "none"
+device = "cpu"
+nproc_per_node = 2
+classes = 1000
+warmup_steps = 1
+num_windows = 2
+steps_per_window = STEPS
+[[sections]]
+title = "Batch"
+columns = [{ header = "Batch-size", field = "batch_size" }, { header = "Samples/sec", field = "samples_per_s" }]
+[sections.grid]
+batch_size = [BATCHES]
+"""
+
+OOM_ROW = """
+[[sections.rows]]
+batch_size = 16
+classes = 200000
+max_memory_gib = 0.5
+"""
+
+
+def write_matrix(tmp_path: Path, batches: str, *, steps: int = 2, timeout_s: int = 120, oom: bool = False) -> Path:
+    path = tmp_path / "tiny.toml"
+    text = TINY.replace("BATCHES", batches).replace("STEPS", str(steps)).replace("TIMEOUT", str(timeout_s))
+    path.write_text(text + (OOM_ROW if oom else ""))
+    return path
+
+
+def start_run(matrix: Path, results: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def run(matrix: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    proc = start_run(matrix, results, *extra)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_slurm_options_without_the_slurm_launcher_are_a_usage_error(tmp_path):
+    matrix = write_matrix(tmp_path, "8")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(tmp_path), "--partition", "gpu"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "need --launcher slurm" in done.stderr
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_cluster, tmp_path):
+    matrix = write_matrix(tmp_path, "8", oom=True)
+    local = run(matrix, tmp_path / "local")
+    slurm = run(matrix, tmp_path / "slurm", "--launcher", "slurm")
+
+    by_slurm = read_records(tmp_path / "slurm" / "tiny" / "results.jsonl")
+    by_local = read_records(tmp_path / "local" / "tiny" / "results.jsonl")
+    assert Counter(r["status"] for r in by_slurm) == Counter(r["status"] for r in by_local) == {"ok": 1, "oom": 1}
+    assert "1 ok, 1 oom" in slurm.stdout and "1 ok, 1 oom" in local.stdout
+    assert {r["cell_id"] for r in by_slurm} == {r["cell_id"] for r in by_local}
+    assert all(r["slurm_job_id"] for r in by_slurm)
+    ok = next(r for r in by_slurm if r["status"] == "ok")
+    assert ok["samples_per_s"] > 0 and len(ok["ranks"]) == 2 and ok["slurm_state"] == "COMPLETED"
+    oom = next(r for r in by_slurm if r["status"] == "oom")
+    assert "can't allocate memory" in oom["error"]
+    assert "Slurm job" in (tmp_path / "slurm" / "tiny" / oom["log"]).read_text()
+
+    again = run(matrix, tmp_path / "slurm", "--launcher", "slurm")
+    assert "Nothing to run" in again.stdout
+    assert read_records(tmp_path / "slurm" / "tiny" / "results.jsonl") == by_slurm
+    assert slurm_cluster.queue() == []
+
+
+def test_a_cell_of_two_nodes_runs_as_one_job_over_both(slurm_cluster, tmp_path):
+    matrix = write_matrix(tmp_path, "8")
+    run(matrix, tmp_path / "results", "--launcher", "slurm", "--nnodes", "2", "--nproc", "1")
+
+    [record] = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
+    assert record["status"] == "ok", record.get("error")
+    assert record["world_size"] == 2 and [r["rank"] for r in record["ranks"]] == [0, 1]
+    assert record["samples_per_s"] > 0
+
+
+def test_a_cell_slurm_cannot_start_is_an_error_with_slurms_message(slurm_cluster, tmp_path):
+    matrix = write_matrix(tmp_path, "8")
+    done = run(matrix, tmp_path / "results", "--launcher", "slurm", "--partition", "nosuch")
+    [record] = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
+    assert record["status"] == "error" and record["slurm_job_id"] is None
+    assert "Invalid partition name specified" in record["error"]
+    assert "1 error" in done.stdout
+
+
+def test_sigterm_to_the_sweep_cancels_its_job(slurm_cluster, tmp_path):
+    matrix = write_matrix(tmp_path, "8, 16", steps=500)
+    runner = start_run(matrix, tmp_path / "results", "--launcher", "slurm")
+    beating = wait_until(lambda: next((tmp_path / "results").glob("tiny/work/*/heartbeat"), None), timeout_s=120)
+    assert beating, "the first cell's ranks never started"
+    [job] = slurm_cluster.queue()
+    assert job.endswith("RUNNING")
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=60)
+
+    assert runner.returncode == 130, stderr
+    assert "Interrupted" in stderr and "Traceback" not in stderr
+    assert slurm_cluster.queue() == []
+    assert wait_until(lambda: not pids_with("bench.worker", str(tmp_path)), timeout_s=10), "left running"
+    assert read_records(tmp_path / "results" / "tiny" / "results.jsonl") == []
+
+
+def test_a_cell_over_its_slurm_time_limit_is_a_timeout(slurm_cluster, tmp_path):
+    matrix = write_matrix(tmp_path, "8", steps=100_000, timeout_s=600)
+    done = run(matrix, tmp_path / "results", "--launcher", "slurm", "--slurm-time", "1")
+
+    [record] = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
+    assert record["status"] == "timeout" and record["slurm_state"] == "TIMEOUT"
+    assert "time limit (00:01:00)" in record["error"]
+    assert "1 timeout" in done.stdout
+    assert slurm_cluster.queue() == []
