@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -12,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from bench import __version__
 from bench.config import Cell
@@ -80,23 +83,25 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
-def kill_group(pgid: int) -> None:
-    """SIGTERM the cell's process group, then SIGKILL whatever is left after a grace period."""
+def kill_tree(pid: int) -> None:
+    """SIGTERM torchrun and every process under it, then SIGKILL whatever is left after a grace period.
+
+    torchrun starts each rank in a session of its own, so a process-group kill would miss a rank
+    that hangs before it has asked to die with its parent; the tree is listed while it is whole.
+    """
     try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
         return
-    deadline = time.monotonic() + KILL_GRACE_S
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(POLL_S)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=KILL_GRACE_S)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=KILL_GRACE_S)
 
 
 def last_activity(paths: list[Path], since: float) -> float:
@@ -132,7 +137,7 @@ def run_torchrun(argv: list[str], env: dict[str, str], workdir: Path, launch: La
             time.sleep(POLL_S)
         return proc.returncode, None
     finally:
-        kill_group(proc.pid)
+        kill_tree(proc.pid)
         proc.wait()
 
 

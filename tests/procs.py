@@ -23,6 +23,12 @@ def pids_with(*needles: str) -> list[int]:
     return found
 
 
+def rank_pids(path: str) -> list[int]:
+    """The ranks (python -m bench.worker) of the cells whose folder is under path, not their torchrun agents."""
+    agents = set(pids_with("torch.distributed.run", path))
+    return [pid for pid in pids_with("bench.worker", path) if pid not in agents]
+
+
 def wait_until(condition, timeout_s: float, interval_s: float = 0.1):
     """Poll condition until it returns something truthy; return it, or None at the timeout."""
     deadline = time.monotonic() + timeout_s

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.results import read_records
-from tests.procs import pids_with, wait_until
+from tests.procs import pids_with, rank_pids, wait_until
 
 TINY = """
 name = "tiny"
@@ -87,7 +87,7 @@ def test_stalled_rank_is_killed_at_the_inactivity_timeout_and_the_sweep_goes_on(
     runner = start_run(matrix, tmp_path / "results", "--inactivity-timeout", "10")
     workdir = wait_until(lambda: next((tmp_path / "results").glob("tiny/work/*/"), None), timeout_s=60)
     assert workdir, "the first cell never started"
-    stalled = wait_until(lambda: len(pids := pids_with("bench.worker", str(workdir))) == 2 and pids, timeout_s=60)
+    stalled = wait_until(lambda: len(pids := rank_pids(str(workdir))) == 2 and pids, timeout_s=60)
     assert stalled, "the first cell's two ranks never started"
     os.kill(stalled[1], signal.SIGSTOP)
     stdout, stderr = runner.communicate(timeout=300)
