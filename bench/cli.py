@@ -2,76 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import shutil
 import sys
 import tempfile
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
 
 import click
-import torch
 from tabulate import tabulate
 
-from bench.config import CHOICES, FIELD_TYPES, Cell
+from bench.config import Cell
 from bench.launch import Launch, holds_rank0, run_cell
 from bench.machine import describe_machine, server_spec
-from bench.matrix import Matrix, MatrixError, load_matrix
+from bench.matrix import Matrix
+from bench.options import MatrixUsageError, cell_options, timeout_options, with_launcher, with_matrix
 from bench.runner import RERUN, make_plan, run_cells
 from bench.slurm import SlurmOptions
-
-
-def cell_options(func):
-    """One option per cell field (--batch-size, --sample-rate, ...), defaulting to the Cell's.
-
-    --device defaults to cuda where a GPU is visible and to cpu elsewhere.
-    """
-    for f in reversed(dataclasses.fields(Cell)):
-        flag = "--" + f.name.replace("_", "-")
-        default = ("cuda" if torch.cuda.is_available() else "cpu") if f.name == "device" else f.default
-        kind = click.Choice(CHOICES[f.name]) if f.name in CHOICES else FIELD_TYPES[f.name]
-        extra = {"help": FIELD_DOCS.get(f.name, ""), "default": default, "show_default": True}
-        if kind is bool:
-            option = click.option(f"{flag}/--no-{flag[2:]}", f.name, **extra)
-        else:
-            option = click.option("--nproc" if f.name == "nproc_per_node" else flag, f.name, type=kind, **extra)
-        func = option(func)
-    return func
-
-
-def field_docs() -> dict[str, str]:
-    """The docstring under each Cell field, for --help."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(Cell))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = after.value.value
-    return docs
-
-
-FIELD_DOCS = field_docs()
-
-
-def timeout_options(func):
-    func = click.option(
-        "--inactivity-timeout",
-        "inactivity_timeout_s",
-        type=float,
-        default=None,
-        help="Seconds without a finished step before a cell is killed.",
-    )(func)
-    func = click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock seconds a cell may take.")(
-        func
-    )
-    return func
 
 
 @click.group()
@@ -146,110 +93,6 @@ def failure_line(record: dict) -> str:
     where = f"rank {record['failed_rank']} in {record['phase']}: " if record.get("failed_rank") is not None else ""
     text = (record.get("error") or "").strip().splitlines()
     return where + (text[-1] if text else "no error text")
-
-
-class MatrixUsageError(click.ClickException):
-    """A matrix that cannot run: one line, exit code 2, nothing run or written."""
-
-    exit_code = 2
-
-
-SMOKE = Path(__file__).parent / "matrices" / "smoke.toml"
-
-
-def parse_settings(settings: tuple[str, ...]) -> dict:
-    """--set FIELD=VALUE pairs as cell fields; VALUE is read as a TOML value, else as text."""
-    fields = {}
-    for setting in settings:
-        key, sep, text = setting.partition("=")
-        if not sep or not key.strip():
-            raise MatrixUsageError(f"--set {setting}: expected FIELD=VALUE, e.g. --set precision=bf16")
-        try:
-            fields[key.strip()] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            fields[key.strip()] = text
-    return fields
-
-
-def with_matrix(func):
-    """The MATRIX argument and the overrides that adapt it to this machine; passes `matrix`."""
-
-    @click.argument("matrix_path", metavar="[MATRIX]", required=False, type=click.Path(dir_okay=False, path_type=Path))
-    @click.option(
-        "--results",
-        "results_root",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("results"),
-        show_default=True,
-        help="Folder holding one results folder per matrix.",
-    )
-    @click.option("--nproc", "nproc_per_node", type=int, default=None, help="Ranks per node, overriding the matrix.")
-    @click.option("--nnodes", type=int, default=None, help="Nodes per cell, overriding the matrix.")
-    @click.option("--max-memory-gib", type=float, default=None, help="Memory cap per rank, overriding the matrix.")
-    @click.option(
-        "--set",
-        "settings",
-        multiple=True,
-        metavar="FIELD=VALUE",
-        help="Set a cell field in every cell (repeatable), e.g. --set precision=bf16.",
-    )
-    @functools.wraps(func)
-    def wrapper(matrix_path, nproc_per_node, nnodes, max_memory_gib, settings, **kwargs):
-        options = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "max_memory_gib": max_memory_gib}
-        overrides = {k: v for k, v in options.items() if v is not None} | parse_settings(settings)
-        try:
-            matrix = load_matrix(matrix_path or SMOKE, overrides)
-        except MatrixError as exc:
-            raise MatrixUsageError(str(exc)) from None
-        return func(matrix=matrix, **kwargs)
-
-    return wrapper  # fmt: skip
-
-
-def with_launcher(func):
-    """--launcher and the Slurm options; passes `slurm`, the SlurmOptions or None to run on this machine."""
-
-    @click.option(
-        "--launcher",
-        type=click.Choice(["local", "slurm"]),
-        default="local",
-        show_default=True,
-        help="local: torchrun on this machine; slurm: each cell a Slurm job (sbatch, then srun torchrun on every node).",
-    )
-    @click.option("--partition", default=None, help="Slurm partition of the jobs.")
-    @click.option("--account", default=None, help="Slurm account charged for the jobs.")
-    @click.option(
-        "--slurm-time",
-        default=None,
-        metavar="TIME",
-        help="Slurm time limit of one cell, in minutes or [D-]HH:MM:SS; a cell Slurm stops for time is a timeout.",
-    )
-    @click.option(
-        "--sbatch-arg",
-        "sbatch_args",
-        multiple=True,
-        metavar="ARG",
-        help="A further sbatch option (repeatable), e.g. --sbatch-arg=--exclusive.",
-    )
-    @functools.wraps(func)
-    def wrapper(launcher, partition, account, slurm_time, sbatch_args, **kwargs):
-        if launcher == "local":
-            if partition or account or slurm_time or sbatch_args:
-                raise click.UsageError("--partition, --account, --slurm-time and --sbatch-arg need --launcher slurm")
-            return func(slurm=None, **kwargs)
-        if shutil.which("sbatch") is None:
-            raise click.ClickException(
-                "--launcher slurm: sbatch is not on PATH; run from a machine that submits Slurm jobs"
-            )
-        try:
-            options = SlurmOptions(
-                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args)
-            )
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-        return func(slurm=options, **kwargs)
-
-    return wrapper  # fmt: skip
 
 
 def record_line(record: dict) -> str:
