@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from bench.results import read_records
-from tests.procs import pids_with, rank_pids, wait_until
+from tests.procs import pids_with, rank_pids, run_sweep, start_run, wait_until
 
 TINY = """
 name = "tiny"
@@ -39,19 +37,6 @@ def write_matrix(tmp_path: Path, batches: str) -> Path:
     return path
 
 
-def start_run(matrix: Path, results: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def run(matrix: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
-    proc = start_run(matrix, results, *extra)
-    stdout, stderr = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
 def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):
     matrix = write_matrix(tmp_path, "8, 16, 32")
     results_file = tmp_path / "results" / "tiny" / "results.jsonl"
@@ -68,8 +53,7 @@ def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):
     assert not pids_with("torch.distributed.run", str(tmp_path))
     assert read_records(results_file) == first
 
-    again = run(matrix, tmp_path / "results")
-    assert again.returncode == 0, again.stderr
+    again = run_sweep(matrix, tmp_path / "results")
     assert "2 of 3 cells to run" in again.stdout
     lines = results_file.read_text().splitlines()
     records = [json.loads(line) for line in lines]
@@ -77,8 +61,8 @@ def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):
     assert sorted(r["config"]["batch_size"] for r in records) == [8, 16, 32]
     assert {r["status"] for r in records} == {"ok"}
 
-    nothing = run(matrix, tmp_path / "results")
-    assert nothing.returncode == 0 and "Nothing to run" in nothing.stdout
+    nothing = run_sweep(matrix, tmp_path / "results")
+    assert "Nothing to run" in nothing.stdout
     assert results_file.read_text().splitlines() == lines
 
 
@@ -118,12 +102,10 @@ def test_prune_after_oom_skips_larger_batches_and_rerun_all_runs_them(tmp_path):
     matrix = write_matrix(tmp_path, "8, 16, 32")
     results_file = tmp_path / "results" / "tiny" / "results.jsonl"
     capped = ["--set", "classes=400000", "--max-memory-gib", "0.2"]
-    first = run(matrix, tmp_path / "results", *capped, "--prune-after-oom")
-    assert first.returncode == 0, first.stderr
+    run_sweep(matrix, tmp_path / "results", *capped, "--prune-after-oom")
     records = read_records(results_file)
     assert [(r["config"]["batch_size"], r["status"]) for r in records] == [(8, "oom"), (16, "skipped"), (32, "skipped")]
     assert all("implied by oom" in r["reason"] for r in records[1:])
 
-    rerun = run(matrix, tmp_path / "results", *capped, "--rerun", "all")
-    assert rerun.returncode == 0, rerun.stderr
+    run_sweep(matrix, tmp_path / "results", *capped, "--rerun", "all")
     assert [r["status"] for r in read_records(results_file)[3:]] == ["oom", "oom", "oom"]

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.results import read_records
-from tests.procs import pids_with, wait_until
+from tests.procs import pids_with, run_sweep, start_run, wait_until
 
 TINY = """
 name = "tiny"
@@ -46,20 +46,6 @@ def write_matrix(tmp_path: Path, batches: str, *, steps: int = 2, timeout_s: int
     return path
 
 
-def start_run(matrix: Path, results: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def run(matrix: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
-    proc = start_run(matrix, results, *extra)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
 def test_slurm_options_without_the_slurm_launcher_are_a_usage_error(tmp_path):
     matrix = write_matrix(tmp_path, "8")
     done = subprocess.run(
@@ -73,8 +59,8 @@ def test_slurm_options_without_the_slurm_launcher_are_a_usage_error(tmp_path):
 
 def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8", oom=True)
-    local = run(matrix, tmp_path / "local")
-    slurm = run(matrix, tmp_path / "slurm", "--launcher", "slurm")
+    local = run_sweep(matrix, tmp_path / "local")
+    slurm = run_sweep(matrix, tmp_path / "slurm", "--launcher", "slurm")
 
     by_slurm = read_records(tmp_path / "slurm" / "tiny" / "results.jsonl")
     by_local = read_records(tmp_path / "local" / "tiny" / "results.jsonl")
@@ -88,7 +74,7 @@ def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_clust
     assert "can't allocate memory" in oom["error"]
     assert "Slurm job" in (tmp_path / "slurm" / "tiny" / oom["log"]).read_text()
 
-    again = run(matrix, tmp_path / "slurm", "--launcher", "slurm")
+    again = run_sweep(matrix, tmp_path / "slurm", "--launcher", "slurm")
     assert "Nothing to run" in again.stdout
     assert read_records(tmp_path / "slurm" / "tiny" / "results.jsonl") == by_slurm
     assert slurm_cluster.queue() == []
@@ -96,7 +82,7 @@ def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_clust
 
 def test_a_cell_of_two_nodes_runs_as_one_job_over_both(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8")
-    run(matrix, tmp_path / "results", "--launcher", "slurm", "--nnodes", "2", "--nproc", "1")
+    run_sweep(matrix, tmp_path / "results", "--launcher", "slurm", "--nnodes", "2", "--nproc", "1")
 
     [record] = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
     assert record["status"] == "ok", record.get("error")
@@ -106,7 +92,7 @@ def test_a_cell_of_two_nodes_runs_as_one_job_over_both(slurm_cluster, tmp_path):
 
 def test_a_cell_slurm_cannot_start_is_an_error_with_slurms_message(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8")
-    done = run(matrix, tmp_path / "results", "--launcher", "slurm", "--partition", "nosuch")
+    done = run_sweep(matrix, tmp_path / "results", "--launcher", "slurm", "--partition", "nosuch")
     [record] = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
     assert record["status"] == "error" and record["slurm_job_id"] is None
     assert "Invalid partition name specified" in record["error"]
@@ -132,7 +118,7 @@ def test_sigterm_to_the_sweep_cancels_its_job(slurm_cluster, tmp_path):
 
 def test_a_cell_over_its_slurm_time_limit_is_a_timeout(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8", steps=100_000, timeout_s=600)
-    done = run(matrix, tmp_path / "results", "--launcher", "slurm", "--slurm-time", "1")
+    done = run_sweep(matrix, tmp_path / "results", "--launcher", "slurm", "--slurm-time", "1")
 
     [record] = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
     assert record["status"] == "timeout" and record["slurm_state"] == "TIMEOUT"
