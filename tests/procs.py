@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -40,19 +38,3 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.1):
             return value
         time.sleep(interval_s)
     return None
-
-
-def start_run(matrix: Path, results: Path, *extra: str) -> subprocess.Popen:
-    """`pfcbench run MATRIX --results RESULTS ...` as a real process, its output piped."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def run_sweep(matrix: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
-    """`pfcbench run` to its end, which must be a success."""
-    proc = start_run(matrix, results, *extra)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

@@ -5,36 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 from bench.results import read_records
-from tests.procs import pids_with, rank_pids, run_sweep, start_run, wait_until
-
-TINY = """
-name = "tiny"
-[run]
-timeout_s = 120
-inactivity_timeout_s = 60
-[defaults]
-backbone = "none"
-device = "cpu"
-nproc_per_node = 2
-classes = 1000
-warmup_steps = 1
-num_windows = 2
-steps_per_window = 2
-[[sections]]
-title = "Batch"
-columns = [{ header = "Batch-size", field = "batch_size" }, { header = "Samples/sec", field = "samples_per_s" }]
-[sections.grid]
-batch_size = [BATCHES]
-"""
-
-
-def write_matrix(tmp_path: Path, batches: str) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY.replace("BATCHES", batches))
-    return path
+from tests.procs import pids_with, rank_pids, wait_until
+from tests.sweeps import run_sweep, start_run, write_matrix
 
 
 def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):

@@ -6,44 +6,10 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 from bench.results import read_records
-from tests.procs import pids_with, run_sweep, start_run, wait_until
-
-TINY = """
-name = "tiny"
-[run]
-timeout_s = TIMEOUT
-inactivity_timeout_s = 60
-[defaults]
-backbone = "none"
-device = "cpu"
-nproc_per_node = 2
-classes = 1000
-warmup_steps = 1
-num_windows = 2
-steps_per_window = STEPS
-[[sections]]
-title = "Batch"
-columns = [{ header = "Batch-size", field = "batch_size" }, { header = "Samples/sec", field = "samples_per_s" }]
-[sections.grid]
-batch_size = [BATCHES]
-"""
-
-OOM_ROW = """
-[[sections.rows]]
-batch_size = 16
-classes = 200000
-max_memory_gib = 0.5
-"""
-
-
-def write_matrix(tmp_path: Path, batches: str, *, steps: int = 2, timeout_s: int = 120, oom: bool = False) -> Path:
-    path = tmp_path / "tiny.toml"
-    text = TINY.replace("BATCHES", batches).replace("STEPS", str(steps)).replace("TIMEOUT", str(timeout_s))
-    path.write_text(text + (OOM_ROW if oom else ""))
-    return path
+from tests.procs import pids_with, wait_until
+from tests.sweeps import run_sweep, start_run, write_matrix
 
 
 def test_slurm_options_without_the_slurm_launcher_are_a_usage_error(tmp_path):
