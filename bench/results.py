@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 FINAL = ("ok", "oom", "error", "timeout", "skipped")
 FAILED = ("error", "timeout")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or none: a temporary file beside it, fsync, then an atomic rename.
+
+    The temporary name carries host and pid, so that nodes sharing a folder never collide.
+    """
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def append_record(path: Path, record: dict) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import socket
@@ -23,7 +22,7 @@ from bench.config import Cell
 from bench.launch import SCHEMA, Launch, holds_rank0, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
-from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records
+from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
 from bench.slurm import SlurmOptions, run_cell_slurm
 
 RERUN = ("failed", "all")
@@ -61,15 +60,6 @@ def make_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> P
     results_dir = results_root / matrix.name
     latest = latest_by_cell(read_records(results_dir / "results.jsonl"))
     return Plan(matrix=matrix, results_dir=results_dir, cells=matrix.cells(), latest=latest, rerun=rerun)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:

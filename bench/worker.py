@@ -28,6 +28,7 @@ from bench.config import Cell
 from bench.launch import die_with_parent
 from bench.machine import GpuSampler, cpu_peak_rss_mib
 from bench.measure import time_windows
+from bench.results import write_atomic
 from bench.workload.step import TrainStep
 
 ALLOCATION_FAILURES = (
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback=traceback.format_exc()[-4000:],
             oom_bytes=bytes_asked(exc),
         )
-    write_json(args.out / f"rank-{rank}.json", record)
+    write_atomic(args.out / f"rank-{rank}.json", json.dumps(record))
     if record["status"] != "ok":
         print(f"rank {rank}: {record['status']} in {record['phase']}: {record['error'][-300:]}", file=sys.stderr)
         sys.stderr.flush()
@@ -193,17 +194,7 @@ def share_with_every_node(record: dict, out: Path) -> None:
     everyone: list = [None] * record["world_size"]
     distributed.all_gather_object(everyone, record)
     if record["local_rank"] == 0:
-        write_json(out / "ranks.json", {"ranks": everyone})
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write data whole or not at all: a temporary file, fsync, then an atomic rename."""
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")  # nodes may share OUT
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        write_atomic(out / "ranks.json", json.dumps({"ranks": everyone}))
 
 
 if __name__ == "__main__":
