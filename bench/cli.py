@@ -17,7 +17,9 @@ from bench.launch import Launch, holds_rank0, run_cell
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix
 from bench.options import MatrixUsageError, cell_options, timeout_options, with_launcher, with_matrix
-from bench.runner import RERUN, make_plan, run_cells
+from bench.results import latest_by_cell, read_records
+from bench.runner import RERUN, make_plan, run_cells, run_probe, sigterm_as_interrupt
+from bench.search import FIELDS, PROBE_STEPS, PROBES_PER_SEARCH, Answer, Probe, ProbeFailed, search
 from bench.slurm import SlurmOptions
 
 
@@ -107,6 +109,86 @@ def cell_line(cell: Cell) -> str:
     return f"{cell.backbone} {cell.classes} classes, batch {cell.batch_size}, {cell.precision}{rate}, {cell.world_size} ranks"
 
 
+@main.command("search")
+@click.argument("field", type=click.Choice(FIELDS))
+@cell_options(defaults=PROBE_STEPS)
+@timeout_options
+@click.option("--start", type=int, default=None, help="First value to probe.  [default: the cell's value of FIELD]")
+@click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Probes are recorded in RESULTS/search/results.jsonl, and reused by a search run again.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print field, largest, smallest_oom and the probes' records.")
+def search_command(field, start, results_root, as_json, timeout_s, inactivity_timeout_s, **fields) -> None:
+    """Find the largest FIELD (batch_size or classes) of a cell that runs without running out of memory.
+
+    Each probe is a real cell with few steps in a fresh torchrun job; the search brackets the
+    answer from the start value, then bisects until the smallest value that ran out of memory is
+    within 5% of the largest that ran ok. Memory is the GPU's, or --max-memory-gib per rank (which
+    the CPU needs). Interrupted and run again, a search reuses the probes it recorded.
+
+    \b
+    Example:
+        pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
+        pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
+    """
+    try:
+        config = Cell(**fields)
+        if config.device == "cpu" and config.max_memory_gib is None:
+            raise ValueError("a search on the CPU needs --max-memory-gib: the memory a probe may not exceed")
+        if config.nnodes > 1:
+            raise ValueError("a search runs cells on this machine; give --nnodes 1")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    launch = Launch(
+        timeout_s=timeout_s or Launch.timeout_s,
+        inactivity_timeout_s=inactivity_timeout_s or Launch.inactivity_timeout_s,
+    )
+    results_dir = results_root / "search"
+    probes = []
+    try:
+        with sigterm_as_interrupt():
+            records = latest_by_cell(read_records(results_dir / "results.jsonl"))
+            for probe in search(
+                config, field, start or getattr(config, field), records, run_probe(results_dir, launch)
+            ):
+                probes.append(probe)
+                if not as_json:
+                    click.echo(probe_line(field, probe))
+    except KeyboardInterrupt:
+        click.echo(
+            "\nInterrupted: the probe in flight was stopped; run again to continue from the recorded probes.", err=True
+        )
+        sys.exit(130)
+    except ProbeFailed as exc:
+        raise click.ClickException(
+            f"{field} {exc.value}: probe {exc.record['status']}: {failure_line(exc.record)}"
+        ) from None
+    answer = Answer.of(field, probes)
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), indent=2))
+    elif answer.largest is None:
+        click.echo(
+            f"No {field} fits: {answer.smallest_oom} ran out of memory, the smallest a cell of {config.world_size} ranks can have."
+        )
+    else:
+        oom = f"{answer.smallest_oom} ran out of memory" if answer.smallest_oom else "no probe ran out of memory"
+        click.echo(
+            f"Largest {field} that fits: {answer.largest} ({oom}); {len(answer.probes)} probes, records in {results_dir / 'results.jsonl'}"
+        )
+    if answer.largest is None:
+        sys.exit(1)
+
+
+def probe_line(field: str, probe: Probe) -> str:
+    recorded = " (recorded before)" if probe.recorded_before else ""
+    return f"probe {field} {probe.value}: {record_line(probe.record)}{recorded}"
+
+
 @main.command()
 @with_matrix
 def plan(matrix: Matrix, results_root: Path) -> None:
@@ -178,7 +260,8 @@ def run(
     """
     the_plan = make_plan(matrix, results_root, rerun)
     pending = the_plan.pending()
-    if not pending:
+    searches = the_plan.pending_searches()
+    if not pending and not searches:
         click.echo(
             f"Nothing to run: all {len(the_plan.cells)} cells of {matrix.name} have a final record in {the_plan.results_file} (--rerun failed|all runs them again)."
         )
@@ -194,13 +277,14 @@ def run(
         rdzv_endpoint=rdzv_endpoint,
     )
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
+    and_searches = f" and {len(searches)} searches" if searches else ""
     click.echo(
-        f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run, results in {the_plan.results_file}"
+        f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run{and_searches}, results in {the_plan.results_file}"
     )
     started = time.monotonic()
     statuses: Counter = Counter()
     progress = click.progressbar(
-        length=len(pending),
+        length=len(pending) + PROBES_PER_SEARCH * len(searches),
         label=matrix.name,
         show_eta=True,
         show_pos=True,
@@ -209,16 +293,15 @@ def run(
     )
     try:
         with progress as bar:
-            bar.current_item = pending[0]
+            bar.current_item = pending[0] if pending else searches[0][0]
             bar.render_progress()
-            for number, (_, record) in enumerate(
+            for number, (cell, record) in enumerate(
                 run_cells(the_plan, launch, prune_after_oom=prune, slurm=slurm), start=1
             ):
                 statuses[record["status"]] += 1
                 if not sys.stderr.isatty():
-                    click.echo(
-                        f"[{number}/{len(pending)}] {cell_line(pending[number - 1])}: {record_line(record)}", err=True
-                    )
+                    place = f"{number}/{len(pending)}" if number <= len(pending) else "search probe"
+                    click.echo(f"[{place}] {cell_line(cell)}: {record_line(record)}", err=True)
                 bar.update(1, pending[number] if number < len(pending) else None)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)

@@ -19,6 +19,7 @@ import psutil
 from bench import __version__
 from bench.config import Cell
 from bench.measure import summarise
+from bench.mfu import mfu_figures
 
 SCHEMA = 1
 KILL_GRACE_S = 5.0
@@ -74,6 +75,10 @@ def worker_env(cell: Cell) -> dict[str, str]:
     env["MALLOC_ARENA_MAX"] = "2"
     if cell.device == "cpu":
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cell.nproc_per_node))
+    if cell.device == "cpu" and cell.max_memory_gib is not None:
+        # A fixed threshold maps every tensor of 1 MiB or more apart and unmaps it when freed, so the
+        # address space a cap counts is the live tensors, the same from step to step and run to run.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(2**20)
     return env
 
 
@@ -244,8 +249,17 @@ def figures(cell: Cell, ranks: list[dict]) -> dict:
         gpu_mem_used_mib_max=max_or_none(g.get("mem_used_peak_mib") for g in gpus),
         power_w=sum(powers) if gpus and len(powers) == len(gpus) else None,
         energy_j_per_1k_samples=energy_j / samples * 1000 if energy_j is not None else None,
+        flops_per_sample=flops_per_sample(cell, ranks),
     )
+    names = [r.get("device_name") for r in ranks]
+    result.update(mfu_figures(result["flops_per_sample"], result["samples_per_s"], names, cell.precision, cell.tf32))
     return result
+
+
+def flops_per_sample(cell: Cell, ranks: list[dict]) -> float | None:
+    """The FLOPs of one training step over all ranks, per sample of the global batch."""
+    counts = [r.get("step_flops") for r in ranks]
+    return sum(counts) / cell.batch_size if counts and None not in counts else None
 
 
 def max_or_none(values) -> float | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_type
+from bench.search import FIELDS
 
 METRICS = (
     "samples_per_s",
@@ -29,15 +30,23 @@ METRICS = (
     "published",
     "ratio",
     "status",
+    "tflops",
+    "mfu",
+    "largest",
+    "smallest_oom",
+    "num_probes",
 )
 """Result columns a section may show besides cell fields."""
+
+SEARCH_METRICS = ("largest", "smallest_oom", "num_probes")
+"""Result columns of a search section alone: its answer and the probes it took."""
 
 FORMATS = ("auto", "text", "check", "speed", "int", "float1", "float2", "percent", "ratio")
 
 TOP_KEYS = {"name", "report", "run", "defaults", "sections"}
 REPORT_KEYS = {"title", "blurb", "heading", "intro", "notes", "spec"}
 RUN_KEYS = {"timeout_s": float, "inactivity_timeout_s": float, "prune_after_oom": bool}
-SECTION_KEYS = {"title", "text", "columns", "set", "grid", "exclude", "rows"}
+SECTION_KEYS = {"title", "text", "columns", "set", "grid", "exclude", "rows", "search"}
 COLUMN_KEYS = {"header", "field", "text", "format", "labels"}
 ROW_EXTRA_KEYS = {"published", "labels"}
 
@@ -79,6 +88,8 @@ class Section:
     text: str = ""
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
+    search: str | None = None
+    """batch_size or classes: each row is the start of a search for the largest value that fits."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,8 +106,16 @@ class Matrix:
         """Every distinct cell in the order it first appears; a cell in two sections runs once."""
         unique: dict[str, Cell] = {}
         for section in self.sections:
-            for row in section.rows:
+            for row in section.rows if section.search is None else ():
                 unique.setdefault(row.cell.cell_id, row.cell)
+        return list(unique.values())
+
+    def searches(self) -> list[tuple[Cell, str]]:
+        """(start cell, field) of every distinct search, in the order written."""
+        unique: dict[tuple[str, str], tuple[Cell, str]] = {}
+        for section in self.sections:
+            for row in section.rows if section.search else ():
+                unique.setdefault((row.cell.cell_id, section.search), (row.cell, section.search))
         return list(unique.values())
 
 
@@ -160,7 +179,10 @@ def parse_section(section: Any, number: int, defaults: dict, overrides: dict) ->
     expect(isinstance(section.get("text", ""), str), f"{where} text: must be text")
     fixed = table(section, "set", f"{where} set")
     check_cell_fields(fixed, f"{where} set")
+    search = parse_search(section, where)
     columns = parse_columns(section.get("columns"), where)
+    misplaced = next((c.field for c in columns if c.field in SEARCH_METRICS and search is None), None)
+    expect(misplaced is None, f"{where} columns: {misplaced!r} needs a [sections.search] in this section")
     points = expand_grid(section, where) + explicit_rows(section, where)
     expect(points, f"{where}: has no cells (give a grid or rows)")
     rows = []
@@ -183,8 +205,25 @@ def parse_section(section: Any, number: int, defaults: dict, overrides: dict) ->
             origin = next((name for name, layer in layers if field in layer), place)
             note = "" if origin == place else f" ({field} comes from {origin})"
             raise MatrixError(f"{where} {place}: {exc}{note}") from None
+        expect(
+            search is None or cell.device == "cuda" or cell.max_memory_gib is not None,
+            f"{where} {place}: a search on the CPU needs max_memory_gib, the memory a probe may not exceed",
+        )
         rows.append(Row(cell=cell, published=point.get("published"), labels=point.get("labels", {})))
-    return Section(title=section["title"], text=section.get("text", ""), columns=columns, rows=tuple(rows))
+    return Section(
+        title=section["title"], text=section.get("text", ""), columns=columns, rows=tuple(rows), search=search
+    )
+
+
+def parse_search(section: dict, where: str) -> str | None:
+    """The field a section searches the largest value of, from its [sections.search] table; None for none."""
+    if "search" not in section:
+        return None
+    search = table(section, "search", f"{where} search")
+    check_keys(search, {"field"}, f"{where} search")
+    field = search.get("field")
+    expect(field in FIELDS, f"{where} search field: must be {' or '.join(FIELDS)}, not {field!r}")
+    return field
 
 
 def parse_columns(columns: Any, where: str) -> tuple[Column, ...]:

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 
 import torch
 from torch import distributed
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def synchronize(device: torch.device) -> None:
@@ -31,10 +32,13 @@ def time_windows(
 
     Each step ends in a host sync (the loss gradient's .item() in Partial FC's backward, as in
     arcface_torch), so the per-step times read off the host clock are real step times.
-    `measured` is entered around the timed windows alone (a GPU power sampler, say).
+    `measured` is entered around the timed windows alone (a GPU power sampler, say). The first
+    warm-up step (with no warm-up, one extra step before the clock starts) has its FLOPs counted.
     """
-    losses = []
-    for _ in range(warmup_steps):
+    loss, step_flops = count_flops(step)
+    losses = [loss]
+    heartbeat()
+    for _ in range(warmup_steps - 1):
         losses.append(step())
         heartbeat()
     step_times_s = []
@@ -56,7 +60,20 @@ def time_windows(
         "window_times_s": slowest.tolist(),
         "step_times_s": step_times_s,
         "losses": losses,
+        "step_flops": step_flops,
     }
+
+
+def count_flops(step: Callable[[], float]) -> tuple[float, int]:
+    """Run one step under FlopCounterMode: its loss, and the FLOPs this rank ran in it.
+
+    The counter sees every matmul and convolution of the real step (forward, backward, the
+    classifier's GEMMs over the centres this rank holds or sampled), whatever the implementation;
+    element-wise work, normalisation and communication are not counted.
+    """
+    with FlopCounterMode(display=False) as counter:
+        loss = step()
+    return loss, counter.get_total_flops()
 
 
 def summarise(window_times_s: list[float], steps_per_window: int, batch_size: int) -> dict:

@@ -18,14 +18,17 @@ from bench.matrix import MatrixError, load_matrix
 from bench.slurm import SlurmOptions
 
 
-def cell_options(func):
-    """One option per cell field (--batch-size, --sample-rate, ...), defaulting to the Cell's.
+def cell_options(func=None, *, defaults: dict | None = None):
+    """One option per cell field (--batch-size, --sample-rate, ...), defaulting to defaults, else the Cell's.
 
     --device defaults to cuda where a GPU is visible and to cpu elsewhere.
     """
+    if func is None:
+        return functools.partial(cell_options, defaults=defaults)
     for f in reversed(dataclasses.fields(Cell)):
         flag = "--" + f.name.replace("_", "-")
         default = ("cuda" if torch.cuda.is_available() else "cpu") if f.name == "device" else f.default
+        default = (defaults or {}).get(f.name, default)
         kind = click.Choice(CHOICES[f.name]) if f.name in CHOICES else FIELD_TYPES[f.name]
         extra = {"help": FIELD_DOCS.get(f.name, ""), "default": default, "show_default": True}
         if kind is bool:

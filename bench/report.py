@@ -18,8 +18,9 @@ import pandas as pd
 
 from bench.config import Cell
 from bench.machine import server_spec
-from bench.matrix import METRICS, Column, Matrix, Row, Section, load_matrix
+from bench.matrix import METRICS, SEARCH_METRICS, Column, Matrix, Row, Section, load_matrix
 from bench.results import latest_by_cell, read_records
+from bench.search import bounds, recorded_probes
 
 MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
 """What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
@@ -43,6 +44,11 @@ AUTO_FORMATS = {
     "peak_rss_gib": "float2",
     "power_w": "int",
     "energy_per_1k_j": "float1",
+    "tflops": "float2",
+    "mfu": "percent",
+    "largest": "int",
+    "smallest_oom": "int",
+    "num_probes": "int",
 }
 
 FORMATTERS = {
@@ -64,6 +70,8 @@ SCALED_METRICS = {
     "peak_rss_gib": ("peak_rss_mib_max", 1 / 1024),
     "power_w": ("power_w", 1.0),
     "energy_per_1k_j": ("energy_j_per_1k_samples", 1.0),
+    "tflops": ("achieved_tflops", 1.0),
+    "mfu": ("mfu", 1.0),
 }
 """Metric -> (record key, factor): a GB here is 1024 MiB, as nvidia-smi and gpustat users read it."""
 
@@ -108,6 +116,9 @@ def metric_value(name: str, row: Row, record: dict | None) -> Any:
     if name == "ratio":
         measured = record["samples_per_s"] if is_ok(record) else None
         return measured / row.published if is_number(measured) and is_number(row.published) else None
+    if name in SEARCH_METRICS:
+        value = record[name] if record else None
+        return mark(record) if name == "largest" and value is None else value
     if not is_ok(record):
         return mark(record) if name == "samples_per_s" else None
     if name == "spread":
@@ -141,9 +152,27 @@ def cell_text(column: Column, row: Row, record: dict | None) -> str:
     return format_value(value, column.format, column.field)
 
 
+def row_records(section: Section, records_by_id: dict[str, dict]) -> list[dict | None]:
+    """The record each row shows: its cell's, or in a search section its search's answer."""
+    if section.search is None:
+        return [records_by_id.get(row.cell.cell_id) for row in section.rows]
+    return [search_answer(row.cell, section.search, records_by_id) for row in section.rows]
+
+
+def search_answer(cell: Cell, field: str, records_by_id: dict[str, dict]) -> dict | None:
+    """The record of the largest value that ran ok (an oom record if none did), with the search's answer."""
+    probes = recorded_probes(records_by_id, cell, field)
+    if not probes:
+        return None
+    largest, smallest_oom = bounds({value: record["status"] == "ok" for value, record in probes.items()})
+    shown = probes[largest] if largest is not None else probes[min(probes)]
+    return dict(shown, largest=largest, smallest_oom=smallest_oom, num_probes=len(probes))
+
+
 def section_frame(section: Section, records_by_id: dict[str, dict]) -> pd.DataFrame:
     """The section's table as text, one row per matrix row, columns in the matrix's order."""
-    rows = [[cell_text(c, row, records_by_id.get(row.cell.cell_id)) for c in section.columns] for row in section.rows]
+    records = row_records(section, records_by_id)
+    rows = [[cell_text(c, row, record) for c in section.columns] for row, record in zip(section.rows, records)]
     return pd.DataFrame(rows, columns=[c.header for c in section.columns])
 
 
@@ -175,7 +204,8 @@ def spec_frame(env: dict[str, Any], overrides: dict[str, str]) -> pd.DataFrame:
 
 def provenance(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
     """The note saying which harness, implementation and precision produced the numbers."""
-    cells = [c for c in matrix.cells() if c.cell_id in records_by_id]
+    probes = [r for cell, field in matrix.searches() for r in recorded_probes(records_by_id, cell, field).values()]
+    cells = [c for c in matrix.cells() if c.cell_id in records_by_id] + [Cell.from_dict(r["config"]) for r in probes]
     if not cells:
         return "No cell of this matrix has been run yet."
     versions = listed(records_by_id[c.cell_id].get("harness_version") for c in cells) or "(version not recorded)"
@@ -227,7 +257,7 @@ def render_markdown(
 
 def section_parts(section: Section, records_by_id: dict[str, dict], plot: Path | None, markdown_dir: Path) -> list[str]:
     frame = section_frame(section, records_by_id)
-    records = [records_by_id.get(row.cell.cell_id) for row in section.rows]
+    records = row_records(section, records_by_id)
     link = f"![{section.title}]({Path(os.path.relpath(plot, markdown_dir)).as_posix()})" if plot else ""
     return [f"### {section.title}", section.text.strip(), markdown_table(frame), legend(frame, records), link]
 
@@ -245,7 +275,7 @@ def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -
     """
     from matplotlib.figure import Figure
 
-    records = [records_by_id.get(row.cell.cell_id) for row in section.rows]
+    records = row_records(section, records_by_id)
     if not any(is_ok(r) for r in records):
         return None
     series = [("samples/sec", [metric_or_nan(r, "samples_per_s") for r in records])]

@@ -13,7 +13,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from bench.launch import SCHEMA, Launch, holds_rank0, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
+from bench.search import is_settled, search, start_value
 from bench.slurm import SlurmOptions, run_cell_slurm
 
 RERUN = ("failed", "all")
@@ -45,8 +46,17 @@ class Plan:
     def pending(self) -> list[Cell]:
         return [cell for cell in self.cells if needs_run(self.latest.get(cell.cell_id), self.rerun)]
 
-    def sections_of(self, cell: Cell) -> list[str]:
-        return [s.title for s in self.matrix.sections if any(r.cell.cell_id == cell.cell_id for r in s.rows)]
+    def pending_searches(self) -> list[tuple[Cell, str]]:
+        """The searches whose recorded probes do not answer them yet."""
+        return [(cell, field) for cell, field in self.matrix.searches() if not is_settled(cell, field, self.latest)]
+
+    def sections_of(self, cell: Cell, field: str | None = None) -> list[str]:
+        """Titles of the sections that show this cell, or with field, that search from it."""
+        return [
+            s.title
+            for s in self.matrix.sections
+            if s.search == field and any(r.cell.cell_id == cell.cell_id for r in s.rows)
+        ]
 
 
 def needs_run(record: dict | None, rerun: str | None) -> bool:
@@ -116,30 +126,56 @@ def run_cells(
     with sigterm_as_interrupt():
         for cell in plan.pending():
             cause = oom_implies(cell, latest) if prune_after_oom else None
-            record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch, slurm)
+            record, records_here = (
+                (skipped_record(cell, cause), True) if cause else run_one(cell, plan.results_dir, launch, slurm)
+            )
             record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
             if records_here:
                 append_record(plan.results_file, record)
                 latest[cell.cell_id] = record
             yield cell, record
+        for start, field in plan.pending_searches():
+            extra = {"matrix": plan.matrix.name, "sections": plan.sections_of(start, field)}
+            probe = run_probe(plan.results_dir, launch, dict(extra, overrides=plan.matrix.overrides), slurm)
+            for found in search(start, field, start_value(start, field), latest, probe):
+                if not found.recorded_before:
+                    latest[found.record["cell_id"]] = found.record
+                    yield Cell.from_dict(found.record["config"]), found.record
     with contextlib.suppress(OSError):
         (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
 
 
-def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
+def run_probe(
+    results_dir: Path, launch: Launch, extra: dict | None = None, slurm: SlurmOptions | None = None
+) -> Callable[[Cell], dict]:
+    """A function that runs a cell, appends its record (with extra) and returns it."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
+
+    def probe(cell: Cell) -> dict:
+        record, records_here = run_one(cell, results_dir, launch, slurm)
+        record.update(extra or {})
+        if records_here:
+            append_record(results_dir / "results.jsonl", record)
+        return record
+
+    return probe
+
+
+def run_one(cell: Cell, results_dir: Path, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
     """Run a cell in a scratch folder of this node; return its record and whether this node records it.
 
     Of a cell that spans several nodes, the node that held global rank 0 records it; the scratch
     folder is per node, so the nodes may share the results folder. The torchrun log of a cell
     that did not finish ok is kept.
     """
-    workdir = plan.results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
+    workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
     shutil.rmtree(workdir, ignore_errors=True)
     launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
     record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
     records_here = slurm is not None or holds_rank0(cell, workdir)
     if record["status"] != "ok":
-        logs = plan.results_dir / "logs"
+        logs = results_dir / "logs"
         logs.mkdir(exist_ok=True)
         shutil.copyfile(workdir / "torchrun.log", logs / f"{cell.cell_id}.log")
         record["log"] = f"logs/{cell.cell_id}.log"

@@ -143,7 +143,8 @@ def measure(cell: Cell, step: TrainStep, beat: Callable[[], None]) -> dict:
         heartbeat=beat,
         measured=sampler,
     )
-    return {**figures, **peak_memory(device), "gpus": sampler.summary()}
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {**figures, **peak_memory(device), "gpus": sampler.summary(), "device_name": device_name}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,9 @@ def test_partial_fc_cell_prints_an_ok_record(tmp_path):
     assert record["samples_per_s"] > 0
     assert record["samples_per_s_min"] <= record["samples_per_s"] <= record["samples_per_s_max"]
     assert len(record["step_times_s"]) == record["measured_steps"] == 2
+    # the classifier's three GEMMs over the 20,000 sampled centres of both ranks, per sample
+    assert record["flops_per_sample"] == 6 * 512 * 20_000
+    assert record["achieved_tflops"] > 0 and record["mfu"] is None
     # each rank holds 100k centres of 512 floats (205 MB): its peak RSS must show them
     assert all(rank["peak_rss_mib"] > 200 for rank in record["ranks"])
     assert sorted(json.loads((tmp_path / f"rank-{r}.json").read_text())["rank"] for r in (0, 1)) == [0, 1]
