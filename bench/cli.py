@@ -13,10 +13,11 @@ import click
 from tabulate import tabulate
 
 from bench.config import Cell
-from bench.launch import Launch, holds_rank0, run_cell
+from bench.launch import Launch, run_cell
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix
 from bench.options import MatrixUsageError, cell_options, timeout_options, with_launcher, with_matrix
+from bench.records import holds_rank0
 from bench.results import latest_by_cell, read_records
 from bench.runner import RERUN, make_plan, run_cells, run_probe, sigterm_as_interrupt
 from bench.search import FIELDS, PROBE_STEPS, PROBES_PER_SEARCH, Answer, Probe, ProbeFailed, search
@@ -217,7 +218,11 @@ def plan(matrix: Matrix, results_root: Path) -> None:
             "status": record["status"] if record else "pending",
         })  # fmt: skip
     click.echo(tabulate(rows, headers="keys", tablefmt="github"))
-    click.echo(f"{len(the_plan.pending())} of {len(the_plan.cells)} cells to run; results in {the_plan.results_file}")
+    searches = the_plan.matrix.searches()
+    and_searches = f" and {len(the_plan.pending_searches())} of {len(searches)} searches" if searches else ""
+    click.echo(
+        f"{len(the_plan.pending())} of {len(the_plan.cells)} cells{and_searches} to run; results in {the_plan.results_file}"
+    )
 
 
 @main.command()
@@ -270,12 +275,15 @@ def run(
         raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
     if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
-    launch = Launch(
-        timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
-        inactivity_timeout_s=inactivity_timeout_s
-        or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
-        rdzv_endpoint=rdzv_endpoint,
-    )
+    try:
+        launch = Launch(
+            timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
+            inactivity_timeout_s=inactivity_timeout_s
+            or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
+            rdzv_endpoint=rdzv_endpoint,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     and_searches = f" and {len(searches)} searches" if searches else ""
     click.echo(
