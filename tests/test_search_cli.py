@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -126,8 +127,30 @@ def test_a_matrix_search_section_runs_its_probes_and_reports_the_largest_class_c
 
     out = tmp_path / "fits.md"
     assert pfcbench("report", str(results / "fits"), "-o", str(out)).returncode == 0
-    text = out.read_text()
+    speed_table, fits_table = tables(out.read_text())
     speed = next(r for r in records if r["config"]["classes"] == 1000)
-    assert f"| 1000      | {speed['achieved_tflops']:.2f}" in text
-    assert f"| 16           | {largest}" in text and f"| {smallest_oom}" in text
-    assert f"| {len(probes)} " in text
+    assert speed_table == [{"Classes": "1000", "TFLOP/s": f"{speed['achieved_tflops']:.2f}", "MFU": ""}]
+    ok = next(r for r in probes if r["config"]["classes"] == largest)
+    assert fits_table == [
+        {
+            "Batch-size": "16",
+            "Largest": str(largest),
+            "Out of memory at": str(smallest_oom),
+            "Probes": str(len(probes)),
+            "Samples/sec": f"~{round(ok['samples_per_s'])}",
+        }
+    ]
+
+
+def tables(markdown: str) -> list[list[dict[str, str]]]:
+    """Every table of a markdown report, as rows keyed by header."""
+    found, lines = [], markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+            block = [cells(row) for row in itertools.takewhile(lambda row: row.startswith("|"), lines[i:])]
+            found.append([dict(zip(block[0], row)) for row in block[2:]])
+    return found[1:]  # the first is the server spec
+
+
+def cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
