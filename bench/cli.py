@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from bench.options import MatrixUsageError, cell_options, timeout_options, with_
 from bench.records import holds_rank0
 from bench.results import latest_by_cell, read_records
 from bench.runner import RERUN, make_plan, run_cells, run_probe, sigterm_as_interrupt
-from bench.search import FIELDS, PROBE_STEPS, PROBES_PER_SEARCH, Answer, Probe, ProbeFailed, search
+from bench.search import FIELDS, PROBE_STEPS, PROBES_PER_SEARCH, Answer, Probe, ProbeFailed, search, start_value
 from bench.slurm import SlurmOptions
 
 
@@ -154,9 +155,8 @@ def search_command(field, start, results_root, as_json, timeout_s, inactivity_ti
     try:
         with sigterm_as_interrupt():
             records = latest_by_cell(read_records(results_dir / "results.jsonl"))
-            for probe in search(
-                config, field, start or getattr(config, field), records, run_probe(results_dir, launch)
-            ):
+            first = (lambda: start) if start else functools.partial(start_value, config, field)
+            for probe in search(config, field, first, records, run_probe(results_dir, launch)):
                 probes.append(probe)
                 if not as_json:
                     click.echo(probe_line(field, probe))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import shutil
 import signal
@@ -22,7 +23,7 @@ from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.records import holds_rank0, skipped_record
 from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
-from bench.search import is_settled, search, start_value
+from bench.search import ProbeFailed, is_settled, search, start_value
 from bench.slurm import SlurmOptions, run_cell_slurm
 
 RERUN = ("failed", "all")
@@ -119,12 +120,19 @@ def run_cells(
                 latest[cell.cell_id] = record
             yield cell, record
         for start, field in plan.pending_searches():
-            extra = {"matrix": plan.matrix.name, "sections": plan.sections_of(start, field)}
-            probe = run_probe(plan.results_dir, launch, dict(extra, overrides=plan.matrix.overrides), slurm)
-            for found in search(start, field, start_value(start, field), latest, probe):
-                if not found.recorded_before:
-                    latest[found.record["cell_id"]] = found.record
-                    yield Cell.from_dict(found.record["config"]), found.record
+            extra = {
+                "matrix": plan.matrix.name,
+                "sections": plan.sections_of(start, field),
+                "overrides": plan.matrix.overrides,
+            }
+            probe = run_probe(plan.results_dir, launch, extra, slurm)
+            try:
+                for found in search(start, field, functools.partial(start_value, start, field), latest, probe):
+                    if not found.recorded_before:
+                        latest[found.record["cell_id"]] = found.record
+                        yield Cell.from_dict(found.record["config"]), found.record
+            except ProbeFailed as failed:  # recorded; this search stops, the next one runs
+                yield Cell.from_dict(failed.record["config"]), failed.record
     with contextlib.suppress(OSError):
         (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
 
@@ -132,13 +140,13 @@ def run_cells(
 def run_probe(
     results_dir: Path, launch: Launch, extra: dict | None = None, slurm: SlurmOptions | None = None
 ) -> Callable[[Cell], dict]:
-    """A function that runs a cell, appends its record (with extra) and returns it."""
+    """A function probe(cell, more) that runs a cell, appends its record (with extra and more) and returns it."""
     results_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
 
-    def probe(cell: Cell) -> dict:
+    def probe(cell: Cell, more: dict | None = None) -> dict:
         record, records_here = run_one(cell, results_dir, launch, slurm)
-        record.update(extra or {})
+        record.update(extra or {}, **(more or {}))
         if records_here:
             append_record(results_dir / "results.jsonl", record)
         return record

@@ -72,11 +72,17 @@ class Answer:
         largest, smallest_oom = bounds({p.value: p.record["status"] == "ok" for p in probes})
         return cls(field=field, largest=largest, smallest_oom=smallest_oom, probes=probes)
 
+    @property
+    def start(self) -> int | None:
+        """The first value the search probed (what its probes record as its start)."""
+        return next((p.record["search_start"] for p in self.probes if p.record.get("search_start")), None)
+
     def to_dict(self) -> dict:
         return {
             "field": self.field,
             "largest": self.largest,
             "smallest_oom": self.smallest_oom,
+            "start": self.start,
             "probes": [dict(p.record, recorded_before=p.recorded_before) for p in self.probes],
         }
 
@@ -163,13 +169,19 @@ def is_settled(cell: Cell, field: str, records: dict[str, dict]) -> bool:
 
 
 def search(
-    cell: Cell, field: str, start: int, records: dict[str, dict], probe: Callable[[Cell], dict]
+    cell: Cell,
+    field: str,
+    start: Callable[[], int],
+    records: dict[str, dict],
+    probe: Callable[[Cell, dict], dict],
 ) -> Iterator[Probe]:
     """Probe until the answer is known to within TOLERANCE, yielding every probe; see Answer.of.
 
     records maps cell id -> latest record (the results file so far): the probes recorded there
-    come first, as recorded_before, and are not run again. probe runs a cell and returns its
-    record, once recorded. A probe that ends in error or timeout raises ProbeFailed.
+    come first, as recorded_before, and are not run again. start gives the first value; it is
+    called only when needed, and a search that has recorded probes keeps the start they record.
+    probe(cell, extra) runs a cell and returns its record with extra, once recorded. A probe that
+    ends in error or timeout raises ProbeFailed.
     """
     check_field(field)
     known = recorded_probes(records, cell, field)
@@ -177,8 +189,11 @@ def search(
         yield Probe(value=value, record=record, recorded_before=True)
     outcomes = {value: record["status"] == "ok" for value, record in known.items()}
     minimum, step = smallest_value(cell), value_step(cell, field)
-    while (value := next_value(start, outcomes, minimum=minimum, step=step)) is not None:
-        record = probe(dataclasses.replace(cell, **{field: value}))
+    first = next((r["search_start"] for r in known.values() if r.get("search_start") is not None), None)
+    if first is None:
+        first = start() if None in bounds(outcomes) else minimum
+    while (value := next_value(first, outcomes, minimum=minimum, step=step)) is not None:
+        record = probe(dataclasses.replace(cell, **{field: value}), {"search_start": first})
         if record["status"] not in OUTCOMES:
             raise ProbeFailed(value, record)
         outcomes[value] = record["status"] == "ok"

@@ -69,20 +69,21 @@ def test_search_reuses_recorded_probes_and_runs_only_the_rest():
     fits = outcome_of(5_000)
     ran = []
 
-    def probe(probed: Cell) -> dict:
+    def probe(probed: Cell, extra: dict) -> dict:
         ran.append(probed.classes)
-        return {
-            "cell_id": probed.cell_id,
-            "config": probed.to_dict(),
-            "status": "ok" if fits(probed.classes) else "oom",
-        }
+        status = "ok" if fits(probed.classes) else "oom"
+        return {"cell_id": probed.cell_id, "config": probed.to_dict(), "status": status, **extra}
 
-    first = Answer.of("classes", list(search(cell, "classes", 4_800, {}, probe)))
+    first = Answer.of("classes", list(search(cell, "classes", lambda: 4_800, {}, probe)))
     assert first.largest <= 5_000 < first.smallest_oom and len(first.probes) <= 4
     records = {p.record["cell_id"]: p.record for p in first.probes[:2]}
     other = {"cell_id": "x", "config": {**cell.to_dict(), "classes": 4_000, "seed": 1}, "status": "oom"}
     ran.clear()
-    again = Answer.of("classes", list(search(cell, "classes", 4_800, {**records, "x": other}, probe)))
+    again = Answer.of("classes", list(search(cell, "classes", unused_start, {**records, "x": other}, probe)))
     assert [p.recorded_before for p in again.probes[:2]] == [True, True]
     assert ran == [p.value for p in first.probes[2:]]
-    assert (again.largest, again.smallest_oom) == (first.largest, first.smallest_oom)
+    assert (again.largest, again.smallest_oom, again.start) == (first.largest, first.smallest_oom, 4_800)
+
+
+def unused_start() -> int:
+    raise AssertionError("a resumed search asked for a new start instead of the recorded one")

@@ -54,7 +54,7 @@ def test_search_answers_resumes_after_kill_9_and_ctrl_c_and_its_bounds_hold(tmp_
     done = pfcbench(*SEARCH, *CAP, "--start", str(START), "--results", str(results), "--json")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    assert answer["field"] == "classes"
+    assert answer["field"] == "classes" and answer["start"] == START
     largest, smallest_oom = answer["largest"], answer["smallest_oom"]
     assert largest < smallest_oom <= largest * 1.05
     probes = answer["probes"]
