@@ -26,8 +26,6 @@ from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_rec
 from bench.search import ProbeFailed, is_settled, search, start_value
 from bench.slurm import SlurmOptions, run_cell_slurm
 
-RERUN = ("failed", "all")
-
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
