@@ -63,6 +63,14 @@ def time_windows(
     }
 
 
+def prepare_flop_counting() -> None:
+    """Import what FlopCounterMode imports on its first use (torch._dynamo, seconds of it) ahead of time.
+
+    So that the counted step is not a long silent one, and the import is not charged to a memory cap.
+    """
+    import torch._dynamo  # noqa: F401
+
+
 def count_flops(step: Callable[[], float]) -> tuple[float, int]:
     """Run one step under FlopCounterMode: its loss, and the FLOPs this rank ran in it.
 

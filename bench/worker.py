@@ -27,7 +27,7 @@ from torch import distributed
 
 from bench.config import Cell
 from bench.lifetime import die_with_parent
-from bench.measure import time_windows
+from bench.measure import prepare_flop_counting, time_windows
 from bench.results import write_atomic
 from bench.telemetry import GpuSampler, cpu_peak_rss_mib
 from bench.workload.step import TrainStep
@@ -144,6 +144,8 @@ def set_up(cell: Cell, out: Path) -> tuple[TrainStep, Heartbeat]:
         device_id=device if device.type == "cuda" else None,
         timeout=timedelta(minutes=10),
     )
+    beat.now()
+    prepare_flop_counting()
     beat.now()
     if cell.max_memory_gib is not None:
         cap_memory(cell, device)
