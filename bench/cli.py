@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
+from bench import __version__
 from bench.config import Cell
-from bench.launch import Launch, holds_rank0, run_cell
+from bench.launch import Launch, gpu_shortage, holds_rank0, run_cell, visible_gpus
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix
 from bench.options import MatrixUsageError, cell_options, timeout_options, with_launcher, with_matrix
@@ -22,7 +23,7 @@ from bench.slurm import SlurmOptions
 
 
 @click.group()
-@click.version_option(package_name="pfcbench")
+@click.version_option(__version__, prog_name="pfcbench")
 def main() -> None:
     """Benchmark Partial FC training throughput and render arcface_torch-style reports."""
 
@@ -61,6 +62,9 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    shortage = gpu_shortage([config], visible_gpus()) if config.device == "cuda" else None
+    if shortage:
+        raise MatrixUsageError(shortage)
     with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
         record = run_cell(config, workdir or Path(tmp), launch)
         if not holds_rank0(config, workdir or Path(tmp)) and record["status"] != "ok":
@@ -187,6 +191,11 @@ def run(
         raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
     if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
+    shortage = None
+    if slurm is None and any(cell.device == "cuda" for cell in pending):
+        shortage = gpu_shortage(pending, visible_gpus())
+    if shortage:
+        raise MatrixUsageError(f"{matrix.path}: {shortage}")
     launch = Launch(
         timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
         inactivity_timeout_s=inactivity_timeout_s

@@ -19,10 +19,14 @@ import psutil
 from bench import __version__
 from bench.config import Cell
 from bench.measure import summarise
+from bench.oom import oom_line
 
 SCHEMA = 1
 KILL_GRACE_S = 5.0
 POLL_S = 0.1
+PG_TIMEOUT_ENV = "PFCBENCH_PG_TIMEOUT_S"
+LOG_SCAN_CHARS = 1 << 20
+"""How much of the end of a cell's log is searched for an out-of-memory that no rank file reports."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,14 +71,46 @@ def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> lis
     ]  # fmt: skip
 
 
-def worker_env(cell: Cell) -> dict[str, str]:
+def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
+    """The ranks' environment: this one, plus the process group's timeout and CPU threading.
+
+    The process group waits longer than the inactivity limit, so that a hung collective ends as
+    the runner's timeout (recorded, logs kept) rather than as an NCCL watchdog abort.
+    """
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
-    env["MALLOC_ARENA_MAX"] = "2"
+    env[PG_TIMEOUT_ENV] = str(2 * launch.inactivity_timeout_s + 60)
     if cell.device == "cpu":
+        # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
+        env["MALLOC_ARENA_MAX"] = "2"
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cell.nproc_per_node))
     return env
+
+
+def visible_gpus() -> int:
+    """The CUDA devices a rank started here would see (CUDA_VISIBLE_DEVICES and MIG applied).
+
+    Counted by torch in a child process, so that the runner itself never loads torch or CUDA.
+    """
+    probe = "import torch; print(torch.cuda.device_count())"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False)
+    lines = done.stdout.split()
+    return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else 0
+
+
+def gpu_shortage(cells: list[Cell], num_gpus: int) -> str | None:
+    """Why some CUDA cells cannot run on a node with num_gpus visible GPUs, or None if all fit."""
+    short = [cell for cell in cells if cell.device == "cuda" and cell.nproc_per_node > num_gpus]
+    if not short:
+        return None
+    need = max(cell.nproc_per_node for cell in short)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES unset"
+    fix = f"give --nproc {num_gpus} or fewer" if num_gpus else "run on a GPU machine or give --set device=cpu"
+    return (
+        f"{len(short)} CUDA cell(s) need {need} GPUs per node but {num_gpus} are visible here ({shown}); "
+        f"{fix}; nothing was run"
+    )
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -161,16 +197,28 @@ def holds_rank0(cell: Cell, workdir: Path) -> bool:
     return cell.nnodes == 1 or (workdir / "rank-0.json").exists()
 
 
-def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None) -> str:
-    """oom wins over everything (a rank ran out of memory); then timeout, error, ok."""
-    statuses = {r["status"] for r in ranks}
+def failures(ranks: list[dict]) -> list[dict]:
+    """Every failed rank: those that wrote a file here, then those that told them through the store."""
+    failed = [r for r in ranks if r["status"] != "ok"]
+    seen = {r["rank"] for r in ranks}
+    for rank in ranks:
+        for peer in rank.get("peer_failures", []):
+            if peer["rank"] not in seen:
+                seen.add(peer["rank"])
+                failed.append(peer)
+    return failed
+
+
+def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None, log: str = "") -> str:
+    """oom wins over everything (a rank, or the log of one that an NCCL watchdog aborted); then timeout, error, ok."""
+    statuses = {r["status"] for r in [*ranks, *failures(ranks)]}
     if "oom" in statuses:
         return "oom"
-    if timeout:
-        return "timeout"
-    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0:
+    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0 and not timeout:
         return "ok"
-    return "error"
+    if oom_line(log):
+        return "oom"
+    return "timeout" if timeout else "error"
 
 
 def log_tail(workdir: Path, num_chars: int = 2000) -> str:
@@ -195,16 +243,21 @@ def build_record(
         "ranks": [
             {
                 k: r.get(k)
-                for k in ("rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib")
-            }
+                for k in (
+                    "rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib",
+                    "warmup_peak_allocated_mib", "warmup_peak_reserved_mib", "cuda_overhead_mib",
+                    "grad_scale", "skipped_steps", "warmup_skipped_steps",
+                )
+            }  # fmt: skip
             for r in ranks
         ],
         "gpus": [dict(gpu, host=r["host"], rank=r["rank"]) for r in ranks for gpu in r.get("gpus", [])],
+        "cuda_overhead_mib_max": max_or_none(r.get("cuda_overhead_mib") for r in ranks),
         "started_at": started,
         "duration_s": duration_s,
         "harness_version": __version__,
     }
-    failed = [r for r in ranks if r["status"] != "ok"]
+    failed = failures(ranks)
     if status == "ok":
         record.update(figures(cell, ranks))
     elif failed:
@@ -215,6 +268,8 @@ def build_record(
             oom_bytes=first.get("oom_bytes"),
             error=f"{first.get('exception')}: {first.get('error', '')}"[-2000:],
         )
+        if status == "oom" and first["status"] != "oom":
+            record["error"] = f"out of memory, read from the log: {error}"[-2000:]
     else:
         record["error"] = error
     return record
@@ -241,6 +296,9 @@ def figures(cell: Cell, ranks: list[dict]) -> dict:
         peak_allocated_mib_max=max_or_none(r.get("peak_allocated_mib") for r in ranks),
         peak_reserved_mib_max=max_or_none(r.get("peak_reserved_mib") for r in ranks),
         peak_rss_mib_max=max_or_none(r.get("peak_rss_mib") for r in ranks),
+        warmup_peak_reserved_mib_max=max_or_none(r.get("warmup_peak_reserved_mib") for r in ranks),
+        grad_scale=lead.get("grad_scale"),
+        skipped_steps_max=max_or_none(r.get("skipped_steps") for r in ranks),
         gpu_mem_used_mib_max=max_or_none(g.get("mem_used_peak_mib") for g in gpus),
         power_w=sum(powers) if gpus and len(powers) == len(gpus) else None,
         energy_j_per_1k_samples=energy_j / samples * 1000 if energy_j is not None else None,
@@ -260,8 +318,9 @@ def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
     cell_json.write_text(json.dumps(cell.to_dict()))
     argv = torchrun_argv(cell, launch, cell_json, workdir)
     started = time.time()
-    returncode, timeout = run_torchrun(argv, worker_env(cell), workdir, launch)
+    returncode, timeout = run_torchrun(argv, worker_env(cell, launch), workdir, launch)
     ranks = read_ranks(workdir)
-    status = classify(ranks, cell.world_size, returncode, timeout)
-    error = timeout or f"torchrun exited with {returncode}: {log_tail(workdir)}"
+    log = log_tail(workdir, LOG_SCAN_CHARS)
+    status = classify(ranks, cell.world_size, returncode, timeout, log)
+    error = timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
     return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)
