@@ -14,10 +14,11 @@ from tabulate import tabulate
 
 from bench import __version__
 from bench.config import Cell
-from bench.launch import Launch, gpu_shortage, holds_rank0, run_cell, visible_gpus
+from bench.launch import Launch, gpu_shortage, run_cell, visible_gpus
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix
 from bench.options import MatrixUsageError, cell_options, timeout_options, with_launcher, with_matrix
+from bench.records import holds_rank0
 from bench.runner import RERUN, make_plan, run_cells
 from bench.slurm import SlurmOptions
 
@@ -196,12 +197,15 @@ def run(
         shortage = gpu_shortage(pending, visible_gpus())
     if shortage:
         raise MatrixUsageError(f"{matrix.path}: {shortage}")
-    launch = Launch(
-        timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
-        inactivity_timeout_s=inactivity_timeout_s
-        or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
-        rdzv_endpoint=rdzv_endpoint,
-    )
+    try:
+        launch = Launch(
+            timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
+            inactivity_timeout_s=inactivity_timeout_s
+            or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
+            rdzv_endpoint=rdzv_endpoint,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     click.echo(
         f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run, results in {the_plan.results_file}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -28,16 +29,43 @@ from torch import distributed
 
 from bench import peers
 from bench.config import Cell
-from bench.launch import PG_TIMEOUT_ENV, die_with_parent
-from bench.machine import GpuSampler, cpu_peak_rss_mib, describe_machine
+from bench.lifetime import die_with_parent
+from bench.machine import describe_machine
 from bench.measure import time_windows
 from bench.oom import mentions_oom
 from bench.results import write_atomic
+from bench.telemetry import GpuSampler, cpu_peak_rss_mib
+from bench.watchdog import PG_TIMEOUT_ENV
 from bench.workload.step import TrainStep
 
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")
 UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 MIB = 2**20
+BEAT_INTERVAL_S = 1.0
+
+
+class Heartbeat:
+    """Touches OUT/heartbeat to show the launcher's watchdog that the rank is alive.
+
+    A timed step beats at most once per interval_s: on a cluster's shared filesystem a touch is a
+    network round trip, which must not land in every measured step.
+    """
+
+    def __init__(self, path: Path, interval_s: float = BEAT_INTERVAL_S) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.last_beat = -math.inf
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last_beat >= self.interval_s:
+            self.path.touch()
+            self.last_beat = now
+
+    def now(self) -> None:
+        """Beat whatever the interval: after a set-up stage, which takes far longer than a second."""
+        self.path.touch()
+        self.last_beat = time.monotonic()
 
 
 def classify(exc: BaseException) -> str:
@@ -121,17 +149,13 @@ def pg_timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get(PG_TIMEOUT_ENV, 1800)))
 
 
-def set_up(cell: Cell, out: Path, figures: dict) -> tuple[TrainStep, Callable[[], None]]:
+def set_up(cell: Cell, out: Path, figures: dict) -> tuple[TrainStep, Heartbeat]:
     """Join the process group, apply the memory cap and build the step; returns it and a heartbeat.
 
     On CUDA, figures gets the overhead outside the caching allocator (cuda_overhead_mib).
     """
-    heartbeat = out / "heartbeat"
-
-    def beat() -> None:
-        heartbeat.touch()
-
-    beat()
+    beat = Heartbeat(out / "heartbeat")
+    beat.now()
     local_rank = int(os.environ["LOCAL_RANK"])
     if cell.device == "cuda":
         device = torch.device("cuda", local_rank)
@@ -143,7 +167,7 @@ def set_up(cell: Cell, out: Path, figures: dict) -> tuple[TrainStep, Callable[[]
         device_id=device if device.type == "cuda" else None,
         timeout=pg_timeout(),
     )
-    beat()
+    beat.now()
     overhead_bytes = 0
     if device.type == "cuda":
         overhead_bytes = cuda_overhead_bytes(device)
@@ -151,7 +175,7 @@ def set_up(cell: Cell, out: Path, figures: dict) -> tuple[TrainStep, Callable[[]
     if cell.max_memory_gib is not None:
         cap_memory(cell, device, overhead_bytes)
     step = TrainStep(cell, device, distributed.get_rank())
-    beat()
+    beat.now()
     return step, beat
 
 

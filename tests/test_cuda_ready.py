@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from bench.config import Cell
-from bench.launch import Launch, classify, worker_env
+from bench.launch import Launch, worker_env
+from bench.records import classify
 from bench.slurm import SlurmOptions, sbatch_argv
 from bench.worker import classify as classify_exception
 from bench.worker import memory_fraction

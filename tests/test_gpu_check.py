@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench.config import IMPLS, Cell
-from bench.launch import build_record
 from bench.matrix import load_matrix
+from bench.records import build_record
 from bench.results import append_record
 
 REPO = Path(__file__).resolve().parents[1]

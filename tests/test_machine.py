@@ -1,4 +1,4 @@
-"""Tests for bench.machine: host description, spec rows, GPU sampling, peak RSS."""
+"""Tests for bench.machine and bench.telemetry: host description, spec rows, GPU sampling, peak RSS."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from bench import machine
+from bench import machine, nvml, telemetry
 
 MACHINE_KEYS = {
     "hostname",
@@ -121,7 +121,7 @@ class FakeNvml:
 @pytest.fixture
 def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     fake = FakeNvml()
-    monkeypatch.setattr(machine, "pynvml", fake)
+    monkeypatch.setattr(nvml, "pynvml", fake)
     return fake
 
 
@@ -206,7 +206,7 @@ def test_server_spec_of_this_host() -> None:
 
 @pytest.mark.skipif(HAS_NVML, reason="NVML is present on this host")
 def test_gpu_sampler_is_inert_without_nvml() -> None:
-    with machine.GpuSampler(["5a9e0b6c-1d2f-4e3a-9b8c-7d6e5f4a3b2c"], interval_s=0.01) as sampler:
+    with telemetry.GpuSampler(["5a9e0b6c-1d2f-4e3a-9b8c-7d6e5f4a3b2c"], interval_s=0.01) as sampler:
         time.sleep(0.02)
 
     assert sampler.available is False
@@ -219,7 +219,7 @@ def cuda_uuid(nvml_uuid: str) -> str:
 
 
 def test_gpu_sampler_takes_mean_power_from_the_energy_counter(fake_nvml: FakeNvml) -> None:
-    with machine.GpuSampler([cuda_uuid(UUIDS[0])], interval_s=0.005) as sampler:
+    with telemetry.GpuSampler([cuda_uuid(UUIDS[0])], interval_s=0.005) as sampler:
         time.sleep(0.2)
 
     assert sampler.available is True
@@ -236,7 +236,7 @@ def test_gpu_sampler_finds_gpus_by_uuid_whatever_their_index(fake_nvml: FakeNvml
     """As under CUDA_VISIBLE_DEVICES=1, a MIG instance or Slurm isolation: cuda:0 is NVML's GPU 1 or a MIG device."""
     unknown = "6b1f0c2e-0000-4000-8000-000000000000"
     asked = [cuda_uuid(UUIDS[1]), UUIDS[10], unknown]
-    with machine.GpuSampler(asked, interval_s=0.005) as sampler:
+    with telemetry.GpuSampler(asked, interval_s=0.005) as sampler:
         time.sleep(0.02)
 
     second, mig, missing = sampler.summary()
@@ -251,14 +251,14 @@ def test_gpu_sampler_finds_gpus_by_uuid_whatever_their_index(fake_nvml: FakeNvml
 
 
 def test_cpu_peak_rss_grows_after_touching_memory() -> None:
-    before_mib = machine.cpu_peak_rss_mib()
+    before_mib = telemetry.cpu_peak_rss_mib()
     rss_start_mib = _rss_now_mib()
     size = 200 * 2**20
     buf = bytearray(size)
     for offset in range(0, size, 4096):
         buf[offset] = 1
 
-    after_mib = machine.cpu_peak_rss_mib()
+    after_mib = telemetry.cpu_peak_rss_mib()
 
     assert after_mib >= before_mib
     assert after_mib >= rss_start_mib + 190
