@@ -103,7 +103,10 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
 def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     """sbatch's command line: one task per node; the job's output is the cell's torchrun.log."""
     if cell.device == "cuda":
-        resources = [f"--gpus-per-node={cell.nproc_per_node}", f"--cpus-per-task={cell.nproc_per_node * options.cpus_per_gpu}"]
+        resources = [
+            f"--gpus-per-node={cell.nproc_per_node}",
+            f"--cpus-per-task={cell.nproc_per_node * options.cpus_per_gpu}",
+        ]
     else:
         resources = [f"--cpus-per-task={cell.nproc_per_node}"]
     optional = {"--partition": options.partition, "--account": options.account, "--time": options.time_limit}

@@ -44,7 +44,6 @@ class GpuSampler:
         self.interval_s = interval_s
         self.available = False
         self._tracks: list[_GpuTrack] = []
-        self._unmatched: list[str] = []
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._nvml_open = False
@@ -66,8 +65,9 @@ class GpuSampler:
             return self
         self._nvml_open = True
         handles = _handles_by_uuid()
-        self._tracks = [_GpuTrack(uuid=u, handle=handles[_bare_uuid(u)]) for u in self.uuids if _bare_uuid(u) in handles]
-        self._unmatched = [u for u in self.uuids if _bare_uuid(u) not in handles]
+        self._tracks = [
+            _GpuTrack(uuid=u, handle=handles[_bare_uuid(u)]) for u in self.uuids if _bare_uuid(u) in handles
+        ]
         self.available = True
         for track in self._tracks:
             track.open()
