@@ -11,7 +11,7 @@ from typing import Any
 BACKBONES = ("r18", "r34", "r50", "r100", "r200", "mbf", "none")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MARGINS = ("arcface", "cosface")
-IMPLS = ("arcface_torch",)
+IMPLS = ("arcface_torch", "fused")
 LABEL_MODES = ("uniform", "constant")
 DEVICES = ("cuda", "cpu")
 CHOICES = {
