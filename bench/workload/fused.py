@@ -26,8 +26,8 @@ from bench.workload.partial_fc import PartialFC
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 """Memory for the classifier's temporaries beyond the centres, their gradient and the B x D inputs."""
-MAX_CHUNK_COLS = 4096
-"""Most centres in one chunk: small chunks keep the elementwise passes in cache."""
+CPU_MAX_CHUNK_COLS = 4096
+"""Most centres in one chunk on the CPU, where small chunks keep the elementwise passes in cache."""
 NORM_EPS = 1e-12
 """F.normalize's floor on a norm."""
 FLOAT_BYTES = 4
@@ -41,8 +41,10 @@ class ChunkPlan:
     keep_cosines: bool
 
 
-def plan_chunks(batch_size: int, num_cols: int, embedding_size: int, budget_bytes: int) -> ChunkPlan:
-    """The largest chunk the budget holds (up to MAX_CHUNK_COLS); keep the cosines if they fit too.
+def plan_chunks(
+    batch_size: int, num_cols: int, embedding_size: int, budget_bytes: int, max_cols: int | None = None
+) -> ChunkPlan:
+    """The largest chunk the budget holds (up to max_cols); keep the cosines if they fit too.
 
     A chunk of n centres needs about 3 B x n and 4 n x D floats at once (cosines, logits,
     normalised and gathered centres, their gradient).
@@ -52,7 +54,7 @@ def plan_chunks(batch_size: int, num_cols: int, embedding_size: int, budget_byte
     min_cols = min(num_cols, 256)
     keep = kept_bytes + col_bytes * min_cols <= budget_bytes
     free_bytes = budget_bytes - kept_bytes if keep else budget_bytes
-    chunk_cols = max(1, min(num_cols, MAX_CHUNK_COLS, free_bytes // col_bytes))
+    chunk_cols = max(1, min(num_cols, max_cols or num_cols, free_bytes // col_bytes))
     return ChunkPlan(chunk_cols=int(chunk_cols), keep_cosines=keep)
 
 
@@ -82,14 +84,21 @@ class FusedMarginSoftmax:
             return torch.cos(torch.arccos(cosine) + self.m2) * self.s
         return (cosine - self.m3) * self.s
 
-    def logits_(self, cosine: torch.Tensor, targets: Targets, start: int) -> torch.Tensor:
-        """Turn a chunk's raw cosines into margin logits in place; returns the chunk's target logits."""
+    def logits(
+        self, cosine: torch.Tensor, targets: Targets, start: int, clamp: bool, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A chunk's margin logits (into `out`, which may be `cosine`) and its target logits (0 elsewhere).
+
+        clamp(cos, -1, 1) * s equals clamp(s * cos, -s, s) exactly, so the clamp is skipped where
+        the chunk has no cosine outside [-1, 1].
+        """
         cols, inside = targets.in_chunk(start, start + cosine.size(1))
-        target = self.target_logits(cosine[targets.rows, cols])
-        cosine.clamp_(-1, 1).mul_(self.s)
-        current = cosine[targets.rows, cols]
-        cosine[targets.rows, cols] = torch.where(inside, target, current)
-        return torch.where(inside, target, torch.zeros_like(target))
+        target = torch.where(inside, self.target_logits(cosine[targets.rows, cols]), 0.0)
+        logits = torch.mul(cosine, self.s, out=out) if out is not None else torch.mul(cosine, self.s)
+        if clamp:
+            logits.clamp_(-self.s, self.s)
+        logits[targets.rows, cols] = torch.where(inside, target, logits[targets.rows, cols])
+        return logits, target
 
 
 def centres(weight: torch.Tensor, index: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
@@ -120,12 +129,15 @@ class FusedMarginSoftmaxFunc(torch.autograd.Function):
             stop = min(start + plan.chunk_cols, num_cols)
             cosine = linear(embeddings, unit_rows(centres(weight, index, start, stop))[0])
             bounds.append(torch.stack(torch.aminmax(cosine)))
+            # skip the clamp where no cosine needs it; that test would stall a GPU, which always clamps
+            clamp = cosine.device.type != "cpu" or bool(bounds[-1][0] < -1) or bool(bounds[-1][1] > 1)
             if plan.keep_cosines:
                 kept.append(cosine)
-                cosine = cosine.clone()
-            target_logit += margin.logits_(cosine, targets, start)
-            chunk_max = torch.maximum(row_max, cosine.amax(dim=1))
-            row_sum.mul_(torch.exp(row_max - chunk_max)).add_(cosine.sub_(chunk_max[:, None]).exp_().sum(dim=1))
+            out = None if plan.keep_cosines else cosine
+            logits, target = margin.logits(cosine, targets, start, clamp, out=out)
+            target_logit += target
+            chunk_max = torch.maximum(row_max, logits.amax(dim=1))
+            row_sum.mul_(torch.exp(row_max - chunk_max)).add_(logits.sub_(chunk_max[:, None]).exp_().sum(dim=1))
             row_max = chunk_max
         global_max = row_max.clone()
         distributed.all_reduce(global_max, distributed.ReduceOp.MAX)
@@ -135,8 +147,8 @@ class FusedMarginSoftmaxFunc(torch.autograd.Function):
         p_target[rows] = torch.exp(target_logit - global_max[rows]) / sum_exp[rows]
         distributed.all_reduce(p_target, distributed.ReduceOp.SUM)
         ctx.save_for_backward(embeddings, weight, index, rows, labels[rows], global_max, sum_exp)
-        # chunks with a cosine outside [-1, 1], whose clamp stops part of the gradient
         bounds = torch.stack(bounds)
+        # chunks with a cosine outside [-1, 1], where the clamp stops part of the gradient
         ctx.clamped = ((bounds[:, 0] < -1) | (bounds[:, 1] > 1)).tolist()
         ctx.margin, ctx.plan, ctx.kept = margin, plan, kept
         return p_target.clamp_min_(1e-30).log_().mean() * (-1)
@@ -148,6 +160,7 @@ class FusedMarginSoftmaxFunc(torch.autograd.Function):
         targets = Targets(rows, cols)
         num_cols = weight.size(0) if index is None else index.numel()
         scale = loss_gradient * (margin.s / embeddings.size(0))
+        row_scale = (scale / sum_exp)[:, None]
         grad_embeddings = torch.zeros_like(embeddings)
         grad_weight = torch.zeros_like(weight)
         for number, start in enumerate(range(0, num_cols, plan.chunk_cols)):
@@ -156,14 +169,14 @@ class FusedMarginSoftmaxFunc(torch.autograd.Function):
             cosine = kept[number] if plan.keep_cosines else linear(embeddings, unit)
             if plan.keep_cosines:
                 kept[number] = None
-            clamped = cosine.abs() > 1 if ctx.clamped[number] else None
-            margin.logits_(cosine, targets, start)
-            grad_logits = cosine.sub_(global_max[:, None]).exp_().div_(sum_exp[:, None])
+            outside = cosine.abs() > 1 if ctx.clamped[number] else None
+            margin.logits(cosine, targets, start, ctx.clamped[number], out=cosine)
+            # s (p - one_hot) / B, p = exp(logit - max) / sum_exp: the straight-through margin gradient
+            grad_logits = cosine.sub_(global_max[:, None]).exp_().mul_(row_scale)
             cols_in_chunk, inside = targets.in_chunk(start, stop)
-            grad_logits[rows, cols_in_chunk] -= inside.to(grad_logits.dtype)
-            grad_logits.mul_(scale)
-            if clamped is not None:
-                grad_logits.masked_fill_(clamped, 0.0)
+            grad_logits[rows, cols_in_chunk] -= inside * scale
+            if outside is not None:
+                grad_logits.masked_fill_(outside, 0.0)
             grad_embeddings.addmm_(grad_logits, unit)
             write_centre_grad(grad_weight, index, start, stop, grad_logits.t() @ embeddings, unit, norm)
         return grad_embeddings, grad_weight, None, None, None, None
@@ -200,7 +213,8 @@ class FusedPartialFC(PartialFC):
 
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         num_cols = self.num_local if index is None else index.numel()
-        plan = plan_chunks(embeddings.size(0), num_cols, self.embedding_size, self.budget_bytes)
+        max_cols = CPU_MAX_CHUNK_COLS if embeddings.device.type == "cpu" else None
+        plan = plan_chunks(embeddings.size(0), num_cols, self.embedding_size, self.budget_bytes, max_cols)
         return FusedMarginSoftmaxFunc.apply(
             normalize(embeddings), self.weight, labels.view(-1), index, self.fused_margin, plan
         )
