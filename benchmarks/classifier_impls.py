@@ -5,7 +5,7 @@
 
 Every cell is a real torchrun job. The two impls run one after the other for each cell, in
 alternating order, for --rounds rounds; the table shows medians over the rounds: global
-samples/sec, fused's ratio to arcface_torch, peak memory per rank (peak RSS on the CPU,
+samples/sec, fused's ratio to arcface_torch (median of the rounds' ratios), peak memory per rank (peak RSS on the CPU,
 max_memory_allocated on CUDA) and the part of it beyond a 2,000-class baseline of the same impl
 and batch and beyond the centres' weight, gradient and momentum (3 x the shard). Under
 --max-memory-gib a cell that runs out of memory reads Fail.
@@ -61,8 +61,16 @@ def median_or_none(values: list) -> float | None:
     return statistics.median(present) if present else None
 
 
+def ok_pair(a: dict, b: dict) -> bool:
+    return a["status"] == "ok" and b["status"] == "ok"
+
+
 def row(cell: Cell, records: dict[str, list[dict]], baselines: dict[tuple[str, int], float | None]) -> list:
-    """One table row per impl: status, samples/s, ratio to arcface_torch, memory figures."""
+    """One table row per impl: status, samples/s, ratio to arcface_torch, memory figures.
+
+    The ratio is the median of the rounds' ratios: each round runs the two impls back to back, so
+    a round's ratio sees the same machine load on both sides.
+    """
     rows = []
     speeds = {impl: median_or_none([r.get("samples_per_s") for r in records[impl]]) for impl in IMPLS}
     beyond = {}
@@ -75,7 +83,8 @@ def row(cell: Cell, records: dict[str, list[dict]], baselines: dict[tuple[str, i
         rows.append([impl, "/".join(statuses), speed, peak, beyond[impl]])
     for impl_row in rows:
         impl = impl_row[0]
-        ratio = speeds[impl] / speeds["arcface_torch"] if speeds[impl] and speeds["arcface_torch"] else None
+        pairs = zip(records[impl], records["arcface_torch"])
+        ratio = median_or_none([a["samples_per_s"] / b["samples_per_s"] for a, b in pairs if ok_pair(a, b)])
         memory_ratio = beyond[impl] / beyond["arcface_torch"] if beyond[impl] and beyond["arcface_torch"] else None
         impl_row[3:3] = [ratio]
         impl_row.append(memory_ratio)
