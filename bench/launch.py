@@ -17,10 +17,10 @@ from pathlib import Path
 import psutil
 
 from bench import __version__
-from bench.config import Cell
+from bench.config import Cell, check_seconds
 from bench.measure import summarise
+from bench.results import SCHEMA
 
-SCHEMA = 1
 KILL_GRACE_S = 5.0
 POLL_S = 0.1
 
@@ -37,6 +37,10 @@ class Launch:
     """HOST:PORT of the c10d rendezvous for cells of several nodes; None runs on this machine alone."""
     rdzv_id: str = "pfcbench"
     """Rendezvous id shared by the nodes of one cell."""
+
+    def __post_init__(self) -> None:
+        check_seconds("timeout_s", self.timeout_s)
+        check_seconds("inactivity_timeout_s", self.inactivity_timeout_s)
 
 
 def free_port() -> int:
@@ -162,15 +166,26 @@ def holds_rank0(cell: Cell, workdir: Path) -> bool:
 
 
 def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None) -> str:
-    """oom wins over everything (a rank ran out of memory); then timeout, error, ok."""
+    """oom wins over everything (a rank ran out of memory); then ok, timeout, error.
+
+    A cell whose ranks all wrote complete figures is ok even if a rank then crashed or hung in
+    teardown: the measurement is whole, and the record notes the teardown failure.
+    """
     statuses = {r["status"] for r in ranks}
     if "oom" in statuses:
         return "oom"
+    if len(ranks) == world_size and all(complete(r) for r in ranks):
+        return "ok"
     if timeout:
         return "timeout"
-    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0:
-        return "ok"
     return "error"
+
+
+def complete(rank: dict) -> bool:
+    """Whether a rank's file holds its whole measurement."""
+    return rank.get("status") == "ok" and all(
+        isinstance(rank.get(key), list) for key in ("window_times_s", "step_times_s", "losses")
+    )
 
 
 def log_tail(workdir: Path, num_chars: int = 2000) -> str:
@@ -207,6 +222,8 @@ def build_record(
     failed = [r for r in ranks if r["status"] != "ok"]
     if status == "ok":
         record.update(figures(cell, ranks))
+        if error:
+            record["teardown_error"] = f"after every rank had written its figures: {error}"
     elif failed:
         first = next((r for r in failed if r["status"] == status), failed[0])
         record.update(
@@ -263,5 +280,6 @@ def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
     returncode, timeout = run_torchrun(argv, worker_env(cell), workdir, launch)
     ranks = read_ranks(workdir)
     status = classify(ranks, cell.world_size, returncode, timeout)
-    error = timeout or f"torchrun exited with {returncode}: {log_tail(workdir)}"
+    clean = returncode == 0 and not timeout and status == "ok"
+    error = None if clean else timeout or f"torchrun exited with {returncode}: {log_tail(workdir)}"
     return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 import signal
 import socket
@@ -19,10 +18,11 @@ from pathlib import Path
 
 from bench import __version__
 from bench.config import Cell
+from bench.files import read_text
 from bench.launch import SCHEMA, Launch, holds_rank0, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
-from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
+from bench.results import FAILED, FINAL, Results, append_record, latest_by_cell, read_results, save_env, write_atomic
 from bench.slurm import SlurmOptions, run_cell_slurm
 
 RERUN = ("failed", "all")
@@ -37,6 +37,10 @@ class Plan:
     cells: list[Cell]
     latest: dict[str, dict]
     rerun: str | None = None
+    results: Results | None = None
+    """What was read from the results file, with the lines skipped as not records."""
+    sections: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Cell id -> titles of the sections that hold it."""
 
     @property
     def results_file(self) -> Path:
@@ -46,7 +50,7 @@ class Plan:
         return [cell for cell in self.cells if needs_run(self.latest.get(cell.cell_id), self.rerun)]
 
     def sections_of(self, cell: Cell) -> list[str]:
-        return [s.title for s in self.matrix.sections if any(r.cell.cell_id == cell.cell_id for r in s.rows)]
+        return self.sections.get(cell.cell_id, [])
 
 
 def needs_run(record: dict | None, rerun: str | None) -> bool:
@@ -58,8 +62,22 @@ def needs_run(record: dict | None, rerun: str | None) -> bool:
 
 def make_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
     results_dir = results_root / matrix.name
-    latest = latest_by_cell(read_records(results_dir / "results.jsonl"))
-    return Plan(matrix=matrix, results_dir=results_dir, cells=matrix.cells(), latest=latest, rerun=rerun)
+    results = read_results(results_dir / "results.jsonl")
+    sections: dict[str, list[str]] = {}
+    for section in matrix.sections:
+        for row in section.rows:
+            titles = sections.setdefault(row.cell.cell_id, [])
+            if section.title not in titles:
+                titles.append(section.title)
+    return Plan(
+        matrix=matrix,
+        results_dir=results_dir,
+        cells=matrix.cells(),
+        latest=latest_by_cell(results.records),
+        rerun=rerun,
+        results=results,
+        sections=sections,
+    )
 
 
 def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
@@ -67,7 +85,10 @@ def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
     for record in records.values():
         if record.get("status") != "oom":
             continue
-        other = Cell.from_dict(record["config"])
+        try:
+            other = Cell.from_dict(record["config"])
+        except ValueError:  # a record of a cell this version cannot build
+            continue
         if other.batch_size <= cell.batch_size and dataclasses.replace(other, batch_size=cell.batch_size) == cell:
             return record
     return None
@@ -110,14 +131,16 @@ def run_cells(
     With slurm, each cell is a Slurm job submitted from here instead of a torchrun on this node.
     """
     plan.results_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(plan.results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
-    write_atomic(plan.results_dir / "matrix.toml", plan.matrix.path.read_text())
+    env = save_env(plan.results_dir, describe_machine())
+    write_atomic(plan.results_dir / "matrix.toml", read_text(plan.matrix.path))
     latest = dict(plan.latest)
     with sigterm_as_interrupt():
         for cell in plan.pending():
             cause = oom_implies(cell, latest) if prune_after_oom else None
             record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch, slurm)
-            record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
+            record.update(
+                matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides, env=env
+            )
             if records_here:
                 append_record(plan.results_file, record)
                 latest[cell.cell_id] = record
@@ -138,7 +161,7 @@ def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None =
     launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
     record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
     records_here = slurm is not None or holds_rank0(cell, workdir)
-    if record["status"] != "ok":
+    if record["status"] != "ok" or record.get("teardown_error"):
         logs = plan.results_dir / "logs"
         logs.mkdir(exist_ok=True)
         shutil.copyfile(workdir / "torchrun.log", logs / f"{cell.cell_id}.log")

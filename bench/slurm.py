@@ -230,8 +230,14 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     ranks = read_ranks(workdir)
     status = classify(ranks, cell.world_size, returncode, timeout)
     note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
+    clean = returncode == 0 and not timeout and status == "ok"
     record = build_record(
-        cell, ranks, status, error=timeout or error, started=started, duration_s=time.time() - started
+        cell,
+        ranks,
+        status,
+        error=None if clean else timeout or error,
+        started=started,
+        duration_s=time.time() - started,
     )
     return dict(record, slurm_job_id=job_id, slurm_state=state.name if state else None)
 
