@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import Cell
+from bench.config import Cell, shown
 from bench.files import FileError, make_folder, read_text, refuse_results_file
 from bench.machine import server_spec
 from bench.matrix import METRICS, Column, Matrix, Row, Section, load_matrix
@@ -330,7 +330,7 @@ def read_envs(results_dir: Path, records: list[dict]) -> dict[str, tuple[dict, i
     counts = counts or {"env.json": 0}
     for name in counts:
         if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ReportError(f"{results_dir}: a record points at {name!r}, outside the results folder")
+            raise ReportError(f"{results_dir}: a record points at {shown(name)}, outside the results folder")
     return {name: (read_json(Path(results_dir) / name), count) for name, count in counts.items()}
 
 
@@ -340,10 +340,10 @@ def mixed_env_note(envs: dict[str, tuple[dict, int]]) -> str | None:
         return None
     keys = sorted({key for env, _ in envs.values() for key in env})
     differ = [k for k in keys if len({json.dumps(env.get(k), sort_keys=True) for env, _ in envs.values()}) > 1]
-    shown = ", ".join(f"{name} ({count} cells)" for name, (_, count) in envs.items())
+    listing = ", ".join(f"{name} ({count} cells)" for name, (_, count) in envs.items())
     return (
         f"These records come from {len(envs)} environments, which differ in {', '.join(differ) or 'nothing shown'}: "
-        f"{shown}. The server spec above is the one of most cells."
+        f"{listing}. The server spec above is the one of most cells."
     )
 
 
@@ -390,8 +390,8 @@ def write_report(
     except FileError as exc:
         raise ReportError(str(exc)) from None
     if fmt == "md":
-        shown = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
-        envs = read_envs(Path(results_dir), shown)
+        reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
+        envs = read_envs(Path(results_dir), reported)
         env = max(envs.values(), key=lambda pair: pair[1])[0]
         notes = [note] if (note := mixed_env_note(envs)) else []
         text = render_markdown(matrix, latest, env, plots_dir=out.parent, markdown_dir=out.parent, notes=notes)
