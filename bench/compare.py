@@ -18,8 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell, check_number
-from bench.report import ReportError, is_ok, speed_text
-from bench.results import Results, latest_by_cell, read_results
+from bench.results import ReportError, Results, is_ok, latest_by_cell, read_results, speed_text
 
 MAX_THRESHOLD = 100.0
 """Largest --threshold: a change of samples/sec by a factor of 101."""

@@ -91,7 +91,7 @@ class Cell:
                 0,
                 MAX_MEMORY_GIB,
                 above_least=True,
-                text="a positive number of GiB",
+                text=f"a positive number of GiB, at most {MAX_MEMORY_GIB:,}",
             )
 
     @property
@@ -165,19 +165,27 @@ def check_number(
 ) -> None:
     """Raise ValueError unless value is a finite number from least (or above it) to most.
 
-    The one check of every number a user gives: cell fields, timeouts, thresholds.
+    The one check of every number a user gives: cell fields, timeouts, thresholds. text, when
+    given, says what is wanted in place of the bounds.
     """
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     finite = is_number and (isinstance(value, int) or math.isfinite(value))
     if finite and (value > least if above_least else value >= least) and value <= most:
         return
-    bounds = f"above {least:,}" if above_least else f"at least {least:,}"
-    raise ValueError(f"{name} must be {text or 'a finite number'} ({bounds} and at most {most:,}), not {shown(value)}")
+    wanted = text or f"{'above' if above_least else 'at least'} {least:,} and at most {most:,}"
+    raise ValueError(f"{name} must be {wanted}, not {shown(value)}")
 
 
 def check_seconds(name: str, value: Any) -> None:
     """Raise ValueError unless value is a usable timeout: a finite number of seconds above 0."""
-    check_number(name, value, 0, MAX_TIMEOUT_S, above_least=True, text="a positive number of seconds")
+    check_number(
+        name,
+        value,
+        0,
+        MAX_TIMEOUT_S,
+        above_least=True,
+        text=f"a number of seconds above 0 and at most {MAX_TIMEOUT_S:,}",
+    )
 
 
 FIELD_TYPES: dict[str, type] = {

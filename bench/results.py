@@ -1,4 +1,4 @@
-"""The results folder: results.jsonl (append-only JSON lines, one record per finished cell attempt) and env/.
+"""The results folder: results.jsonl (one JSON record per finished cell attempt), env/, and how a record reads.
 
 A record is written whole or not at all: one write of one line, flushed and fsynced. A line that
 a crash or a full disk cut short is never a record: the next append cuts it off, and readers skip
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.files import FileError, open_regular
+from bench.records import SCHEMA
 
-SCHEMA = 1
-"""Version of the record layout; a reader refuses records newer than it knows."""
 FINAL = ("ok", "oom", "error", "timeout", "skipped")
 FAILED = ("error", "timeout")
 MAX_RECORD_BYTES = 16 << 20
@@ -29,6 +28,12 @@ MAX_RECORD_BYTES = 16 << 20
 BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 1 << 20
 SHOWN_SKIPS = 3
+MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
+"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
+
+
+class ReportError(ValueError):
+    """A results directory that cannot be reported: a missing or unreadable file."""
 
 
 class ResultsError(ValueError):
@@ -55,6 +60,20 @@ class Results:
         shown = "; ".join(f"line {number}: {why}" for number, why in self.skipped[:SHOWN_SKIPS])
         more = f"; {len(self.skipped) - SHOWN_SKIPS:,} more" if len(self.skipped) > SHOWN_SKIPS else ""
         return f"{self.path}: skipped {len(self.skipped):,} line(s) that are not whole records ({shown}{more})"
+
+
+def is_ok(record: dict | None) -> bool:
+    return record is not None and record.get("status") == "ok"
+
+
+def mark(record: dict | None) -> str:
+    """The printed mark of a cell that has no samples/sec: Fail, Error, Timeout, Skipped or —."""
+    return MARKS.get(record["status"] if record else None, "Error")
+
+
+def speed_text(record: dict | None) -> str:
+    """Samples/sec as the published reports print it (~2190), or the cell's mark."""
+    return f"~{round(record['samples_per_s'])}" if is_ok(record) else mark(record)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -124,7 +124,7 @@ def test_timeouts_that_are_not_a_positive_number_of_seconds_are_refused(tmp_path
     result = CliRunner().invoke(main, [command, *args, *option, "--device", "cpu"] if command == "cell" else
                                 [command, *args, *option])  # fmt: skip
     line = one_line(result)
-    assert option[0] in line and "positive number of seconds" in line
+    assert option[0] in line and "a number of seconds above 0" in line
     assert not (tmp_path / "results").exists()
 
 
