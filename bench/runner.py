@@ -24,8 +24,6 @@ from bench.records import holds_rank0, skipped_record
 from bench.results import FAILED, FINAL, Results, append_record, latest_by_cell, read_results, save_env, write_atomic
 from bench.slurm import SlurmOptions, run_cell_slurm
 
-RERUN = ("failed", "all")
-
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:

@@ -1,10 +1,8 @@
-"""compare on two real runs of one matrix, the second with a setting that makes the cell far slower.
+"""compare as a CI gate on two real runs, the second made so much slower that no load can hide it.
 
-A real run can only show a change that no load on the machine can hide or fake: here the
-embedding grows from 8 to 512 floats in a cell whose step is the classifier alone (backbone
-`none`, 20K classes), which multiplies the work of every step by 64 and slows it about twentyfold.
-A busy machine slows both runs by a factor of a few at most, so B still reads slower; whether
-small changes read "same" or not is load's to decide, and is tested on records in test_compare.py.
+Run B's cell holds 100 times the classes of run A's (backbone `none`, so the step is the
+classifier): each of its steps normalises, multiplies and updates 100 times the class centres.
+Compared with itself, run A passes `--fail-on slower`; compared with run B, it fails, naming the cell.
 """
 
 from __future__ import annotations
@@ -13,39 +11,41 @@ import subprocess
 import sys
 
 MATRIX = """
-name = "pair"
+name = "gate"
 [defaults]
 device = "cpu"
 nproc_per_node = 2
+backbone = "none"
+embedding_size = 128
+batch_size = 32
 warmup_steps = 2
 num_windows = 3
-steps_per_window = 4
+steps_per_window = 6
 [[sections]]
-title = "A classifier-bound cell"
-columns = [{ header = "Embedding", field = "embedding_size" }, { header = "Samples/sec", field = "samples_per_s" }]
+title = "Classifier-bound cell"
+columns = [{ header = "Classes", field = "classes" }, { header = "Samples/sec", field = "samples_per_s" }]
 [[sections.rows]]
-backbone = "none"
-classes = 20000
-batch_size = 32
-embedding_size = 8
+classes = 1000
 """
 
 
 def pfcbench(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return result
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-def test_compare_of_real_runs_flags_a_cell_the_setting_made_far_slower(tmp_path):
-    matrix = tmp_path / "pair.toml"
+def test_fail_on_slower_passes_a_run_against_itself_and_fails_a_really_slower_one(tmp_path):
+    matrix = tmp_path / "gate.toml"
     matrix.write_text(MATRIX)
-    pfcbench("run", str(matrix), "--results", str(tmp_path / "small"))
-    pfcbench("run", str(matrix), "--results", str(tmp_path / "large"), "--set", "embedding_size=512")
-    result = pfcbench("compare", str(tmp_path / "small" / "pair"), str(tmp_path / "large" / "pair"),
-                      "--ignore", "embedding_size", "--threshold", "0.5")  # fmt: skip
-    header, _, *rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
-    names = [name.strip() for name in header.split("|")]
-    [row] = [dict(zip(names, (text.strip() for text in line.split("|")))) for line in rows]
-    assert row["verdict"] == "slower", result.stdout
-    assert float(row["ratio"]) < 0.5 and float(row["p-value"]) < 0.01, result.stdout
+    for name, classes in (("small", 1000), ("large", 100_000)):
+        run = pfcbench("run", str(matrix), "--results", str(tmp_path / name), "--set", f"classes={classes}")
+        assert run.returncode == 0, run.stderr
+    small, large = str(tmp_path / "small" / "gate"), str(tmp_path / "large" / "gate")
+    itself = pfcbench("compare", small, small, "--fail-on", "slower")
+    assert itself.returncode == 0, itself.stdout + itself.stderr
+    slower = pfcbench("compare", small, large, "--ignore", "classes", "--fail-on", "slower,failing")
+    assert slower.returncode == 1, slower.stdout + slower.stderr
+    named = [line.strip() for line in slower.stderr.splitlines() if line.startswith("  ")]
+    assert len(named) == 1 and named[0].startswith("slower: cell "), slower.stderr
+    assert "(backbone none, classes 1000, batch_size 32, " in named[0]
+    ratio = float(named[0].split(", ")[-1].split("x)")[0])
+    assert ratio < 0.5, named[0]
