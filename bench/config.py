@@ -60,7 +60,7 @@ class Cell:
     label_mode: str = "uniform"
     """uniform: labels drawn over all classes; constant: label 1 forever (arcface_torch's SyntheticDataset)."""
     warmup_steps: int = 10
-    """Steps run before the clock starts (cudnn autotuning, allocator growth)."""
+    """Steps run before the clock starts (cudnn autotuning, allocator growth); at least 1 on cuda."""
     num_windows: int = 5
     """Timed windows; samples/sec is their median."""
     steps_per_window: int = 10
@@ -76,6 +76,8 @@ class Cell:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {shown(getattr(self, name))}")
         for name, (least, most) in WHOLE_NUMBER_RANGES.items():
             check_number(name, getattr(self, name), least, most)
+        if self.device == "cuda" and self.warmup_steps < 1:
+            raise ValueError("warmup_steps must be at least 1 on cuda: cuDNN's autotuning would fall in a timed window")
         check_number("sample_rate", self.sample_rate, 0, 1, above_least=True, text="in (0, 1]")
         if self.batch_size % self.world_size:
             raise ValueError(

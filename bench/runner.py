@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import signal
 import socket
@@ -120,15 +121,32 @@ def run_cells(
         for cell in plan.pending():
             cause = oom_implies(cell, latest) if prune_after_oom else None
             record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch, slurm)
-            record.update(
-                matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides, env=env
-            )
+            record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
+            record.setdefault("env", env)  # a Slurm job's record names its compute nodes' description
             if records_here:
                 append_record(plan.results_file, record)
                 latest[cell.cell_id] = record
             yield cell, record
     with contextlib.suppress(OSError):
         (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
+
+
+def describe_compute_nodes(results_dir: Path, workdir: Path, record: dict) -> None:
+    """Keep the description of the nodes a Slurm job ran on, with the GPUs its ranks used; the record points at it.
+
+    The machine that submits the jobs (a login node, often without GPUs) is named apart.
+    """
+    described = sorted(workdir.glob("machine-*.json"))
+    if not described:
+        return
+    env = json.loads(described[0].read_text())
+    env["gpus"] = [
+        {"index": i, "name": gpu.get("name"), "memory_mib": gpu.get("memory_mib"), "uuid": gpu.get("uuid"),
+         "host": gpu["host"], "rank": gpu["rank"]}
+        for i, gpu in enumerate(record["gpus"])
+    ]  # fmt: skip
+    env.update(launcher="slurm", nodes=record["hosts"], submitted_from=socket.gethostname())
+    record["env"] = save_env(results_dir, env)
 
 
 def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
@@ -143,6 +161,8 @@ def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None =
     launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
     record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
     records_here = slurm is not None or holds_rank0(cell, workdir)
+    if slurm is not None and record["status"] == "ok":
+        describe_compute_nodes(plan.results_dir, workdir, record)
     if record["status"] != "ok" or record.get("teardown_error"):
         logs = plan.results_dir / "logs"
         logs.mkdir(exist_ok=True)
