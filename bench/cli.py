@@ -79,13 +79,16 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
             rdzv_endpoint=rdzv_endpoint,
             rdzv_id=config.cell_id,
         )
-        if workdir is not None:
-            check_workdir(workdir)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     shortage = gpu_shortage([config], visible_gpus()) if config.device == "cuda" else None
     if shortage:
         raise MatrixUsageError(shortage)
+    if workdir is not None:
+        try:
+            check_workdir(workdir)
+        except FileError as exc:
+            raise click.UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
         record = run_cell(config, workdir or Path(tmp), launch)
         if not holds_rank0(config, workdir or Path(tmp)) and record["status"] != "ok":
