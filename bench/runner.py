@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import Cell
+from bench.files import read_text
 from bench.launch import Launch, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.records import holds_rank0, skipped_record
-from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
+from bench.results import FAILED, FINAL, Results, append_record, latest_by_cell, read_results, save_env, write_atomic
 from bench.search import ProbeFailed, is_settled, search, start_value
 from bench.slurm import SlurmOptions, run_cell_slurm
 
@@ -36,6 +37,10 @@ class Plan:
     cells: list[Cell]
     latest: dict[str, dict]
     rerun: str | None = None
+    results: Results | None = None
+    """What was read from the results file, with the lines skipped as not records."""
+    sections: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Cell id -> titles of the sections that hold it."""
 
     @property
     def results_file(self) -> Path:
@@ -48,8 +53,11 @@ class Plan:
         """The searches whose recorded probes do not answer them yet."""
         return [(cell, field) for cell, field in self.matrix.searches() if not is_settled(cell, field, self.latest)]
 
-    def sections_of(self, cell: Cell, field: str | None = None) -> list[str]:
-        """Titles of the sections that show this cell, or with field, that search from it."""
+    def sections_of(self, cell: Cell) -> list[str]:
+        return self.sections.get(cell.cell_id, [])
+
+    def search_sections_of(self, cell: Cell, field: str) -> list[str]:
+        """Titles of the sections that search field from this cell."""
         return [
             s.title
             for s in self.matrix.sections
@@ -66,8 +74,22 @@ def needs_run(record: dict | None, rerun: str | None) -> bool:
 
 def make_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
     results_dir = results_root / matrix.name
-    latest = latest_by_cell(read_records(results_dir / "results.jsonl"))
-    return Plan(matrix=matrix, results_dir=results_dir, cells=matrix.cells(), latest=latest, rerun=rerun)
+    results = read_results(results_dir / "results.jsonl")
+    sections: dict[str, list[str]] = {}
+    for section in (s for s in matrix.sections if s.search is None):
+        for row in section.rows:
+            titles = sections.setdefault(row.cell.cell_id, [])
+            if section.title not in titles:
+                titles.append(section.title)
+    return Plan(
+        matrix=matrix,
+        results_dir=results_dir,
+        cells=matrix.cells(),
+        latest=latest_by_cell(results.records),
+        rerun=rerun,
+        results=results,
+        sections=sections,
+    )
 
 
 def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
@@ -75,7 +97,10 @@ def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
     for record in records.values():
         if record.get("status") != "oom":
             continue
-        other = Cell.from_dict(record["config"])
+        try:
+            other = Cell.from_dict(record["config"])
+        except ValueError:  # a record of a cell this version cannot build
+            continue
         if other.batch_size <= cell.batch_size and dataclasses.replace(other, batch_size=cell.batch_size) == cell:
             return record
     return None
@@ -103,8 +128,8 @@ def run_cells(
     With slurm, each cell is a Slurm job submitted from here instead of a torchrun on this node.
     """
     plan.results_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(plan.results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
-    write_atomic(plan.results_dir / "matrix.toml", plan.matrix.path.read_text())
+    env = save_env(plan.results_dir, describe_machine())
+    write_atomic(plan.results_dir / "matrix.toml", read_text(plan.matrix.path))
     latest = dict(plan.latest)
     with sigterm_as_interrupt():
         for cell in plan.pending():
@@ -113,6 +138,7 @@ def run_cells(
                 (skipped_record(cell, cause), True) if cause else run_one(cell, plan.results_dir, launch, slurm)
             )
             record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
+            record.setdefault("env", env)  # a Slurm job's record names its compute nodes' description
             if records_here:
                 append_record(plan.results_file, record)
                 latest[cell.cell_id] = record
@@ -120,7 +146,7 @@ def run_cells(
         for start, field in plan.pending_searches():
             extra = {
                 "matrix": plan.matrix.name,
-                "sections": plan.sections_of(start, field),
+                "sections": plan.search_sections_of(start, field),
                 "overrides": plan.matrix.overrides,
             }
             probe = run_probe(plan.results_dir, launch, extra, slurm)
@@ -137,14 +163,15 @@ def run_cells(
 
 def run_probe(
     results_dir: Path, launch: Launch, extra: dict | None = None, slurm: SlurmOptions | None = None
-) -> Callable[[Cell], dict]:
+) -> Callable[[Cell, dict], dict]:
     """A function probe(cell, more) that runs a cell, appends its record (with extra and more) and returns it."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
+    env = save_env(results_dir, describe_machine())
 
     def probe(cell: Cell, more: dict | None = None) -> dict:
         record, records_here = run_one(cell, results_dir, launch, slurm)
         record.update(extra or {}, **(more or {}))
+        record.setdefault("env", env)
         if records_here:
             append_record(results_dir / "results.jsonl", record)
         return record
@@ -152,8 +179,8 @@ def run_probe(
     return probe
 
 
-def describe_compute_nodes(env_file: Path, workdir: Path, record: dict) -> None:
-    """Make env.json describe the nodes a Slurm job ran on, with the GPUs its ranks used.
+def describe_compute_nodes(results_dir: Path, workdir: Path, record: dict) -> None:
+    """Keep the description of the nodes a Slurm job ran on, with the GPUs its ranks used; the record points at it.
 
     The machine that submits the jobs (a login node, often without GPUs) is named apart.
     """
@@ -167,7 +194,7 @@ def describe_compute_nodes(env_file: Path, workdir: Path, record: dict) -> None:
         for i, gpu in enumerate(record["gpus"])
     ]  # fmt: skip
     env.update(launcher="slurm", nodes=record["hosts"], submitted_from=socket.gethostname())
-    write_atomic(env_file, json.dumps(env, indent=2) + "\n")
+    record["env"] = save_env(results_dir, env)
 
 
 def run_one(cell: Cell, results_dir: Path, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
@@ -183,8 +210,8 @@ def run_one(cell: Cell, results_dir: Path, launch: Launch, slurm: SlurmOptions |
     record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
     records_here = slurm is not None or holds_rank0(cell, workdir)
     if slurm is not None and record["status"] == "ok":
-        describe_compute_nodes(results_dir / "env.json", workdir, record)
-    if record["status"] != "ok":
+        describe_compute_nodes(results_dir, workdir, record)
+    if record["status"] != "ok" or record.get("teardown_error"):
         logs = results_dir / "logs"
         logs.mkdir(exist_ok=True)
         shutil.copyfile(workdir / "torchrun.log", logs / f"{cell.cell_id}.log")
