@@ -73,7 +73,11 @@ def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
     return None
 
 
-def skipped_record(cell: Cell, cause: dict) -> dict:
+def oom_reason(cause: dict) -> str:
+    return f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}"
+
+
+def skipped_record(cell: Cell, reason: str) -> dict:
     return {
         "schema": SCHEMA,
         "cell_id": cell.cell_id,
@@ -81,7 +85,7 @@ def skipped_record(cell: Cell, cause: dict) -> dict:
         "world_size": cell.world_size,
         "per_gpu_batch": cell.per_gpu_batch,
         "status": "skipped",
-        "reason": f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}",
+        "reason": reason,
         "started_at": time.time(),
         "duration_s": 0.0,
         "harness_version": __version__,
@@ -103,12 +107,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_cells(
-    plan: Plan, launch: Launch, *, prune_after_oom: bool = False, slurm: SlurmOptions | None = None
+    plan: Plan,
+    launch: Launch,
+    *,
+    prune_after_oom: bool = False,
+    slurm: SlurmOptions | None = None,
+    predicted_fail: dict[str, str] | None = None,
 ) -> Iterator[tuple[Cell, dict]]:
     """Run the pending cells one by one, yielding each (cell, record) once the record is on disk.
 
     With slurm, each cell is a Slurm job submitted from here instead of a torchrun on this node.
+    Cells in predicted_fail (cell id: the prediction) are recorded skipped with it as the reason.
     """
+    predicted_fail = predicted_fail or {}
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(plan.results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
     write_atomic(plan.results_dir / "matrix.toml", plan.matrix.path.read_text())
@@ -116,7 +127,10 @@ def run_cells(
     with sigterm_as_interrupt():
         for cell in plan.pending():
             cause = oom_implies(cell, latest) if prune_after_oom else None
-            record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch, slurm)
+            reason = predicted_fail.get(cell.cell_id) or (oom_reason(cause) if cause else None)
+            record, records_here = (
+                (skipped_record(cell, reason), True) if reason else run_one(cell, plan, launch, slurm)
+            )
             record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
             if records_here:
                 append_record(plan.results_file, record)

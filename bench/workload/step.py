@@ -85,3 +85,8 @@ class TrainStep:
         self.optimizer.zero_grad()
         self.phase = "between steps"
         return loss.item()
+
+
+def build_step(cell: Cell, device: torch.device, rank: int) -> TrainStep:
+    """The step of cell.impl on this rank."""
+    return TrainStep(cell, device, rank)
