@@ -258,7 +258,6 @@ def run(
     \b
     Example:
         pfcbench run matrices/smoke.toml
-        pfcbench run matrices/rtx3080.toml --nproc 1 --max-memory-gib 10
         pfcbench run matrices/smoke.toml --set precision=bf16 --results results-bf16
         pfcbench run matrices/rtx3080.toml --launcher slurm --partition gpu --account myproj --slurm-time 30
         pfcbench run matrices/rtx3080.toml --skip-predicted-fail --max-memory-gib 10
