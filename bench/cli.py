@@ -13,10 +13,11 @@ import click
 from tabulate import tabulate
 
 from bench.config import Cell
-from bench.launch import Launch, holds_rank0, run_cell
+from bench.launch import Launch, run_cell
 from bench.machine import describe_machine, server_spec
 from bench.matrix import Matrix
 from bench.options import MatrixUsageError, cell_options, timeout_options, with_launcher, with_matrix
+from bench.records import holds_rank0
 from bench.runner import RERUN, make_plan, run_cells
 from bench.slurm import SlurmOptions
 
@@ -273,12 +274,15 @@ def run(
         raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
     if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
-    launch = Launch(
-        timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
-        inactivity_timeout_s=inactivity_timeout_s
-        or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
-        rdzv_endpoint=rdzv_endpoint,
-    )
+    try:
+        launch = Launch(
+            timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
+            inactivity_timeout_s=inactivity_timeout_s
+            or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
+            rdzv_endpoint=rdzv_endpoint,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     predicted_fail = predicted_failures(pending) if skip_predicted_fail else {}
     click.echo(

@@ -18,8 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell
-from bench.report import ReportError, is_ok, speed_text
-from bench.results import latest_by_cell, read_records
+from bench.results import ReportError, is_ok, latest_by_cell, read_records, speed_text
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -56,16 +55,4 @@ def time_windows(
         "window_times_s": slowest.tolist(),
         "step_times_s": step_times_s,
         "losses": losses,
-    }
-
-
-def summarise(window_times_s: list[float], steps_per_window: int, batch_size: int) -> dict:
-    """Global samples/sec per window, their median and spread."""
-    rates = [steps_per_window * batch_size / t for t in window_times_s]
-    return {
-        "samples_per_s": statistics.median(rates),
-        "samples_per_s_min": min(rates),
-        "samples_per_s_max": max(rates),
-        "samples_per_s_windows": rates,
-        "step_time_s_median": statistics.median(window_times_s) / steps_per_window,
     }

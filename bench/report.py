@@ -19,10 +19,7 @@ import pandas as pd
 from bench.config import Cell
 from bench.machine import server_spec
 from bench.matrix import METRICS, Column, Matrix, Row, Section, load_matrix
-from bench.results import latest_by_cell, read_records
-
-MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
-"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
+from bench.results import ReportError, is_ok, latest_by_cell, mark, read_records
 
 LEGEND = {
     "Error": "the job failed for a reason other than memory (see the record's error in results.jsonl)",
@@ -77,26 +74,8 @@ MEMORY_KEYS = {
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
 
 
-class ReportError(ValueError):
-    """A results directory that cannot be reported: a missing or unreadable file."""
-
-
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def is_ok(record: dict | None) -> bool:
-    return record is not None and record.get("status") == "ok"
-
-
-def mark(record: dict | None) -> str:
-    """The printed mark of a cell that has no samples/sec: Fail, Error, Timeout, Skipped or —."""
-    return MARKS.get(record["status"] if record else None, "Error")
-
-
-def speed_text(record: dict | None) -> str:
-    """Samples/sec as the published reports print it (~2190), or the cell's mark."""
-    return f"~{round(record['samples_per_s'])}" if is_ok(record) else mark(record)
 
 
 def metric_value(name: str, row: Row, record: dict | None) -> Any:

@@ -12,16 +12,15 @@ import json
 import shutil
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import __version__
 from bench.config import Cell
-from bench.launch import SCHEMA, Launch, holds_rank0, run_cell
+from bench.launch import Launch, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
+from bench.records import holds_rank0, oom_reason, skipped_record
 from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
 from bench.slurm import SlurmOptions, run_cell_slurm
 
@@ -71,25 +70,6 @@ def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
         if other.batch_size <= cell.batch_size and dataclasses.replace(other, batch_size=cell.batch_size) == cell:
             return record
     return None
-
-
-def oom_reason(cause: dict) -> str:
-    return f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}"
-
-
-def skipped_record(cell: Cell, reason: str) -> dict:
-    return {
-        "schema": SCHEMA,
-        "cell_id": cell.cell_id,
-        "config": cell.to_dict(),
-        "world_size": cell.world_size,
-        "per_gpu_batch": cell.per_gpu_batch,
-        "status": "skipped",
-        "reason": reason,
-        "started_at": time.time(),
-        "duration_s": 0.0,
-        "harness_version": __version__,
-    }
 
 
 @contextlib.contextmanager

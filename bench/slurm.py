@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
-from bench.launch import Launch, build_record, classify, last_activity, log_tail, read_ranks, worker_env
+from bench.launch import Launch, worker_env
+from bench.records import build_record, classify, log_tail, read_ranks
 
 POLL_S = 1.0
 COMMAND_TIMEOUT_S = 60.0
@@ -173,19 +174,17 @@ def wait_job(job_id: str, workdir: Path, launch: Launch) -> tuple[JobState | Non
     The wall-clock and inactivity clocks start when the job leaves the queue: waiting is not the
     cell's fault. At either limit the job is cancelled.
     """
-    started = time.time()
-    watched = [workdir / "heartbeat", workdir / "torchrun.log"]
+    watchdog = launch.watchdog(workdir)
     while True:
         state = job_state(job_id)
-        now = time.time()
         if state is None or state.name in FINISHED:
-            return state, None, started
+            return state, None, watchdog.started
         if state.name == "PENDING":
-            started = now
-        elif now - started > launch.timeout_s:
-            return cancel(job_id), f"wall-clock timeout after {launch.timeout_s:g} s", started
-        elif now - last_activity(watched, started) > launch.inactivity_timeout_s:
-            return cancel(job_id), f"no progress for {launch.inactivity_timeout_s:g} s", started
+            watchdog.restart()
+        else:
+            reason = watchdog.expired()
+            if reason:
+                return cancel(job_id), reason, watchdog.started
         time.sleep(POLL_S)
 
 
@@ -219,8 +218,11 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
         state, timeout, started = wait_job(job_id, workdir, launch)
     except SlurmError as exc:
         note(workdir, f"pfcbench: sbatch refused the cell: {exc}")
-        record = build_record(cell, [], "error", error=str(exc), started=started, duration_s=time.time() - started)
-        return dict(record, slurm_job_id=None, slurm_state=None)
+        duration_s = time.time() - started
+        return build_record(
+            cell, [], "error", error=str(exc), started=started, duration_s=duration_s,
+            slurm_job_id=None, slurm_state=None,
+        )  # fmt: skip
     except BaseException:
         if job_id is not None:
             cancel(job_id)
@@ -230,10 +232,10 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     ranks = read_ranks(workdir)
     status = classify(ranks, cell.world_size, returncode, timeout)
     note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
-    record = build_record(
-        cell, ranks, status, error=timeout or error, started=started, duration_s=time.time() - started
-    )
-    return dict(record, slurm_job_id=job_id, slurm_state=state.name if state else None)
+    return build_record(
+        cell, ranks, status, error=timeout or error, started=started, duration_s=time.time() - started,
+        slurm_job_id=job_id, slurm_state=state.name if state else None,
+    )  # fmt: skip
 
 
 def note(workdir: Path, line: str) -> None:

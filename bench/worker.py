@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -25,10 +26,10 @@ import torch
 from torch import distributed
 
 from bench.config import Cell
-from bench.launch import die_with_parent
-from bench.machine import GpuSampler, cpu_peak_rss_mib
+from bench.lifetime import die_with_parent
 from bench.measure import time_windows
 from bench.results import write_atomic
+from bench.telemetry import GpuSampler, cpu_peak_rss_mib
 from bench.workload.step import TrainStep
 
 ALLOCATION_FAILURES = (
@@ -45,6 +46,31 @@ ALLOCATION_FAILURES = (
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")
 UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 MIB = 2**20
+BEAT_INTERVAL_S = 1.0
+
+
+class Heartbeat:
+    """Touches OUT/heartbeat to show the launcher's watchdog that the rank is alive.
+
+    A timed step beats at most once per interval_s: on a cluster's shared filesystem a touch is a
+    network round trip, which must not land in every measured step.
+    """
+
+    def __init__(self, path: Path, interval_s: float = BEAT_INTERVAL_S) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.last_beat = -math.inf
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last_beat >= self.interval_s:
+            self.path.touch()
+            self.last_beat = now
+
+    def now(self) -> None:
+        """Beat whatever the interval: after a set-up stage, which takes far longer than a second."""
+        self.path.touch()
+        self.last_beat = time.monotonic()
 
 
 def classify(exc: BaseException) -> str:
@@ -103,14 +129,10 @@ def nvml_index(cuda_index: int) -> int:
     return cuda_index
 
 
-def set_up(cell: Cell, out: Path) -> tuple[TrainStep, Callable[[], None]]:
+def set_up(cell: Cell, out: Path) -> tuple[TrainStep, Heartbeat]:
     """Join the process group, apply the memory cap and build the step; returns it and a heartbeat."""
-    heartbeat = out / "heartbeat"
-
-    def beat() -> None:
-        heartbeat.touch()
-
-    beat()
+    beat = Heartbeat(out / "heartbeat")
+    beat.now()
     local_rank = int(os.environ["LOCAL_RANK"])
     if cell.device == "cuda":
         device = torch.device("cuda", local_rank)
@@ -122,11 +144,11 @@ def set_up(cell: Cell, out: Path) -> tuple[TrainStep, Callable[[], None]]:
         device_id=device if device.type == "cuda" else None,
         timeout=timedelta(minutes=10),
     )
-    beat()
+    beat.now()
     if cell.max_memory_gib is not None:
         cap_memory(cell, device)
     step = TrainStep(cell, device, distributed.get_rank())
-    beat()
+    beat.now()
     return step, beat
 
 

@@ -1,4 +1,4 @@
-"""Tests for bench.machine: host description, spec rows, GPU sampling, peak RSS."""
+"""Tests for bench.machine and bench.telemetry: host description, spec rows, GPU sampling, peak RSS."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from bench import machine
+from bench import machine, nvml, telemetry
 
 MACHINE_KEYS = {
     "hostname",
@@ -93,7 +93,7 @@ class FakeNvml:
 @pytest.fixture
 def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     fake = FakeNvml()
-    monkeypatch.setattr(machine, "pynvml", fake)
+    monkeypatch.setattr(nvml, "pynvml", fake)
     return fake
 
 
@@ -178,7 +178,7 @@ def test_server_spec_of_this_host() -> None:
 
 @pytest.mark.skipif(HAS_NVML, reason="NVML is present on this host")
 def test_gpu_sampler_is_inert_without_nvml() -> None:
-    with machine.GpuSampler(interval_s=0.01) as sampler:
+    with telemetry.GpuSampler(interval_s=0.01) as sampler:
         time.sleep(0.02)
 
     assert sampler.available is False
@@ -186,7 +186,7 @@ def test_gpu_sampler_is_inert_without_nvml() -> None:
 
 
 def test_gpu_sampler_summarises_each_gpu(fake_nvml: FakeNvml) -> None:
-    with machine.GpuSampler(interval_s=0.005) as sampler:
+    with telemetry.GpuSampler(interval_s=0.005) as sampler:
         time.sleep(0.05)
 
     assert sampler.available is True
@@ -202,7 +202,7 @@ def test_gpu_sampler_summarises_each_gpu(fake_nvml: FakeNvml) -> None:
 
 
 def test_gpu_sampler_only_watches_requested_indices(fake_nvml: FakeNvml) -> None:
-    sampler = machine.GpuSampler(indices=[1], interval_s=0.005).start()
+    sampler = telemetry.GpuSampler(indices=[1], interval_s=0.005).start()
     sampler.stop()
     sampler.stop()
 
@@ -211,14 +211,14 @@ def test_gpu_sampler_only_watches_requested_indices(fake_nvml: FakeNvml) -> None
 
 
 def test_cpu_peak_rss_grows_after_touching_memory() -> None:
-    before_mib = machine.cpu_peak_rss_mib()
+    before_mib = telemetry.cpu_peak_rss_mib()
     rss_start_mib = _rss_now_mib()
     size = 200 * 2**20
     buf = bytearray(size)
     for offset in range(0, size, 4096):
         buf[offset] = 1
 
-    after_mib = machine.cpu_peak_rss_mib()
+    after_mib = telemetry.cpu_peak_rss_mib()
 
     assert after_mib >= before_mib
     assert after_mib >= rss_start_mib + 190
