@@ -30,7 +30,8 @@ CLASSIFIER_STATE = "classifier centres, gradient, momentum"
 CLASSIFIER_TEMPORARIES = "classifier temporaries"
 DDP_BUCKETS = "DDP gradient buckets"
 GPU_ONLY = "GPU runtime (context, cuDNN, NCCL, allocator)"
-PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES, DDP_BUCKETS, GPU_ONLY)
+CPU_ONLY = "CPU runtime (modules and threads of the first step)"
+PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES, DDP_BUCKETS, GPU_ONLY, CPU_ONLY)
 """The parts of a prediction, in the order they are shown."""
 
 
@@ -66,6 +67,11 @@ class GpuRuntime:
 
 GPU_RUNTIME = GpuRuntime()
 """The GPU-only constants the model uses; the one place to calibrate them."""
+
+CPU_FIRST_STEP_BYTES = 290 * MIB
+"""Address space a CPU rank maps on its first step beyond tensors: the modules the optimizer
+imports then (torch._dynamo, about 270 MiB) and the autograd engine's thread and its malloc arena.
+Measured as the smallest cap under which a 1,000-class classifier-only cell runs, less its tensors."""
 
 DDP_BUCKET_CAP_BYTES = 16 * MIB
 """bucket_cap_mb of the step's DDP: one bucket's fp16 copy and result under the compression hook."""
@@ -108,6 +114,7 @@ def predict(cell: Cell) -> Prediction:
     parts = dict(traced_parts)
     parts[DDP_BUCKETS] = ddp
     parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell, peak_bytes + ddp)
+    parts[CPU_ONLY] = CPU_FIRST_STEP_BYTES if cell.device == "cpu" else 0
     return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
 
 

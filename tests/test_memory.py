@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import Cell
-from bench.memory import CLASSIFIER_STATE, GPU_ONLY, MIB, PARTS, predict_cells
+from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, predict_cells
 from bench.results import read_records
 from tests.sweeps import run_sweep, write_matrix
 
@@ -29,9 +29,9 @@ def test_prediction_holds_the_shard_and_grows_with_classes_and_gpu():
     assert small.parts[CLASSIFIER_STATE] >= 2 * shard_bytes
     assert small.peak_bytes >= 2 * shard_bytes + 256 * 100_000 * 4
     assert 1.8 < large.peak_bytes / small.peak_bytes < 2.2
-    assert small.parts[GPU_ONLY] == 0
-    assert on_gpu.parts[GPU_ONLY] > 100 * MIB
-    assert on_gpu.peak_bytes - on_gpu.parts[GPU_ONLY] == small.peak_bytes
+    assert small.parts[GPU_ONLY] == 0 and on_gpu.parts[CPU_ONLY] == 0
+    assert on_gpu.parts[GPU_ONLY] > 100 * MIB and small.parts[CPU_ONLY] > 100 * MIB
+    assert on_gpu.peak_bytes - on_gpu.parts[GPU_ONLY] == small.peak_bytes - small.parts[CPU_ONLY]
 
 
 def test_plan_json_predicts_per_cell_in_plan_order(tmp_path):

@@ -27,6 +27,8 @@ from torch._subclasses.fake_tensor import (
     unset_fake_temporarily,
 )
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _UpdateType
+from torch.nn.utils import clip_grad
+from torch.optim import sgd
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map_only
 
@@ -180,8 +182,10 @@ class LocalModule(torch.nn.Module):
 
 
 @contextlib.contextmanager
-def tracing_patches() -> Iterator[None]:
-    """DDP as a plain wrapper, and Module.to as a no-op (fake parameters cannot be swapped in place).
+def tracing_patches(cell: Cell) -> Iterator[None]:
+    """DDP as a plain wrapper, Module.to as a no-op (fake parameters cannot be swapped in place),
+    and for a CUDA cell the multi-tensor (foreach) optimizer and gradient clipping that PyTorch
+    picks on a GPU, with their temporaries, instead of the CPU's loop over parameters.
 
     Moving changes no byte count: the trace runs on the CPU whatever the cell's device.
     """
@@ -197,6 +201,11 @@ def tracing_patches() -> Iterator[None]:
         for module in users:
             stack.enter_context(mock.patch.object(module, "DistributedDataParallel", LocalModule))
         stack.enter_context(mock.patch.object(torch.nn.Module, "to", lambda self, *args, **kwargs: self))
+        if cell.device == "cuda":
+            stack.enter_context(
+                mock.patch.object(sgd, "_default_to_fused_or_foreach", lambda *args, **kwargs: (False, True))
+            )
+            stack.enter_context(mock.patch.object(clip_grad, "_has_foreach_support", lambda *args, **kwargs: True))
         yield
 
 
@@ -216,7 +225,7 @@ def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
     try:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         tracker = PartTracker(class_rows(cell), cell.embedding_size)
-        with fake_mode, RealValues(fake_mode), tracing_patches(), tracker:
+        with fake_mode, RealValues(fake_mode), tracing_patches(cell), tracker:
             step = build_step(cell, torch.device("cpu"), 0)
             backbone = step.backbone.module if isinstance(step.backbone, LocalModule) else step.backbone
             for module in frozen_parameter_modules(backbone):
