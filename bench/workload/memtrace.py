@@ -30,7 +30,7 @@ from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _Updat
 from torch.nn.utils import clip_grad
 from torch.optim import sgd
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map_only
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_map_only
 
 from bench.config import Cell
 from bench.memory import ACTIVATIONS, BACKBONE_STATE, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES
@@ -53,27 +53,31 @@ class RealValues(TorchDispatchMode):
     def __init__(self, fake_mode: FakeTensorMode) -> None:
         super().__init__()
         self.fake_mode = fake_mode
+        self.real_floats = False
+        """Also compute small floating-point results; off while the step is built (weight init)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.prim.device.default:
             return func(*args)  # half of all calls: asked by the tracker for every tensor it sees
         kwargs = kwargs or {}
-        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        known = all(real_of(t) is not None for t in tensors)
+        known = all(real_of(a) is not None for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
         try:
             out, data_dependent = func(*args, **kwargs), False
         except (DynamicOutputShapeException, DataDependentOutputException):
             out, data_dependent = None, True
-        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
-        if known and (data_dependent or all(o.numel() <= SHADOW_MAX_NUMEL for o in outs)):
+        if known and (data_dependent or all(self.wanted(o) for o in tensor_leaves(out))):
             return self.run_real(func, args, kwargs, out)
         if data_dependent:
             if func is torch.ops.aten._local_scalar_dense.default:
                 return 0  # .item() of a value computed from big tensors (a loss, an inf check)
             raise RuntimeError(f"{func} depends on the values of a tensor the trace does not compute")
-        for o in outs:
-            o.real_value = None
+        if func._schema.is_mutable:
+            for o in tensor_leaves(out):
+                o.real_value = None  # written by an op the trace did not compute
         return out
+
+    def wanted(self, tensor: torch.Tensor) -> bool:
+        return tensor.numel() <= SHADOW_MAX_NUMEL and (self.real_floats or not tensor.is_floating_point())
 
     def run_real(self, func, args, kwargs, out):
         real_args, real_kwargs = tree_map_only(torch.Tensor, real_of, (args, kwargs))
@@ -89,6 +93,10 @@ class RealValues(TorchDispatchMode):
             if isinstance(o, torch.Tensor):
                 o.real_value = r
         return out
+
+
+def tensor_leaves(tree) -> list[torch.Tensor]:
+    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor)]
 
 
 def real_of(tensor: torch.Tensor) -> torch.Tensor | None:
@@ -225,7 +233,8 @@ def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
     try:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         tracker = PartTracker(class_rows(cell), cell.embedding_size)
-        with fake_mode, RealValues(fake_mode), tracing_patches(cell), tracker:
+        real_values = RealValues(fake_mode)
+        with fake_mode, real_values, tracing_patches(cell), tracker:
             step = build_step(cell, torch.device("cpu"), 0)
             backbone = step.backbone.module if isinstance(step.backbone, LocalModule) else step.backbone
             for module in frozen_parameter_modules(backbone):
@@ -234,6 +243,7 @@ def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
                         tracker._param_to_grad_hook_handles[param] = (NoHook(), NoHook())
             tracker.backbone = step.backbone
             tracker.building = False
+            real_values.real_floats = True
             for _ in range(NUM_STEPS):
                 step()
                 tracker.reset_mod_stats()
