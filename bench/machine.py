@@ -8,10 +8,14 @@ cell runs is bench.telemetry's job.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import platform
 import socket
+import sys
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,7 @@ def server_spec(env: dict[str, Any]) -> list[tuple[str, str]]:
     """Rows of the "Test Server Spec" table, from a `describe_machine` dict.
 
     A list of pairs because "Installation" repeats, as in the published
-    arcface_torch report.
+    arcface_torch reports. cuDNN and the installer (pip, conda) are shown where known.
     """
     rows = [
         ("CPU", f"{env['cpu_sockets']} x {env['cpu_model']}"),
@@ -53,9 +57,11 @@ def server_spec(env: dict[str, Any]) -> list[tuple[str, str]]:
         ("OS", env["os"]),
     ]
     if env.get("torch_cuda") and env.get("gpus"):
-        rows.append(("Installation", f"CUDA {env['torch_cuda']},"))
+        cudnn = _cudnn_text(env.get("cudnn"))
+        rows.append(("Installation", f"CUDA {env['torch_cuda']}" + (f", cuDNN {cudnn}" if cudnn else "")))
     rows.append(("Installation", f"Python {env['python']}"))
-    rows.append(("Installation", f"PyTorch {env['torch']} (pip)"))
+    installer = env.get("torch_installer")
+    rows.append(("Installation", f"PyTorch {env['torch']}" + (f" ({installer})" if installer else "")))
     return rows
 
 
@@ -106,18 +112,64 @@ def _cuda_version_text(version: int | None) -> str | None:
 
 
 def _torch_versions() -> dict[str, Any]:
-    """Versions of torch, the CUDA it was built with, and cuDNN."""
-    import torch
+    """torch's version, the CUDA it was built for, cuDNN and how torch was installed.
 
-    try:
-        cudnn = torch.backends.cudnn.version()
-    except RuntimeError:
-        cudnn = None
+    Read from files (torch/version.py, package metadata), because importing torch takes seconds.
+    """
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return {"torch": None, "torch_cuda": None, "cudnn": None, "torch_installer": None}
+    constants = _module_constants(Path(spec.submodule_search_locations[0]) / "version.py")
     return {
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "cudnn": cudnn,
+        "torch": constants.get("__version__"),
+        "torch_cuda": constants.get("cuda"),
+        "cudnn": _cudnn_version(),
+        "torch_installer": _installer("torch"),
     }
+
+
+def _module_constants(path: Path) -> dict[str, Any]:
+    """The NAME = constant assignments of a Python file, read without running it."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return {}
+    constants = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+            constants[target.id] = node.value.value
+    return constants
+
+
+def _cudnn_version() -> str | None:
+    """cuDNN's version from the pip wheel (nvidia-cudnn-cu12) or the conda package beside this Python."""
+    for name in ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "nvidia-cudnn-cu11", "nvidia-cudnn"):
+        try:
+            return ".".join(metadata.version(name).split(".")[:3])
+        except metadata.PackageNotFoundError:
+            continue
+    conda = sorted(Path(sys.prefix, "conda-meta").glob("cudnn-[0-9]*.json"))
+    return conda[-1].name.split("-")[1] if conda else None
+
+
+def _installer(distribution: str) -> str | None:
+    """The tool that installed a package (pip, conda, uv), where its metadata or conda says."""
+    try:
+        installer = (metadata.distribution(distribution).read_text("INSTALLER") or "").strip()
+    except metadata.PackageNotFoundError:
+        installer = ""
+    if installer:
+        return installer
+    return "conda" if list(Path(sys.prefix, "conda-meta").glob(f"*{distribution}-[0-9]*.json")) else None
+
+
+def _cudnn_text(version: int | str | None) -> str | None:
+    """cuDNN's version as text: "8.0.5" as it is, or torch's number (8005, 90100) decoded."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        return version or None
+    major, rest = (version // 10000, version % 10000) if version >= 90000 else (version // 1000, version % 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
 
 
 def _cpu_model_and_sockets() -> tuple[str, int]:

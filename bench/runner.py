@@ -24,8 +24,6 @@ from bench.records import holds_rank0, oom_reason, skipped_record
 from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
 from bench.slurm import SlurmOptions, run_cell_slurm
 
-RERUN = ("failed", "all")
-
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import resource
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -24,6 +26,7 @@ MACHINE_KEYS = {
     "torch",
     "torch_cuda",
     "cudnn",
+    "torch_installer",
     "python",
     "os",
     "kernel",
@@ -153,9 +156,9 @@ def test_server_spec_rows() -> None:
         ("Memory", "377GB"),
         ("GPU", "8 x NVIDIA GeForce RTX 3080"),
         ("OS", "Ubuntu 18.04.4 LTS"),
-        ("Installation", "CUDA 11.1,"),
+        ("Installation", "CUDA 11.1"),
         ("Installation", "Python 3.7.10"),
-        ("Installation", "PyTorch 1.9.0 (pip)"),
+        ("Installation", "PyTorch 1.9.0"),
     ]
 
 
@@ -165,7 +168,7 @@ def test_server_spec_without_gpus_or_cuda() -> None:
     assert ("GPU", "none") in rows
     assert [value for key, value in rows if key == "Installation"] == [
         "Python 3.7.10",
-        "PyTorch 1.9.0 (pip)",
+        "PyTorch 1.9.0",
     ]
 
 
@@ -224,3 +227,24 @@ def test_cpu_peak_rss_grows_after_touching_memory() -> None:
     assert after_mib >= rss_start_mib + 190
     assert after_mib < 1024 * 1024
     del buf
+
+
+def test_torch_versions_are_read_without_importing_torch() -> None:
+    probe = "import json, sys; from bench import machine; print(json.dumps([machine.describe_machine(), 'torch' in sys.modules]))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    env, imported = json.loads(done.stdout)
+    assert imported is False
+    import torch
+
+    assert env["torch"] == torch.__version__
+    assert env["torch_cuda"] == torch.version.cuda
+    if torch.backends.cudnn.version() is not None and env["cudnn"] is not None:
+        assert env["cudnn"] == machine._cudnn_text(torch.backends.cudnn.version())
+    assert env["torch_installer"] in (None, "pip", "conda", "uv")
+
+
+def test_server_spec_cuda_cudnn_and_installer() -> None:
+    rows = dict(machine.server_spec(_spec_env(cudnn=90100, torch_installer="conda"))[4:5])
+    assert rows == {"Installation": "CUDA 11.1, cuDNN 9.1.0"}
+    assert machine.server_spec(_spec_env(cudnn="8.0.5"))[4] == ("Installation", "CUDA 11.1, cuDNN 8.0.5")
+    assert machine.server_spec(_spec_env(torch_installer="conda"))[-1] == ("Installation", "PyTorch 1.9.0 (conda)")
