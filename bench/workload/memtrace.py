@@ -132,7 +132,9 @@ class PartTracker(MemTracker):
 
     def part_of(self, winfo) -> str:
         if winfo.reftype in PERSISTENT or winfo.built:
-            return CLASSIFIER_STATE if winfo.class_shaped else BACKBONE_STATE if not winfo.built else ACTIVATIONS
+            if winfo.class_shaped:
+                return CLASSIFIER_STATE
+            return BACKBONE_STATE if winfo.reftype in PERSISTENT else ACTIVATIONS
         return ACTIVATIONS if winfo.in_backbone else CLASSIFIER_TEMPORARIES
 
     def in_backbone(self) -> bool:
