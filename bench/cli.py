@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bench import __version__
 from bench.config import Cell
 from bench.options import (
     RERUN,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 
 @click.group()
-@click.version_option(package_name="pfcbench")
+@click.version_option(__version__, prog_name="pfcbench")
 def main() -> None:
     """Benchmark Partial FC training throughput and render arcface_torch-style reports."""
 
@@ -61,7 +62,7 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         pfcbench cell --backbone none --classes 200000 --batch-size 128 --nproc 2 --sample-rate 0.1 --device cpu --json
         pfcbench cell --backbone r50 --classes 2000000 --batch-size 1024 --nproc 8 --nnodes 2 --rdzv-endpoint node1:29400
     """
-    from bench.launch import Launch, run_cell
+    from bench.launch import Launch, gpu_shortage, run_cell, visible_gpus
     from bench.records import holds_rank0
 
     try:
@@ -76,6 +77,9 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    shortage = gpu_shortage([config], visible_gpus()) if config.device == "cuda" else None
+    if shortage:
+        raise MatrixUsageError(shortage)
     with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
         record = run_cell(config, workdir or Path(tmp), launch)
         if not holds_rank0(config, workdir or Path(tmp)) and record["status"] != "ok":
@@ -284,7 +288,7 @@ def run(
         pfcbench run rtx3080 --skip-predicted-fail --max-memory-gib 10
         pfcbench run my-matrix.toml
     """
-    from bench.launch import Launch
+    from bench.launch import Launch, gpu_shortage, visible_gpus
     from bench.runner import make_plan, run_cells
 
     the_plan = make_plan(matrix, results_root, rerun)
@@ -298,6 +302,11 @@ def run(
         raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
     if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
+    shortage = None
+    if slurm is None and any(cell.device == "cuda" for cell in pending):
+        shortage = gpu_shortage(pending, visible_gpus())
+    if shortage:
+        raise MatrixUsageError(f"{matrix.path}: {shortage}")
     try:
         launch = Launch(
             timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),

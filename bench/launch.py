@@ -16,8 +16,9 @@ import psutil
 
 from bench.config import Cell
 from bench.lifetime import die_with_parent
-from bench.records import build_record, classify, log_tail, read_ranks
-from bench.watchdog import Watchdog
+from bench.oom import oom_line
+from bench.records import LOG_SCAN_CHARS, build_record, classify, log_tail, read_ranks
+from bench.watchdog import PG_TIMEOUT_ENV, Watchdog, pg_timeout_s
 
 KILL_GRACE_S = 5.0
 POLL_S = 0.1
@@ -81,14 +82,42 @@ def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> lis
     ]  # fmt: skip
 
 
-def worker_env(cell: Cell) -> dict[str, str]:
+def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
+    """The ranks' environment: this one, plus the process group's timeout and CPU threading."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
-    env["MALLOC_ARENA_MAX"] = "2"
+    env[PG_TIMEOUT_ENV] = str(pg_timeout_s(launch.inactivity_timeout_s))
     if cell.device == "cpu":
+        # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
+        env["MALLOC_ARENA_MAX"] = "2"
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cell.nproc_per_node))
     return env
+
+
+def visible_gpus() -> int:
+    """The CUDA devices a rank started here would see (CUDA_VISIBLE_DEVICES and MIG applied).
+
+    Counted by torch in a child process, so that the runner itself never loads torch or CUDA.
+    """
+    probe = "import torch; print(torch.cuda.device_count())"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False)
+    lines = done.stdout.split()
+    return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else 0
+
+
+def gpu_shortage(cells: list[Cell], num_gpus: int) -> str | None:
+    """Why some CUDA cells cannot run on a node with num_gpus visible GPUs, or None if all fit."""
+    short = [cell for cell in cells if cell.device == "cuda" and cell.nproc_per_node > num_gpus]
+    if not short:
+        return None
+    need = max(cell.nproc_per_node for cell in short)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES unset"
+    fix = f"give --nproc {num_gpus} or fewer" if num_gpus else "run on a GPU machine or give --set device=cpu"
+    return (
+        f"{len(short)} CUDA cell(s) need {need} GPUs per node but {num_gpus} are visible here ({shown}); "
+        f"{fix}; nothing was run"
+    )
 
 
 def kill_tree(pid: int) -> None:
@@ -143,8 +172,9 @@ def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
     cell_json.write_text(json.dumps(cell.to_dict()))
     argv = torchrun_argv(cell, launch, cell_json, workdir)
     started = time.time()
-    returncode, timeout = run_torchrun(argv, worker_env(cell), workdir, launch)
+    returncode, timeout = run_torchrun(argv, worker_env(cell, launch), workdir, launch)
     ranks = read_ranks(workdir)
-    status = classify(ranks, cell.world_size, returncode, timeout)
-    error = timeout or f"torchrun exited with {returncode}: {log_tail(workdir)}"
+    log = log_tail(workdir, LOG_SCAN_CHARS)
+    status = classify(ranks, cell.world_size, returncode, timeout, log)
+    error = timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
     return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)

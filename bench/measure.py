@@ -25,17 +25,22 @@ def time_windows(
     steps_per_window: int,
     heartbeat: Callable[[], None],
     measured: AbstractContextManager | None = None,
+    after_warmup: Callable[[], None] | None = None,
 ) -> dict:
     """Run the loop and return this rank's figures; window times are the slowest rank's.
 
     Each step ends in a host sync (the loss gradient's .item() in Partial FC's backward, as in
     arcface_torch), so the per-step times read off the host clock are real step times.
-    `measured` is entered around the timed windows alone (a GPU power sampler, say).
+    `measured` is entered around the timed windows alone (a GPU power sampler, say);
+    `after_warmup` runs once between warm-up and the first window (to reset peak memory, say).
     """
     losses = []
     for _ in range(warmup_steps):
         losses.append(step())
         heartbeat()
+    synchronize(device)
+    if after_warmup is not None:
+        after_warmup()
     step_times_s = []
     window_times_s = []
     with measured or contextlib.nullcontext():

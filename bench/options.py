@@ -175,11 +175,19 @@ def with_launcher(func):
         metavar="ARG",
         help="A further sbatch option (repeatable), e.g. --sbatch-arg=--exclusive.",
     )
+    @click.option(
+        "--cpus-per-gpu",
+        type=int,
+        default=None,
+        help="CPU cores a CUDA cell's Slurm job asks for per GPU.  [default: 4]",
+    )
     @functools.wraps(func)
-    def wrapper(launcher, partition, account, slurm_time, sbatch_args, **kwargs):
+    def wrapper(launcher, partition, account, slurm_time, sbatch_args, cpus_per_gpu, **kwargs):
         if launcher == "local":
-            if partition or account or slurm_time or sbatch_args:
-                raise click.UsageError("--partition, --account, --slurm-time and --sbatch-arg need --launcher slurm")
+            if partition or account or slurm_time or sbatch_args or cpus_per_gpu:
+                raise click.UsageError(
+                    "--partition, --account, --slurm-time, --sbatch-arg and --cpus-per-gpu need --launcher slurm"
+                )
             return func(slurm=None, **kwargs)
         from bench.slurm import SlurmOptions
 
@@ -189,8 +197,9 @@ def with_launcher(func):
             )
         try:
             options = SlurmOptions(
-                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args)
-            )
+                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args),
+                cpus_per_gpu=cpus_per_gpu or SlurmOptions.cpus_per_gpu,
+            )  # fmt: skip
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         return func(slurm=options, **kwargs)

@@ -14,8 +14,17 @@ from pathlib import Path
 
 from bench import __version__
 from bench.config import Cell
+from bench.oom import oom_line
 
 SCHEMA = 1
+LOG_SCAN_CHARS = 1 << 20
+"""How much of the end of a cell's log is searched for an out-of-memory that no rank file reports."""
+RANK_KEYS = (
+    "rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib",
+    "warmup_peak_allocated_mib", "warmup_peak_reserved_mib", "cuda_overhead_mib",
+    "grad_scale", "skipped_steps", "warmup_skipped_steps",
+)  # fmt: skip
+"""What a record keeps of each rank's file."""
 
 
 def read_ranks(workdir: Path) -> list[dict]:
@@ -38,16 +47,28 @@ def holds_rank0(cell: Cell, workdir: Path) -> bool:
     return cell.nnodes == 1 or (workdir / "rank-0.json").exists()
 
 
-def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None) -> str:
-    """oom wins over everything (a rank ran out of memory); then timeout, error, ok."""
-    statuses = {r["status"] for r in ranks}
+def failures(ranks: list[dict]) -> list[dict]:
+    """Every failed rank: those that wrote a file here, then those that told them through the store."""
+    failed = [r for r in ranks if r["status"] != "ok"]
+    seen = {r["rank"] for r in ranks}
+    for rank in ranks:
+        for peer in rank.get("peer_failures", []):
+            if peer["rank"] not in seen:
+                seen.add(peer["rank"])
+                failed.append(peer)
+    return failed
+
+
+def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None, log: str = "") -> str:
+    """oom wins over everything (a rank, or the log of one that an NCCL watchdog aborted); then timeout, error, ok."""
+    statuses = {r["status"] for r in [*ranks, *failures(ranks)]}
     if "oom" in statuses:
         return "oom"
-    if timeout:
-        return "timeout"
-    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0:
+    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0 and not timeout:
         return "ok"
-    return "error"
+    if oom_line(log):
+        return "oom"
+    return "timeout" if timeout else "error"
 
 
 def log_tail(workdir: Path, num_chars: int = 2000) -> str:
@@ -86,16 +107,11 @@ def build_record(
     record = base_record(cell, status, started=started, duration_s=duration_s)
     record.update(
         hosts=sorted({r["host"] for r in ranks}),
-        ranks=[
-            {
-                k: r.get(k)
-                for k in ("rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib")
-            }
-            for r in ranks
-        ],
+        ranks=[{k: r.get(k) for k in RANK_KEYS} for r in ranks],
         gpus=[dict(gpu, host=r["host"], rank=r["rank"]) for r in ranks for gpu in r.get("gpus", [])],
+        cuda_overhead_mib_max=max_or_none(r.get("cuda_overhead_mib") for r in ranks),
     )
-    failed = [r for r in ranks if r["status"] != "ok"]
+    failed = failures(ranks)
     if status == "ok":
         record.update(figures(cell, ranks))
     elif failed:
@@ -106,6 +122,8 @@ def build_record(
             oom_bytes=first.get("oom_bytes"),
             error=f"{first.get('exception')}: {first.get('error', '')}"[-2000:],
         )
+        if status == "oom" and first["status"] != "oom":
+            record["error"] = f"out of memory, read from the log: {error}"[-2000:]
     else:
         record["error"] = error
     record.update(launcher_fields)
@@ -145,6 +163,9 @@ def figures(cell: Cell, ranks: list[dict]) -> dict:
         peak_allocated_mib_max=max_or_none(r.get("peak_allocated_mib") for r in ranks),
         peak_reserved_mib_max=max_or_none(r.get("peak_reserved_mib") for r in ranks),
         peak_rss_mib_max=max_or_none(r.get("peak_rss_mib") for r in ranks),
+        warmup_peak_reserved_mib_max=max_or_none(r.get("warmup_peak_reserved_mib") for r in ranks),
+        grad_scale=lead.get("grad_scale"),
+        skipped_steps_max=max_or_none(r.get("skipped_steps") for r in ranks),
         gpu_mem_used_mib_max=max_or_none(g.get("mem_used_peak_mib") for g in gpus),
         power_w=sum(powers) if gpus and len(powers) == len(gpus) else None,
         energy_j_per_1k_samples=energy_j / samples * 1000 if energy_j is not None else None,

@@ -118,6 +118,24 @@ def run_cells(
         (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
 
 
+def describe_compute_nodes(env_file: Path, workdir: Path, record: dict) -> None:
+    """Make env.json describe the nodes a Slurm job ran on, with the GPUs its ranks used.
+
+    The machine that submits the jobs (a login node, often without GPUs) is named apart.
+    """
+    described = sorted(workdir.glob("machine-*.json"))
+    if not described:
+        return
+    env = json.loads(described[0].read_text())
+    env["gpus"] = [
+        {"index": i, "name": gpu.get("name"), "memory_mib": gpu.get("memory_mib"), "uuid": gpu.get("uuid"),
+         "host": gpu["host"], "rank": gpu["rank"]}
+        for i, gpu in enumerate(record["gpus"])
+    ]  # fmt: skip
+    env.update(launcher="slurm", nodes=record["hosts"], submitted_from=socket.gethostname())
+    write_atomic(env_file, json.dumps(env, indent=2) + "\n")
+
+
 def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
     """Run a cell in a scratch folder of this node; return its record and whether this node records it.
 
@@ -130,6 +148,8 @@ def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None =
     launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
     record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
     records_here = slurm is not None or holds_rank0(cell, workdir)
+    if slurm is not None and record["status"] == "ok":
+        describe_compute_nodes(plan.results_dir / "env.json", workdir, record)
     if record["status"] != "ok":
         logs = plan.results_dir / "logs"
         logs.mkdir(exist_ok=True)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from bench.config import Cell
 from bench.launch import Launch, worker_env
-from bench.records import build_record, classify, log_tail, read_ranks
+from bench.records import LOG_SCAN_CHARS, build_record, classify, log_tail, read_ranks
 
 POLL_S = 1.0
 COMMAND_TIMEOUT_S = 60.0
@@ -51,8 +51,12 @@ class SlurmOptions:
     """Slurm's limit on one cell (--time): minutes, or a Slurm time such as 1:30:00; None is the partition's."""
     sbatch_args: tuple[str, ...] = ()
     """Further sbatch options, each one argument: ("--qos=high", "--exclusive")."""
+    cpus_per_gpu: int = 4
+    """CPU cores a CUDA cell's job asks for per GPU (its ranks' data and launch threads)."""
 
     def __post_init__(self) -> None:
+        if self.cpus_per_gpu < 1:
+            raise ValueError(f"--cpus-per-gpu must be at least 1, not {self.cpus_per_gpu}")
         if self.time_limit is not None and not TIME_LIMIT.fullmatch(str(self.time_limit)):
             raise ValueError(
                 f"Slurm time limit {self.time_limit!r}: give minutes (30) or [days-]hours:minutes:seconds (1:30:00)"
@@ -98,9 +102,13 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
 
 def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     """sbatch's command line: one task per node; the job's output is the cell's torchrun.log."""
-    resources = [f"--gpus-per-node={cell.nproc_per_node}"] if cell.device == "cuda" else []
-    if cell.device == "cpu":
-        resources.append(f"--cpus-per-task={cell.nproc_per_node}")
+    if cell.device == "cuda":
+        resources = [
+            f"--gpus-per-node={cell.nproc_per_node}",
+            f"--cpus-per-task={cell.nproc_per_node * options.cpus_per_gpu}",
+        ]
+    else:
+        resources = [f"--cpus-per-task={cell.nproc_per_node}"]
     optional = {"--partition": options.partition, "--account": options.account, "--time": options.time_limit}
     return [
         "sbatch", "--parsable", f"--job-name=pfcbench-{cell.cell_id}",
@@ -112,9 +120,9 @@ def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     ]  # fmt: skip
 
 
-def job_env(cell: Cell) -> dict[str, str]:
+def job_env(cell: Cell, launch: Launch) -> dict[str, str]:
     """The workers' environment, less the SLURM_* variables of a job this runner itself runs in (SLURM_CONF stays)."""
-    env = worker_env(cell)
+    env = worker_env(cell, launch)
     inherited = [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]
     for key in inherited:
         del env[key]
@@ -214,7 +222,7 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     job_id = None
     try:
         with signals_deferred():
-            job_id = submit(sbatch_argv(cell, workdir, options), job_env(cell))
+            job_id = submit(sbatch_argv(cell, workdir, options), job_env(cell, launch))
         state, timeout, started = wait_job(job_id, workdir, launch)
     except SlurmError as exc:
         note(workdir, f"pfcbench: sbatch refused the cell: {exc}")
@@ -230,7 +238,7 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     returncode, out_of_time, error = ending(job_id, state, workdir)
     timeout = timeout or out_of_time
     ranks = read_ranks(workdir)
-    status = classify(ranks, cell.world_size, returncode, timeout)
+    status = classify(ranks, cell.world_size, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
     note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
     return build_record(
         cell, ranks, status, error=timeout or error, started=started, duration_s=time.time() - started,

@@ -10,6 +10,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+PG_TIMEOUT_ENV = "PFCBENCH_PG_TIMEOUT_S"
+"""Where the ranks find their process group's timeout."""
+
+
+def pg_timeout_s(inactivity_timeout_s: float) -> float:
+    """The ranks' process-group timeout: longer than the inactivity limit, so that a hung collective
+    ends as the watchdog's timeout (recorded, logs kept) rather than as an NCCL abort."""
+    return 2 * inactivity_timeout_s + 60
+
 
 class Watchdog:
     """Wall-clock and inactivity clocks of one cell, read from the files in its workdir."""

@@ -25,6 +25,14 @@ from bench.worker import Heartbeat, bytes_asked, classify
             ),
             "oom",
         ),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"), "oom"),
+        (
+            RuntimeError(
+                "cuDNN Frontend error: [cudnn_frontend] Error: No execution plans support the graph. unable to find an engine"
+            ),
+            "oom",
+        ),
+        (RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"), "oom"),
         (RuntimeError("Expected all tensors to be on the same device"), "error"),
         (ValueError("out of memory"), "error"),
         (KeyboardInterrupt(), "error"),
