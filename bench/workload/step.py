@@ -8,8 +8,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.config import Cell
 from bench.workload.backbones import build_backbone
-from bench.workload.margin import CombinedMarginLoss
-from bench.workload.partial_fc import PartialFC
+from bench.workload.classifiers import build_classifier
 
 AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 IMAGE_SIZE = 112
@@ -39,8 +38,8 @@ class TrainStep:
         )
         # arcface_torch compresses gradients to fp16; a bf16 cell compresses them to bf16 instead.
         self.backbone.register_comm_hook(None, bf16_compress_hook if cell.precision == "bf16" else fp16_compress_hook)
-        margin = CombinedMarginLoss.named(cell.margin)
-        self.partial_fc = PartialFC(margin, cell.embedding_size, cell.classes, cell.sample_rate).to(device).train()
+        self.partial_fc = build_classifier(cell.impl, cell.margin, cell.embedding_size, cell.classes, cell.sample_rate)
+        self.partial_fc = self.partial_fc.to(device).train()
         self.optimizer = torch.optim.SGD(
             [{"params": self.backbone.parameters()}, {"params": self.partial_fc.parameters()}],
             lr=0.1,
