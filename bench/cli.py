@@ -129,6 +129,7 @@ def plan(matrix: Matrix, results_root: Path) -> None:
             "backbone": cell.backbone,
             "classes": cell.classes,
             "batch": cell.batch_size,
+            "impl": cell.impl,
             "precision": cell.precision,
             "sample rate": cell.sample_rate,
             "ranks": cell.world_size,

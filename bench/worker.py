@@ -29,7 +29,7 @@ from bench.launch import die_with_parent
 from bench.machine import GpuSampler, cpu_peak_rss_mib
 from bench.measure import time_windows
 from bench.results import write_atomic
-from bench.workload.step import TrainStep
+from bench.workload.step import Step, build_step
 
 ALLOCATION_FAILURES = (
     "DefaultCPUAllocator: can't allocate memory",
@@ -103,7 +103,7 @@ def nvml_index(cuda_index: int) -> int:
     return cuda_index
 
 
-def set_up(cell: Cell, out: Path) -> tuple[TrainStep, Callable[[], None]]:
+def set_up(cell: Cell, out: Path) -> tuple[Step, Callable[[], None]]:
     """Join the process group, apply the memory cap and build the step; returns it and a heartbeat."""
     heartbeat = out / "heartbeat"
 
@@ -125,12 +125,12 @@ def set_up(cell: Cell, out: Path) -> tuple[TrainStep, Callable[[], None]]:
     beat()
     if cell.max_memory_gib is not None:
         cap_memory(cell, device)
-    step = TrainStep(cell, device, distributed.get_rank())
+    step = build_step(cell, device, distributed.get_rank())
     beat()
     return step, beat
 
 
-def measure(cell: Cell, step: TrainStep, beat: Callable[[], None]) -> dict:
+def measure(cell: Cell, step: Step, beat: Callable[[], None]) -> dict:
     """Time the step and return this rank's figures: times, losses, memory, its GPU's telemetry."""
     device = step.device
     sampler = GpuSampler([nvml_index(device.index)] if device.type == "cuda" else [])

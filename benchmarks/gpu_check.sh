@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check: NCCL, fp16, bf16, the CUDA memory cap (a real out-of-memory) and a short matrix on
-# every GPU of this machine; results, report and logs go to OUT_DIR (default: gpu-check-out).
+# The GPU check: NCCL, fp16, bf16, both arcface_torch impls (the 2021 one in fp16 with its scaler),
+# the CUDA memory cap (a real out-of-memory) and a short matrix on every GPU of this machine;
+# results, report and logs go to OUT_DIR (default: gpu-check-out).
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR
 set -uo pipefail
@@ -18,11 +19,19 @@ pfcbench run bench/matrices/gpu-check.toml --nproc "$ngpu" --results "$out/resul
 pfcbench report "$out/results/gpu-check" -o "$out/gpu-check.md" && cat "$out/gpu-check.md"
 python3 benchmarks/partial_fc_step.py --device cuda --nproc "$ngpu" --classes 2000000 --batch-size 512 | tee "$out/partial_fc_step.txt"
 python3 - "$out/results/gpu-check/results.jsonl" <<'PY'
-import json, sys
+import json, math, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
-statuses = [r["status"] for r in records]
-print("statuses:", statuses)
-ok = statuses[:3] == ["ok", "ok", "ok"] and statuses[3] == "oom"
+for r in records:
+    c = r["config"]
+    print(f"{c['impl']:<20} {c['precision']:<5} rate {c['sample_rate']:<4} cap {c['max_memory_gib']}: {r['status']}")
+capped = [r for r in records if r["config"]["max_memory_gib"] is not None]
+uncapped = [r for r in records if r["config"]["max_memory_gib"] is None]
+ok = (
+    len(uncapped) == 5
+    and all(r["status"] == "ok" and math.isfinite(r["loss_last"]) for r in uncapped)
+    and {r["config"]["impl"] for r in uncapped} == {"arcface_torch", "arcface_torch_2021"}
+    and [r["status"] for r in capped] == ["oom"]
+)
 print("GPU check", "passed" if ok else "FAILED")
 sys.exit(0 if ok else 1)
 PY
