@@ -1,4 +1,8 @@
-"""The pfcbench command line."""
+"""The pfcbench command line.
+
+The parent process never imports torch, pandas or the launchers at start-up: each command imports
+what it needs when it runs, so that `pfcbench --help`, plan, report, compare and env answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,30 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from tabulate import tabulate
 
+from bench import __version__
 from bench.config import Cell
-from bench.launch import Launch, holds_rank0, run_cell
-from bench.machine import describe_machine, server_spec
-from bench.matrix import Matrix
-from bench.options import MatrixUsageError, cell_options, timeout_options, with_launcher, with_matrix
-from bench.runner import RERUN, make_plan, run_cells
-from bench.slurm import SlurmOptions
+from bench.options import (
+    RERUN,
+    MatrixUsageError,
+    cell_options,
+    matrix_file,
+    packaged_matrices,
+    timeout_options,
+    with_launcher,
+    with_matrix,
+)
+
+if TYPE_CHECKING:
+    from bench.matrix import Matrix
+    from bench.slurm import SlurmOptions
 
 
 @click.group()
-@click.version_option(package_name="pfcbench")
+@click.version_option(__version__, prog_name="pfcbench")
 def main() -> None:
     """Benchmark Partial FC training throughput and render arcface_torch-style reports."""
 
@@ -49,6 +62,9 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         pfcbench cell --backbone none --classes 200000 --batch-size 128 --nproc 2 --sample-rate 0.1 --device cpu --json
         pfcbench cell --backbone r50 --classes 2000000 --batch-size 1024 --nproc 8 --nnodes 2 --rdzv-endpoint node1:29400
     """
+    from bench.launch import Launch, gpu_shortage, run_cell, visible_gpus
+    from bench.records import holds_rank0
+
     try:
         config = Cell(**fields)
         if config.nnodes > 1 and rdzv_endpoint is None:
@@ -61,6 +77,9 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    shortage = gpu_shortage([config], visible_gpus()) if config.device == "cuda" else None
+    if shortage:
+        raise MatrixUsageError(shortage)
     with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
         record = run_cell(config, workdir or Path(tmp), launch)
         if not holds_rank0(config, workdir or Path(tmp)) and record["status"] != "ok":
@@ -112,12 +131,17 @@ def cell_line(cell: Cell) -> str:
 def plan(matrix: Matrix, results_root: Path) -> None:
     """List the cells of a matrix in order, and which already have a final record.
 
-    MATRIX defaults to the embedded smoke matrix.
+    MATRIX is a matrix file or the name of a packaged one (pfcbench matrices); smoke by default.
 
     \b
     Example:
-        pfcbench plan matrices/rtx3080.toml
+        pfcbench plan rtx3080
+        pfcbench plan my-matrix.toml --nproc 1
     """
+    from tabulate import tabulate
+
+    from bench.runner import make_plan
+
     the_plan = make_plan(matrix, results_root)
     rows = []
     for number, cell in enumerate(the_plan.cells, start=1):
@@ -167,16 +191,21 @@ def run(
 ) -> None:
     """Run every pending cell of a matrix, recording each in results/<matrix>/results.jsonl.
 
-    MATRIX defaults to the embedded smoke matrix (CPU, 2 ranks). Cells that already have a final
-    record are skipped; Ctrl-C loses at most the cell in flight.
+    MATRIX is a matrix file or the name of a packaged one (pfcbench matrices); by default the smoke
+    matrix (CPU, 2 ranks). Cells that already have a final record are skipped; Ctrl-C loses at
+    most the cell in flight.
 
     \b
     Example:
-        pfcbench run matrices/smoke.toml
-        pfcbench run matrices/rtx3080.toml --nproc 1 --max-memory-gib 10
-        pfcbench run matrices/smoke.toml --set precision=bf16 --results results-bf16
-        pfcbench run matrices/rtx3080.toml --launcher slurm --partition gpu --account myproj --slurm-time 30
+        pfcbench run smoke
+        pfcbench run rtx3080 --nproc 1 --max-memory-gib 10
+        pfcbench run smoke --set precision=bf16 --results results-bf16
+        pfcbench run rtx3080 --launcher slurm --partition gpu --account myproj --slurm-time 30
+        pfcbench run my-matrix.toml
     """
+    from bench.launch import Launch, gpu_shortage, visible_gpus
+    from bench.runner import make_plan, run_cells
+
     the_plan = make_plan(matrix, results_root, rerun)
     pending = the_plan.pending()
     if not pending:
@@ -188,12 +217,20 @@ def run(
         raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
     if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
-    launch = Launch(
-        timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
-        inactivity_timeout_s=inactivity_timeout_s
-        or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
-        rdzv_endpoint=rdzv_endpoint,
-    )
+    shortage = None
+    if slurm is None and any(cell.device == "cuda" for cell in pending):
+        shortage = gpu_shortage(pending, visible_gpus())
+    if shortage:
+        raise MatrixUsageError(f"{matrix.path}: {shortage}")
+    try:
+        launch = Launch(
+            timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
+            inactivity_timeout_s=inactivity_timeout_s
+            or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
+            rdzv_endpoint=rdzv_endpoint,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     click.echo(
         f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run, results in {the_plan.results_file}"
@@ -233,6 +270,26 @@ def run(
 
 
 @main.command()
+def matrices() -> None:
+    """List the matrices that ship with pfcbench, each with what it measures.
+
+    Give a name to plan, run or report --matrix in place of a file.
+
+    \b
+    Example:
+        pfcbench matrices
+    """
+    from bench.matrix import MatrixError, load_matrix
+
+    for name, path in packaged_matrices().items():
+        try:
+            description = load_matrix(path).description
+        except MatrixError as exc:
+            description = f"(cannot be read: {exc})"
+        click.echo(f"{name:<12} {description}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the whole description as JSON.")
 def env(as_json: bool) -> None:
     """Print the server spec of this machine, as the report's "Test Server Spec" table shows it.
@@ -241,6 +298,10 @@ def env(as_json: bool) -> None:
     Example:
         pfcbench env --json
     """
+    from tabulate import tabulate
+
+    from bench.machine import describe_machine, server_spec
+
     machine = describe_machine()
     if as_json:
         click.echo(json.dumps(machine, indent=2))
@@ -268,26 +329,33 @@ def env(as_json: bool) -> None:
 )
 @click.option(
     "--matrix",
-    "matrix_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "matrix_name",
     default=None,
-    help="Matrix file to lay the report out by, instead of RESULTS_DIR/matrix.toml.",
+    help="Matrix (a file or a packaged name) to lay the report out by, instead of RESULTS_DIR/matrix.toml.",
 )
-def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_path: Path | None) -> None:
+@click.option(
+    "--as-published",
+    is_flag=True,
+    help="Tables exactly as the matrix lays them out, without the Published and Ratio columns added beside rows with a published figure.",
+)
+def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_name: str | None, as_published: bool) -> None:
     """Render a results folder (results.jsonl, env.json, matrix.toml) as a markdown report, csv or json.
 
-    Prints the path written.
+    Rows with a published figure show it beside the measured one, with their ratio ("both Fail"
+    where the cell and the published run both ran out of memory). Prints the path written.
 
     \b
     Example:
         pfcbench report results/smoke
         pfcbench report results/rtx3080 -o report/rtx3080.md
         pfcbench report results/rtx3080 --format csv
+        pfcbench report results/rtx3080 --as-published
     """
     from bench.report import write_report
 
+    matrix_path = matrix_file(matrix_name) if matrix_name else None
     try:
-        path = write_report(results_dir, out=out, fmt=fmt, matrix_path=matrix_path)
+        path = write_report(results_dir, out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(path)
@@ -315,19 +383,32 @@ def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_path: P
     multiple=True,
     help="Pair cells whose configs differ only in this field (repeatable), e.g. the field B was run with --set.",
 )
-def compare_command(results_a: Path, results_b: Path, threshold: float, alpha: float, ignore: tuple[str, ...]) -> None:
+@click.option(
+    "--fail-on",
+    default=None,
+    metavar="VERDICTS",
+    help="Exit 1, naming the cells, if any cell is one of these (comma-separated): slower, failing (newly failing), incomparable.",
+)
+def compare_command(
+    results_a: Path, results_b: Path, threshold: float, alpha: float, ignore: tuple[str, ...], fail_on: str | None
+) -> None:
     """Compare two results folders cell by cell: faster, slower, same, newly failing, fixed or incomparable.
 
     A change is called only when samples/sec moved by more than --threshold AND the per-step
-    times differ by a Mann-Whitney U test at --alpha.
+    times differ by a Mann-Whitney U test at --alpha. With --fail-on it is a CI gate.
 
     \b
     Example:
         pfcbench compare results-main/smoke results/smoke --threshold 0.1
         pfcbench compare fp32/smoke bf16/smoke --ignore precision
+        pfcbench compare baseline/smoke results/smoke --fail-on slower,failing
     """
-    from bench.compare import compare_records, load_latest, render_comparison
+    from bench.compare import compare_records, gate_failures, load_latest, parse_gates, render_comparison
 
+    try:
+        gates = parse_gates(fail_on) if fail_on is not None else ()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         comparisons = compare_records(
             load_latest(results_a), load_latest(results_b), threshold=threshold, alpha=alpha, ignore=ignore
@@ -335,6 +416,12 @@ def compare_command(results_a: Path, results_b: Path, threshold: float, alpha: f
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(render_comparison(comparisons))
+    failures = gate_failures(comparisons, gates)
+    if failures:
+        click.echo(f"Error: --fail-on {fail_on}: {len(failures)} of {len(comparisons)} cells", err=True)
+        for line in failures:
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell
-from bench.report import ReportError, is_ok, speed_text
-from bench.results import latest_by_cell, read_records
+from bench.results import ReportError, is_ok, latest_by_cell, read_records, speed_text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,3 +154,29 @@ def render_comparison(comparisons: list[Comparison]) -> str:
     table = comparison_frame(comparisons).to_markdown(index=False, tablefmt="github", disable_numparse=True)
     counts = Counter(c.verdict for c in comparisons)
     return table + "\n\n" + ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
+
+
+GATES = {"slower": ("slower",), "failing": ("newly failing",), "incomparable": ("incomparable",)}
+"""What `compare --fail-on` can fail on, and the verdicts each name covers."""
+
+
+def parse_gates(text: str) -> tuple[str, ...]:
+    """--fail-on's comma-separated names, each one of GATES."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in GATES]
+    if unknown or not names:
+        raise ValueError(f"--fail-on {text!r}: give one or more of {', '.join(GATES)}, comma-separated")
+    return names
+
+
+def gate_failures(comparisons: list[Comparison], gates: tuple[str, ...]) -> list[str]:
+    """One line per cell whose verdict a gate fails on: the verdict, the cell id and what tells it apart."""
+    verdicts = {verdict for gate in gates for verdict in GATES[gate]}
+    fields = key_fields(comparisons)
+    lines = []
+    for c in comparisons:
+        if c.verdict in verdicts:
+            setting = ", ".join(f"{name} {c.config.get(name)}" for name in fields)
+            ratio = f", {c.ratio:.2f}x" if c.ratio is not None else ""
+            lines.append(f"{c.verdict}: cell {c.cell_id} ({setting}{ratio}): {speed_text(c.a)} -> {speed_text(c.b)}")
+    return lines

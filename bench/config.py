@@ -58,7 +58,7 @@ class Cell:
     label_mode: str = "uniform"
     """uniform: labels drawn over all classes; constant: label 1 forever (arcface_torch's SyntheticDataset)."""
     warmup_steps: int = 10
-    """Steps run before the clock starts (cudnn autotuning, allocator growth)."""
+    """Steps run before the clock starts (cudnn autotuning, allocator growth); at least 1 on cuda."""
     num_windows: int = 5
     """Timed windows; samples/sec is their median."""
     steps_per_window: int = 10
@@ -85,6 +85,8 @@ class Cell:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be 0 or more, not {self.warmup_steps}")
+        if self.device == "cuda" and self.warmup_steps < 1:
+            raise ValueError("warmup_steps must be at least 1 on cuda: cuDNN's autotuning would fall in a timed window")
         if not 0.0 < self.sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in (0, 1], not {self.sample_rate}")
         if self.batch_size % self.world_size:

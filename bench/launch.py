@@ -1,12 +1,10 @@
-"""Run one cell as a torchrun job and turn what its ranks wrote into one result record."""
+"""Run one cell as a torchrun job on this node: start it, watch it, and leave no process behind."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,11 +14,12 @@ from pathlib import Path
 
 import psutil
 
-from bench import __version__
 from bench.config import Cell
-from bench.measure import summarise
+from bench.lifetime import die_with_parent
+from bench.oom import oom_line
+from bench.records import LOG_SCAN_CHARS, build_record, classify, log_tail, read_ranks
+from bench.watchdog import PG_TIMEOUT_ENV, Watchdog, pg_timeout_s
 
-SCHEMA = 1
 KILL_GRACE_S = 5.0
 POLL_S = 0.1
 
@@ -37,6 +36,22 @@ class Launch:
     """HOST:PORT of the c10d rendezvous for cells of several nodes; None runs on this machine alone."""
     rdzv_id: str = "pfcbench"
     """Rendezvous id shared by the nodes of one cell."""
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "inactivity_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a number of seconds above 0, not {value!r}")
+        if self.rdzv_endpoint is not None:
+            host, _, port = self.rdzv_endpoint.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"rendezvous endpoint {self.rdzv_endpoint!r}: expected HOST:PORT, e.g. node1:29400")
+        if not self.rdzv_id:
+            raise ValueError("rdzv_id must not be empty")
+
+    def watchdog(self, workdir: Path) -> Watchdog:
+        """The clocks of a cell running from workdir, started now."""
+        return Watchdog(workdir, timeout_s=self.timeout_s, inactivity_timeout_s=self.inactivity_timeout_s)
 
 
 def free_port() -> int:
@@ -67,20 +82,42 @@ def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> lis
     ]  # fmt: skip
 
 
-def worker_env(cell: Cell) -> dict[str, str]:
+def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
+    """The ranks' environment: this one, plus the process group's timeout and CPU threading."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
-    env["MALLOC_ARENA_MAX"] = "2"
+    env[PG_TIMEOUT_ENV] = str(pg_timeout_s(launch.inactivity_timeout_s))
     if cell.device == "cpu":
+        # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
+        env["MALLOC_ARENA_MAX"] = "2"
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cell.nproc_per_node))
     return env
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Have the kernel send sig to this process when its parent dies, however it dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+def visible_gpus() -> int:
+    """The CUDA devices a rank started here would see (CUDA_VISIBLE_DEVICES and MIG applied).
+
+    Counted by torch in a child process, so that the runner itself never loads torch or CUDA.
+    """
+    probe = "import torch; print(torch.cuda.device_count())"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False)
+    lines = done.stdout.split()
+    return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else 0
+
+
+def gpu_shortage(cells: list[Cell], num_gpus: int) -> str | None:
+    """Why some CUDA cells cannot run on a node with num_gpus visible GPUs, or None if all fit."""
+    short = [cell for cell in cells if cell.device == "cuda" and cell.nproc_per_node > num_gpus]
+    if not short:
+        return None
+    need = max(cell.nproc_per_node for cell in short)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES unset"
+    fix = f"give --nproc {num_gpus} or fewer" if num_gpus else "run on a GPU machine or give --set device=cpu"
+    return (
+        f"{len(short)} CUDA cell(s) need {need} GPUs per node but {num_gpus} are visible here ({shown}); "
+        f"{fix}; nothing was run"
+    )
 
 
 def kill_tree(pid: int) -> None:
@@ -104,24 +141,13 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(alive, timeout=KILL_GRACE_S)
 
 
-def last_activity(paths: list[Path], since: float) -> float:
-    times = [since]
-    for path in paths:
-        try:
-            times.append(path.stat().st_mtime)
-        except FileNotFoundError:
-            pass
-    return max(times)
-
-
 def run_torchrun(argv: list[str], env: dict[str, str], workdir: Path, launch: Launch) -> tuple[int | None, str | None]:
     """Run torchrun in its own process group; return (exit code, timeout reason or None).
 
     Whatever happens, including KeyboardInterrupt in the caller, no process of the group is left.
     """
     log = workdir / "torchrun.log"
-    heartbeat = workdir / "heartbeat"
-    started = time.time()
+    watchdog = launch.watchdog(workdir)
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -129,128 +155,14 @@ def run_torchrun(argv: list[str], env: dict[str, str], workdir: Path, launch: La
         )  # fmt: skip
     try:
         while proc.poll() is None:
-            now = time.time()
-            if now - started > launch.timeout_s:
-                return None, f"wall-clock timeout after {launch.timeout_s:g} s"
-            if now - last_activity([heartbeat, log], started) > launch.inactivity_timeout_s:
-                return None, f"no progress for {launch.inactivity_timeout_s:g} s"
+            reason = watchdog.expired()
+            if reason:
+                return None, reason
             time.sleep(POLL_S)
         return proc.returncode, None
     finally:
         kill_tree(proc.pid)
         proc.wait()
-
-
-def read_ranks(workdir: Path) -> list[dict]:
-    """The ranks' files: all ranks from ranks.json after a clean finish, else this node's rank-N.json."""
-    try:
-        return json.loads((workdir / "ranks.json").read_text())["ranks"]
-    except (OSError, json.JSONDecodeError, KeyError):
-        pass
-    ranks = []
-    for path in sorted(workdir.glob("rank-*.json")):
-        try:
-            ranks.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return sorted(ranks, key=lambda r: r["rank"])
-
-
-def holds_rank0(cell: Cell, workdir: Path) -> bool:
-    """Whether global rank 0 ran on this node: the node that records a cell of several nodes."""
-    return cell.nnodes == 1 or (workdir / "rank-0.json").exists()
-
-
-def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None) -> str:
-    """oom wins over everything (a rank ran out of memory); then timeout, error, ok."""
-    statuses = {r["status"] for r in ranks}
-    if "oom" in statuses:
-        return "oom"
-    if timeout:
-        return "timeout"
-    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0:
-        return "ok"
-    return "error"
-
-
-def log_tail(workdir: Path, num_chars: int = 2000) -> str:
-    try:
-        return (workdir / "torchrun.log").read_text(errors="replace")[-num_chars:]
-    except FileNotFoundError:
-        return ""
-
-
-def build_record(
-    cell: Cell, ranks: list[dict], status: str, *, error: str | None, started: float, duration_s: float
-) -> dict:
-    """The result record of one cell attempt (schema 1)."""
-    record = {
-        "schema": SCHEMA,
-        "cell_id": cell.cell_id,
-        "config": cell.to_dict(),
-        "world_size": cell.world_size,
-        "per_gpu_batch": cell.per_gpu_batch,
-        "status": status,
-        "hosts": sorted({r["host"] for r in ranks}),
-        "ranks": [
-            {
-                k: r.get(k)
-                for k in ("rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib")
-            }
-            for r in ranks
-        ],
-        "gpus": [dict(gpu, host=r["host"], rank=r["rank"]) for r in ranks for gpu in r.get("gpus", [])],
-        "started_at": started,
-        "duration_s": duration_s,
-        "harness_version": __version__,
-    }
-    failed = [r for r in ranks if r["status"] != "ok"]
-    if status == "ok":
-        record.update(figures(cell, ranks))
-    elif failed:
-        first = next((r for r in failed if r["status"] == status), failed[0])
-        record.update(
-            failed_rank=first["rank"],
-            phase=first.get("phase"),
-            oom_bytes=first.get("oom_bytes"),
-            error=f"{first.get('exception')}: {first.get('error', '')}"[-2000:],
-        )
-    else:
-        record["error"] = error
-    return record
-
-
-def figures(cell: Cell, ranks: list[dict]) -> dict:
-    """Samples/sec, step times, memory and energy of a finished cell."""
-    lead = ranks[0]
-    result = summarise(lead["window_times_s"], cell.steps_per_window, cell.batch_size)
-    measured_steps = cell.num_windows * cell.steps_per_window
-    measured_s = sum(lead["window_times_s"])
-    gpus = [gpu for r in ranks for gpu in r.get("gpus", [])]
-    powers = [g["power_mean_w"] for g in gpus if g.get("power_mean_w") is not None]
-    energies = [g["energy_j"] for g in gpus if g.get("energy_j") is not None]
-    energy_j = sum(energies) if gpus and len(energies) == len(gpus) else None
-    samples = measured_steps * cell.batch_size
-    result.update(
-        step_times_s=lead["step_times_s"],
-        warmup_steps=cell.warmup_steps,
-        measured_steps=measured_steps,
-        measured_s=measured_s,
-        loss_first=lead["losses"][0] if lead["losses"] else None,
-        loss_last=lead["losses"][-1] if lead["losses"] else None,
-        peak_allocated_mib_max=max_or_none(r.get("peak_allocated_mib") for r in ranks),
-        peak_reserved_mib_max=max_or_none(r.get("peak_reserved_mib") for r in ranks),
-        peak_rss_mib_max=max_or_none(r.get("peak_rss_mib") for r in ranks),
-        gpu_mem_used_mib_max=max_or_none(g.get("mem_used_peak_mib") for g in gpus),
-        power_w=sum(powers) if gpus and len(powers) == len(gpus) else None,
-        energy_j_per_1k_samples=energy_j / samples * 1000 if energy_j is not None else None,
-    )
-    return result
-
-
-def max_or_none(values) -> float | None:
-    present = [v for v in values if v is not None]
-    return max(present) if present else None
 
 
 def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
@@ -260,8 +172,9 @@ def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
     cell_json.write_text(json.dumps(cell.to_dict()))
     argv = torchrun_argv(cell, launch, cell_json, workdir)
     started = time.time()
-    returncode, timeout = run_torchrun(argv, worker_env(cell), workdir, launch)
+    returncode, timeout = run_torchrun(argv, worker_env(cell, launch), workdir, launch)
     ranks = read_ranks(workdir)
-    status = classify(ranks, cell.world_size, returncode, timeout)
-    error = timeout or f"torchrun exited with {returncode}: {log_tail(workdir)}"
+    log = log_tail(workdir, LOG_SCAN_CHARS)
+    status = classify(ranks, cell.world_size, returncode, timeout, log)
+    error = timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
     return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)

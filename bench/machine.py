@@ -1,34 +1,25 @@
-"""The machine a benchmark runs on, and what its GPUs did while it ran.
+"""The machine a benchmark runs on: the host description kept beside every results folder.
 
-`describe_machine` records the host (CPU, memory, GPUs, drivers, library
-versions) as a JSON-serialisable dict; `server_spec` turns that dict into the
-"Test Server Spec" rows of the arcface_torch speed report; `GpuSampler` polls
-NVML in a background thread during the measured steps for peak memory, mean
-power and energy; `cpu_peak_rss_mib` gives this process's peak resident set.
-
-Everything that touches NVML degrades to "no GPUs" instead of raising, so the
-harness runs unchanged on CPU-only machines.
+`describe_machine` records the host (CPU, memory, GPUs, drivers, library versions) as a
+JSON-serialisable dict; `server_spec` turns that dict into the "Test Server Spec" rows of the
+arcface_torch speed report. Without NVML the host simply has no GPUs. What the GPUs do while a
+cell runs is bench.telemetry's job.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import platform
-import resource
 import socket
 import sys
-import threading
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-try:
-    import pynvml
-except ImportError:  # pragma: no cover - nvidia-ml-py is a dependency
-    pynvml = None
+from bench import nvml
 
 _MIB = 2**20
 _CPUINFO = Path("/proc/cpuinfo")
@@ -57,7 +48,7 @@ def server_spec(env: dict[str, Any]) -> list[tuple[str, str]]:
     """Rows of the "Test Server Spec" table, from a `describe_machine` dict.
 
     A list of pairs because "Installation" repeats, as in the published
-    arcface_torch report.
+    arcface_torch reports. cuDNN and the installer (pip, conda) are shown where known.
     """
     rows = [
         ("CPU", f"{env['cpu_sockets']} x {env['cpu_model']}"),
@@ -66,209 +57,41 @@ def server_spec(env: dict[str, Any]) -> list[tuple[str, str]]:
         ("OS", env["os"]),
     ]
     if env.get("torch_cuda") and env.get("gpus"):
-        rows.append(("Installation", f"CUDA {env['torch_cuda']},"))
+        cudnn = _cudnn_text(env.get("cudnn"))
+        rows.append(("Installation", f"CUDA {env['torch_cuda']}" + (f", cuDNN {cudnn}" if cudnn else "")))
     rows.append(("Installation", f"Python {env['python']}"))
-    rows.append(("Installation", f"PyTorch {env['torch']} (pip)"))
+    installer = env.get("torch_installer")
+    rows.append(("Installation", f"PyTorch {env['torch']}" + (f" ({installer})" if installer else "")))
     return rows
-
-
-def cpu_peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    per_mib = _MIB if sys.platform == "darwin" else 1024
-    return peak / per_mib
-
-
-class GpuSampler:
-    """Polls NVML for this node's GPUs while a benchmark's measured steps run.
-
-    Use as a context manager, or call `start` and `stop`. After stopping,
-    `summary()` gives one dict per GPU: peak used memory, mean power draw and
-    the energy counter's delta over the window (None where the GPU does not
-    report a metric). Without NVML the sampler is inert: `available` is False
-    and `summary()` is empty.
-    """
-
-    def __init__(self, indices: list[int] | None = None, interval_s: float = 0.1) -> None:
-        self.indices = indices
-        self.interval_s = interval_s
-        self.available = False
-        self._tracks: list[_GpuTrack] = []
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._nvml_open = False
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> Self:
-        """Open NVML, take the opening readings and start the polling thread."""
-        if self._thread is not None or not _nvml_init():
-            return self
-        self._nvml_open = True
-        self._tracks = _open_tracks(self.indices)
-        self.available = True
-        for track in self._tracks:
-            track.open()
-        self._halt.clear()
-        self._thread = threading.Thread(target=self._poll, name="GpuSampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop polling, take the closing readings and release NVML."""
-        if self._thread is not None:
-            self._halt.set()
-            self._thread.join()
-            self._thread = None
-            for track in self._tracks:
-                track.close()
-        if self._nvml_open:
-            _nvml_shutdown()
-            self._nvml_open = False
-
-    def summary(self) -> list[dict[str, Any]]:
-        """Per-GPU results of the sampled window; [] when NVML was unavailable."""
-        return [track.summary() for track in self._tracks]
-
-    def _poll(self) -> None:
-        while not self._halt.wait(self.interval_s):
-            for track in self._tracks:
-                track.sample()
-
-
-@dataclass
-class _GpuTrack:
-    """The readings of one GPU over a sampling window."""
-
-    index: int
-    handle: Any
-    name: str
-    mem_used_samples_mib: list[float] = field(default_factory=list)
-    power_samples_w: list[float] = field(default_factory=list)
-    power_supported: bool = True
-    energy_start_mj: int | None = None
-    energy_end_mj: int | None = None
-
-    def open(self) -> None:
-        """Read the energy counter and take the first sample."""
-        self.energy_start_mj = _nvml_value(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
-        self.sample()
-
-    def close(self) -> None:
-        """Take the last sample and read the energy counter again."""
-        self.sample()
-        if self.energy_start_mj is not None:
-            self.energy_end_mj = _nvml_value(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
-
-    def sample(self) -> None:
-        """Record used memory and, where supported, power draw."""
-        mem = _nvml_value(pynvml.nvmlDeviceGetMemoryInfo, self.handle)
-        if mem is not None:
-            self.mem_used_samples_mib.append(mem.used / _MIB)
-        if self.power_supported:
-            self._sample_power()
-
-    def _sample_power(self) -> None:
-        try:
-            power_mw = pynvml.nvmlDeviceGetPowerUsage(self.handle)
-        except pynvml.NVMLError_NotSupported:
-            self.power_supported = False
-        except pynvml.NVMLError:
-            pass
-        else:
-            self.power_samples_w.append(power_mw / 1000.0)
-
-    def summary(self) -> dict[str, Any]:
-        """This GPU's peak memory, mean power and energy over the window."""
-        return {
-            "index": self.index,
-            "name": self.name,
-            "mem_used_peak_mib": _max_or_none(self.mem_used_samples_mib),
-            "power_mean_w": _mean_or_none(self.power_samples_w),
-            "energy_j": self._energy_j(),
-        }
-
-    def _energy_j(self) -> float | None:
-        if self.energy_start_mj is None or self.energy_end_mj is None:
-            return None
-        return (self.energy_end_mj - self.energy_start_mj) / 1000.0
-
-
-def _open_tracks(indices: list[int] | None) -> list[_GpuTrack]:
-    """One track per requested GPU that NVML can hand out."""
-    if indices is None:
-        indices = list(range(_nvml_value(pynvml.nvmlDeviceGetCount) or 0))
-    tracks = []
-    for index in indices:
-        handle = _nvml_value(pynvml.nvmlDeviceGetHandleByIndex, index)
-        if handle is not None:
-            name = _text(_nvml_value(pynvml.nvmlDeviceGetName, handle) or "unknown")
-            tracks.append(_GpuTrack(index=index, handle=handle, name=name))
-    return tracks
-
-
-def _nvml_init() -> bool:
-    """Initialise NVML; False when the library, driver or module is missing."""
-    if pynvml is None:
-        return False
-    try:
-        pynvml.nvmlInit()
-    except (pynvml.NVMLError, OSError):
-        return False
-    return True
-
-
-def _nvml_shutdown() -> None:
-    try:
-        pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
-        pass
-
-
-def _nvml_value(call: Callable[..., Any], *args: Any) -> Any:
-    """The result of an NVML call, or None when it reports an NVML error."""
-    try:
-        return call(*args)
-    except pynvml.NVMLError:
-        return None
 
 
 def _nvml_inventory() -> dict[str, Any]:
     """GPUs and driver versions as seen by NVML; empty values without NVML."""
-    if not _nvml_init():
+    if not nvml.init():
         return {"gpus": [], "gpu_driver": None, "cuda_driver": None}
     try:
-        driver = _nvml_value(pynvml.nvmlSystemGetDriverVersion)
+        driver = nvml.value(nvml.pynvml.nvmlSystemGetDriverVersion)
         return {
             "gpus": _gpu_inventory(),
-            "gpu_driver": _text(driver) if driver is not None else None,
-            "cuda_driver": _cuda_version_text(_nvml_value(pynvml.nvmlSystemGetCudaDriverVersion)),
+            "gpu_driver": nvml.text(driver) if driver is not None else None,
+            "cuda_driver": _cuda_version_text(nvml.value(nvml.pynvml.nvmlSystemGetCudaDriverVersion)),
         }
     finally:
-        _nvml_shutdown()
+        nvml.shutdown()
 
 
 def _gpu_inventory() -> list[dict[str, Any]]:
     gpus = []
-    for index in range(_nvml_value(pynvml.nvmlDeviceGetCount) or 0):
-        handle = _nvml_value(pynvml.nvmlDeviceGetHandleByIndex, index)
+    for index in range(nvml.value(nvml.pynvml.nvmlDeviceGetCount) or 0):
+        handle = nvml.value(nvml.pynvml.nvmlDeviceGetHandleByIndex, index)
         if handle is None:
             continue
-        name = _nvml_value(pynvml.nvmlDeviceGetName, handle)
-        mem = _nvml_value(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        name = nvml.value(nvml.pynvml.nvmlDeviceGetName, handle)
+        mem = nvml.value(nvml.pynvml.nvmlDeviceGetMemoryInfo, handle)
         gpus.append(
             {
                 "index": index,
-                "name": _text(name) if name is not None else "unknown",
+                "name": nvml.text(name) if name is not None else "unknown",
                 "memory_mib": mem.total // _MIB if mem is not None else None,
             }
         )
@@ -282,23 +105,65 @@ def _cuda_version_text(version: int | None) -> str | None:
     return f"{version // 1000}.{version % 1000 // 10}"
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _torch_versions() -> dict[str, Any]:
-    """Versions of torch, the CUDA it was built with, and cuDNN."""
-    import torch
+    """torch's version, the CUDA it was built for, cuDNN and how torch was installed.
 
-    try:
-        cudnn = torch.backends.cudnn.version()
-    except RuntimeError:
-        cudnn = None
+    Read from files (torch/version.py, package metadata), because importing torch takes seconds.
+    """
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return {"torch": None, "torch_cuda": None, "cudnn": None, "torch_installer": None}
+    constants = _module_constants(Path(spec.submodule_search_locations[0]) / "version.py")
     return {
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "cudnn": cudnn,
+        "torch": constants.get("__version__"),
+        "torch_cuda": constants.get("cuda"),
+        "cudnn": _cudnn_version(),
+        "torch_installer": _installer("torch"),
     }
+
+
+def _module_constants(path: Path) -> dict[str, Any]:
+    """The NAME = constant assignments of a Python file, read without running it."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return {}
+    constants = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+            constants[target.id] = node.value.value
+    return constants
+
+
+def _cudnn_version() -> str | None:
+    """cuDNN's version from the pip wheel (nvidia-cudnn-cu12) or the conda package beside this Python."""
+    for name in ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "nvidia-cudnn-cu11", "nvidia-cudnn"):
+        try:
+            return ".".join(metadata.version(name).split(".")[:3])
+        except metadata.PackageNotFoundError:
+            continue
+    conda = sorted(Path(sys.prefix, "conda-meta").glob("cudnn-[0-9]*.json"))
+    return conda[-1].name.split("-")[1] if conda else None
+
+
+def _installer(distribution: str) -> str | None:
+    """The tool that installed a package (pip, conda, uv), where its metadata or conda says."""
+    try:
+        installer = (metadata.distribution(distribution).read_text("INSTALLER") or "").strip()
+    except metadata.PackageNotFoundError:
+        installer = ""
+    if installer:
+        return installer
+    return "conda" if list(Path(sys.prefix, "conda-meta").glob(f"*{distribution}-[0-9]*.json")) else None
+
+
+def _cudnn_text(version: int | str | None) -> str | None:
+    """cuDNN's version as text: "8.0.5" as it is, or torch's number (8005, 90100) decoded."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        return version or None
+    major, rest = (version // 10000, version % 10000) if version >= 90000 else (version // 1000, version % 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
 
 
 def _cpu_model_and_sockets() -> tuple[str, int]:
@@ -348,11 +213,3 @@ def _gpu_summary(gpus: list[dict[str, Any]]) -> str:
         return "none"
     counts = Counter(gpu["name"] for gpu in gpus)
     return " + ".join(f"{count} x {name}" for name, count in counts.items())
-
-
-def _max_or_none(values: list[float]) -> float | None:
-    return max(values) if values else None
-
-
-def _mean_or_none(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None

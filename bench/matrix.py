@@ -28,18 +28,20 @@ METRICS = (
     "energy_per_1k_j",
     "published",
     "ratio",
+    "published_gpu_mem_gb",
+    "gpu_mem_ratio",
     "status",
 )
 """Result columns a section may show besides cell fields."""
 
-FORMATS = ("auto", "text", "check", "speed", "int", "float1", "float2", "percent", "ratio")
+FORMATS = ("auto", "text", "check", "speed", "approx1", "int", "float1", "float2", "percent", "ratio")
 
-TOP_KEYS = {"name", "report", "run", "defaults", "sections"}
-REPORT_KEYS = {"title", "blurb", "heading", "intro", "notes", "spec"}
+TOP_KEYS = {"name", "description", "report", "run", "defaults", "sections"}
+REPORT_KEYS = {"title", "blurb", "spec", "spec_note", "heading", "intro", "notes", "tight_notes"}
 RUN_KEYS = {"timeout_s": float, "inactivity_timeout_s": float, "prune_after_oom": bool}
 SECTION_KEYS = {"title", "text", "columns", "set", "grid", "exclude", "rows"}
 COLUMN_KEYS = {"header", "field", "text", "format", "labels"}
-ROW_EXTRA_KEYS = {"published", "labels"}
+ROW_EXTRA_KEYS = {"published", "published_gpu_mem_gb", "labels"}
 
 
 class MatrixError(ValueError):
@@ -57,7 +59,7 @@ class Column:
     text: str | None = None
     """A constant shown in every row (a dataset name, say), when there is no field."""
     format: str = "auto"
-    """How values print: auto, text, check (√/×), speed (~2190), int, float1, float2, percent, ratio."""
+    """How values print: auto, text, check (√/×), speed (~2190), approx1 (~18.2), int, float1, float2, percent, ratio."""
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     """Printed label for a value, keyed by the value as text ("2000000" = "2 Millions")."""
 
@@ -69,6 +71,8 @@ class Row:
     cell: Cell
     published: float | str | None = None
     """Published samples/sec, or "Fail" where the published run ran out of memory."""
+    published_gpu_mem_gb: float | None = None
+    """Published GPU memory in GB (the A100 report's "GPU Mem(GB)"), compared with the measured peak."""
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     """Printed text for this row only, keyed by column header."""
 
@@ -76,6 +80,7 @@ class Row:
 @dataclass(frozen=True, kw_only=True)
 class Section:
     title: str
+    """The section's heading; empty for a table printed without one (as under the A100 report's notes)."""
     text: str = ""
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
@@ -84,6 +89,8 @@ class Section:
 @dataclass(frozen=True, kw_only=True)
 class Matrix:
     name: str
+    description: str
+    """One line saying what the matrix measures, for `pfcbench matrices`."""
     path: Path
     report: dict[str, Any]
     run: dict[str, Any]
@@ -123,10 +130,13 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
         isinstance(name, str) and re.fullmatch(r"[^/\\\x00-\x1f]+", name) is not None and name not in (".", ".."),
         f"name: must be a folder name for the results (no '/', not '.' or '..'), not {name!r}",
     )
+    description = data.get("description", "")
+    expect(isinstance(description, str) and "\n" not in description.strip(), "description: must be one line of text")
     report = table(data, "report")
     check_keys(report, REPORT_KEYS, "[report]")
-    for key in ("title", "blurb", "heading", "intro"):
+    for key in ("title", "blurb", "heading", "intro", "spec_note"):
         expect(isinstance(report.get(key, ""), str), f"[report] {key}: must be text")
+    expect(isinstance(report.get("tight_notes", False), bool), "[report] tight_notes: must be true or false")
     notes = report.get("notes", [])
     expect(
         isinstance(notes, list) and all(isinstance(n, str) for n in notes), "[report] notes: must be a list of texts"
@@ -147,16 +157,24 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     sections = data.get("sections")
     expect(isinstance(sections, list) and sections, "sections: a matrix needs at least one [[sections]] table")
     parsed = tuple(parse_section(section, i, {**defaults}, overrides) for i, section in enumerate(sections, start=1))
-    return Matrix(name=name, path=path, report=report, run=run, sections=parsed, overrides=overrides)
+    return Matrix(
+        name=name,
+        description=description.strip(),
+        path=path,
+        report=report,
+        run=run,
+        sections=parsed,
+        overrides=overrides,
+    )
 
 
 def parse_section(section: Any, number: int, defaults: dict, overrides: dict) -> Section:
     where = f"sections[{number}]"
     expect(isinstance(section, dict), f"{where}: must be a table")
-    if isinstance(section.get("title"), str):
+    if isinstance(section.get("title"), str) and section["title"]:
         where = f"{where} ({section['title']!r})"
     check_keys(section, SECTION_KEYS, where)
-    expect(isinstance(section.get("title"), str) and section["title"], f"{where} title: every section needs a title")
+    expect(isinstance(section.get("title", ""), str), f"{where} title: must be text (leave it out for no heading)")
     expect(isinstance(section.get("text", ""), str), f"{where} text: must be text")
     fixed = table(section, "set", f"{where} set")
     check_cell_fields(fixed, f"{where} set")
@@ -183,8 +201,15 @@ def parse_section(section: Any, number: int, defaults: dict, overrides: dict) ->
             origin = next((name for name, layer in layers if field in layer), place)
             note = "" if origin == place else f" ({field} comes from {origin})"
             raise MatrixError(f"{where} {place}: {exc}{note}") from None
-        rows.append(Row(cell=cell, published=point.get("published"), labels=point.get("labels", {})))
-    return Section(title=section["title"], text=section.get("text", ""), columns=columns, rows=tuple(rows))
+        rows.append(
+            Row(
+                cell=cell,
+                published=point.get("published"),
+                published_gpu_mem_gb=point.get("published_gpu_mem_gb"),
+                labels=point.get("labels", {}),
+            )
+        )
+    return Section(title=section.get("title", ""), text=section.get("text", ""), columns=columns, rows=tuple(rows))
 
 
 def parse_columns(columns: Any, where: str) -> tuple[Column, ...]:
@@ -263,6 +288,11 @@ def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
         expect(
             published is None or published == "Fail" or (is_number(published) and published > 0),
             f'{place} published: must be a positive number or "Fail", not {published!r}',
+        )
+        memory_gb = row.get("published_gpu_mem_gb")
+        expect(
+            memory_gb is None or (is_number(memory_gb) and memory_gb > 0),
+            f"{place} published_gpu_mem_gb: must be a positive number of GB, not {memory_gb!r}",
         )
         labels = row.get("labels", {})
         expect(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -26,6 +25,7 @@ def time_windows(
     steps_per_window: int,
     heartbeat: Callable[[], None],
     measured: AbstractContextManager | None = None,
+    after_warmup: Callable[[], None] | None = None,
 ) -> dict:
     """Run the loop and return this rank's figures; window times are the slowest rank's.
 
@@ -33,12 +33,16 @@ def time_windows(
     reads its loss); tensors are read after the windows, so the loop adds no host sync of its own.
     Per-step times are host-clock times, the device's step times only where the step waits for the
     device (today's arcface_torch does, in Partial FC's backward); window times are always real.
-    `measured` is entered around the timed windows alone (a GPU power sampler, say).
+    `measured` is entered around the timed windows alone (a GPU power sampler, say);
+    `after_warmup` runs once between warm-up and the first window (to reset peak memory, say).
     """
     losses = []
     for _ in range(warmup_steps):
         losses.append(step())
         heartbeat()
+    synchronize(device)
+    if after_warmup is not None:
+        after_warmup()
     step_times_s = []
     window_times_s = []
     with measured or contextlib.nullcontext():
@@ -58,16 +62,4 @@ def time_windows(
         "window_times_s": slowest.tolist(),
         "step_times_s": step_times_s,
         "losses": [float(loss) for loss in losses],
-    }
-
-
-def summarise(window_times_s: list[float], steps_per_window: int, batch_size: int) -> dict:
-    """Global samples/sec per window, their median and spread."""
-    rates = [steps_per_window * batch_size / t for t in window_times_s]
-    return {
-        "samples_per_s": statistics.median(rates),
-        "samples_per_s_min": min(rates),
-        "samples_per_s_max": max(rates),
-        "samples_per_s_windows": rates,
-        "step_time_s_median": statistics.median(window_times_s) / steps_per_window,
     }

@@ -11,21 +11,20 @@ import tomllib
 from pathlib import Path
 
 import click
-import torch
 
 from bench.config import CHOICES, FIELD_TYPES, Cell
 from bench.matrix import MatrixError, load_matrix
-from bench.slurm import SlurmOptions
 
 
 def cell_options(func):
     """One option per cell field (--batch-size, --sample-rate, ...), defaulting to the Cell's.
 
-    --device defaults to cuda where a GPU is visible and to cpu elsewhere.
+    --device defaults to cuda where a GPU is visible and to cpu elsewhere, which torch is asked
+    only when a command runs without --device (never for --help).
     """
     for f in reversed(dataclasses.fields(Cell)):
         flag = "--" + f.name.replace("_", "-")
-        default = ("cuda" if torch.cuda.is_available() else "cpu") if f.name == "device" else f.default
+        default = default_device if f.name == "device" else f.default
         kind = click.Choice(CHOICES[f.name]) if f.name in CHOICES else FIELD_TYPES[f.name]
         extra = {"help": FIELD_DOCS.get(f.name, ""), "default": default, "show_default": True}
         if kind is bool:
@@ -34,6 +33,12 @@ def cell_options(func):
             option = click.option("--nproc" if f.name == "nproc_per_node" else flag, f.name, type=kind, **extra)
         func = option(func)
     return func
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def field_docs() -> dict[str, str]:
@@ -64,13 +69,35 @@ def timeout_options(func):
     return func
 
 
+RERUN = ("failed", "all")
+"""What --rerun runs again: failed cells (error, timeout) or all."""
+
+
 class MatrixUsageError(click.ClickException):
     """A matrix that cannot run: one line, exit code 2, nothing run or written."""
 
     exit_code = 2
 
 
-SMOKE = Path(__file__).parent / "matrices" / "smoke.toml"
+PACKAGED = Path(__file__).parent / "matrices"
+"""The matrices that ship with pfcbench, each known by its file name less .toml."""
+
+
+def packaged_matrices() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(PACKAGED.glob("*.toml"))}
+
+
+def matrix_file(name_or_path: str | None) -> Path:
+    """A matrix by its file, or by the name of one that ships with pfcbench (smoke when None)."""
+    path = Path(name_or_path or "smoke")
+    packaged = packaged_matrices()
+    if path.exists():
+        return path
+    if path.name in packaged and len(path.parts) == 1:
+        return packaged[path.name]
+    if path.suffix != ".toml" and len(path.parts) == 1:
+        raise MatrixUsageError(f"{path}: no such matrix file, nor a packaged matrix ({', '.join(packaged)})")
+    return path
 
 
 def parse_settings(settings: tuple[str, ...]) -> dict:
@@ -88,9 +115,10 @@ def parse_settings(settings: tuple[str, ...]) -> dict:
 
 
 def with_matrix(func):
-    """The MATRIX argument and the overrides that adapt it to this machine; passes `matrix`."""
+    """The MATRIX argument (a file, or the name of a packaged matrix) and the overrides that adapt it
+    to this machine; passes `matrix`."""
 
-    @click.argument("matrix_path", metavar="[MATRIX]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("matrix_path", metavar="[MATRIX]", required=False)
     @click.option(
         "--results",
         "results_root",
@@ -114,7 +142,7 @@ def with_matrix(func):
         options = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "max_memory_gib": max_memory_gib}
         overrides = {k: v for k, v in options.items() if v is not None} | parse_settings(settings)
         try:
-            matrix = load_matrix(matrix_path or SMOKE, overrides)
+            matrix = load_matrix(matrix_file(matrix_path), overrides)
         except MatrixError as exc:
             raise MatrixUsageError(str(exc)) from None
         return func(matrix=matrix, **kwargs)
@@ -147,20 +175,31 @@ def with_launcher(func):
         metavar="ARG",
         help="A further sbatch option (repeatable), e.g. --sbatch-arg=--exclusive.",
     )
+    @click.option(
+        "--cpus-per-gpu",
+        type=int,
+        default=None,
+        help="CPU cores a CUDA cell's Slurm job asks for per GPU.  [default: 4]",
+    )
     @functools.wraps(func)
-    def wrapper(launcher, partition, account, slurm_time, sbatch_args, **kwargs):
+    def wrapper(launcher, partition, account, slurm_time, sbatch_args, cpus_per_gpu, **kwargs):
         if launcher == "local":
-            if partition or account or slurm_time or sbatch_args:
-                raise click.UsageError("--partition, --account, --slurm-time and --sbatch-arg need --launcher slurm")
+            if partition or account or slurm_time or sbatch_args or cpus_per_gpu:
+                raise click.UsageError(
+                    "--partition, --account, --slurm-time, --sbatch-arg and --cpus-per-gpu need --launcher slurm"
+                )
             return func(slurm=None, **kwargs)
+        from bench.slurm import SlurmOptions
+
         if shutil.which("sbatch") is None:
             raise click.ClickException(
                 "--launcher slurm: sbatch is not on PATH; run from a machine that submits Slurm jobs"
             )
         try:
             options = SlurmOptions(
-                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args)
-            )
+                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args),
+                cpus_per_gpu=cpus_per_gpu or SlurmOptions.cpus_per_gpu,
+            )  # fmt: skip
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         return func(slurm=options, **kwargs)

@@ -19,10 +19,7 @@ import pandas as pd
 from bench.config import Cell
 from bench.machine import server_spec
 from bench.matrix import METRICS, Column, Matrix, Row, Section, load_matrix
-from bench.results import latest_by_cell, read_records
-
-MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
-"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
+from bench.results import ReportError, is_ok, latest_by_cell, mark, read_records
 
 LEGEND = {
     "Error": "the job failed for a reason other than memory (see the record's error in results.jsonl)",
@@ -37,6 +34,8 @@ AUTO_FORMATS = {
     "published": "speed",
     "spread": "percent",
     "ratio": "ratio",
+    "published_gpu_mem_gb": "approx1",
+    "gpu_mem_ratio": "ratio",
     "step_time_ms": "float1",
     "gpu_mem_gb": "float1",
     "peak_allocated_gib": "float2",
@@ -49,6 +48,7 @@ FORMATTERS = {
     "text": str,
     "check": lambda value: "√" if value else "×",
     "speed": lambda value: f"~{round(value)}",
+    "approx1": lambda value: f"~{value:.1f}",
     "int": lambda value: str(round(value)),
     "float1": lambda value: f"{value:.1f}",
     "float2": lambda value: f"{value:.2f}",
@@ -76,27 +76,25 @@ MEMORY_KEYS = {
 
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
 
+PUBLISHED_COLUMNS = {
+    "samples_per_s": (Column(header="Published", field="published"), Column(header="Ratio", field="ratio")),
+    "gpu_mem_gb": (
+        Column(header="Published Mem(GB)", field="published_gpu_mem_gb"),
+        Column(header="Mem ratio", field="gpu_mem_ratio"),
+    ),
+}
+"""Columns a report adds after a measured one where rows have a published figure to set beside it."""
 
-class ReportError(ValueError):
-    """A results directory that cannot be reported: a missing or unreadable file."""
+FAIL_AGAINST_FAIL = {
+    (True, True): "both Fail",
+    (True, False): "measured Fail",
+    (False, True): "published Fail",
+}
+"""The ratio column of a row where the cell (first) or the published run (second) ran out of memory."""
 
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def is_ok(record: dict | None) -> bool:
-    return record is not None and record.get("status") == "ok"
-
-
-def mark(record: dict | None) -> str:
-    """The printed mark of a cell that has no samples/sec: Fail, Error, Timeout, Skipped or —."""
-    return MARKS.get(record["status"] if record else None, "Error")
-
-
-def speed_text(record: dict | None) -> str:
-    """Samples/sec as the published reports print it (~2190), or the cell's mark."""
-    return f"~{round(record['samples_per_s'])}" if is_ok(record) else mark(record)
 
 
 def metric_value(name: str, row: Row, record: dict | None) -> Any:
@@ -105,9 +103,13 @@ def metric_value(name: str, row: Row, record: dict | None) -> Any:
         return row.published
     if name == "status":
         return record["status"] if record else "not run"
+    if name == "published_gpu_mem_gb":
+        return row.published_gpu_mem_gb
     if name == "ratio":
-        measured = record["samples_per_s"] if is_ok(record) else None
-        return measured / row.published if is_number(measured) and is_number(row.published) else None
+        return speed_ratio(row, record)
+    if name == "gpu_mem_ratio":
+        measured = metric_value("gpu_mem_gb", row, record)
+        return measured / row.published_gpu_mem_gb if is_number(measured) and row.published_gpu_mem_gb else None
     if not is_ok(record):
         return mark(record) if name == "samples_per_s" else None
     if name == "spread":
@@ -116,6 +118,35 @@ def metric_value(name: str, row: Row, record: dict | None) -> Any:
     key, factor = SCALED_METRICS[name]
     value = record.get(key)
     return value * factor if is_number(value) else None
+
+
+def speed_ratio(row: Row, record: dict | None) -> float | str | None:
+    """Measured over published samples/sec; where either ran out of memory, which did (see FAIL_AGAINST_FAIL)."""
+    measured_fail = record is not None and record.get("status") == "oom"
+    if (measured_fail or is_ok(record)) and (row.published == "Fail" or is_number(row.published)):
+        if measured_fail or row.published == "Fail":
+            return FAIL_AGAINST_FAIL[(measured_fail, row.published == "Fail")]
+        return record["samples_per_s"] / row.published
+    return None
+
+
+def with_published(section: Section) -> tuple[Column, ...]:
+    """The section's columns plus Published and Ratio after each measured column that rows have a published figure for.
+
+    A section that shows a published column itself is left as written.
+    """
+    fields = {c.field for c in section.columns}
+    has_figure = {
+        "samples_per_s": any(row.published is not None for row in section.rows),
+        "gpu_mem_gb": any(row.published_gpu_mem_gb is not None for row in section.rows),
+    }
+    columns = []
+    for column in section.columns:
+        columns.append(column)
+        added = PUBLISHED_COLUMNS.get(column.field, ())
+        if has_figure.get(column.field) and not fields & {c.field for c in added}:
+            columns.extend(added)
+    return tuple(columns)
 
 
 def format_value(value: Any, fmt: str, field: str | None) -> str:
@@ -141,10 +172,14 @@ def cell_text(column: Column, row: Row, record: dict | None) -> str:
     return format_value(value, column.format, column.field)
 
 
-def section_frame(section: Section, records_by_id: dict[str, dict]) -> pd.DataFrame:
-    """The section's table as text, one row per matrix row, columns in the matrix's order."""
-    rows = [[cell_text(c, row, records_by_id.get(row.cell.cell_id)) for c in section.columns] for row in section.rows]
-    return pd.DataFrame(rows, columns=[c.header for c in section.columns])
+def section_frame(section: Section, records_by_id: dict[str, dict], *, as_published: bool = False) -> pd.DataFrame:
+    """The section's table as text, one row per matrix row, columns in the matrix's order.
+
+    Unless as_published, rows with a published figure get it and the ratio beside the measured one.
+    """
+    columns = section.columns if as_published else with_published(section)
+    rows = [[cell_text(c, row, records_by_id.get(row.cell.cell_id)) for c in columns] for row in section.rows]
+    return pd.DataFrame(rows, columns=[c.header for c in columns])
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -164,12 +199,19 @@ def legend(frame: pd.DataFrame, records: list[dict | None]) -> str:
 
 
 def spec_frame(env: dict[str, Any], overrides: dict[str, str]) -> pd.DataFrame:
-    """The "Test Server Spec" rows; a matrix spec key replaces every row of that key (lines become rows)."""
-    rows = list(server_spec(env))
+    """The "Test Server Spec" rows, in the order of the matrix's spec (its lines become rows).
+
+    A key the matrix gives replaces the measured rows of that key; a measured key it does not give
+    keeps its place before the next one it does (System before CPU, Cooling after GPU).
+    """
+    measured = list(server_spec(env))
+    rows: list[tuple[str, str]] = []
     for key, value in overrides.items():
-        place = next((i for i, (k, _) in enumerate(rows) if k == key), len(rows))
-        rows = [r for r in rows if r[0] != key]
-        rows[place:place] = [(key, line) for line in value.strip().splitlines() or [""]]
+        place = next((i for i, (k, _) in enumerate(measured) if k == key), 0)
+        rows += [r for r in measured[:place] if r[0] not in overrides]
+        measured = measured[place:]
+        rows += [(key, line) for line in value.strip().splitlines() or [""]]
+    rows += [r for r in measured if r[0] not in overrides]
     return pd.DataFrame(rows, columns=["Key", "Value"])
 
 
@@ -229,11 +271,13 @@ def render_markdown(
     *,
     plots_dir: Path | None = None,
     markdown_dir: Path | None = None,
+    as_published: bool = False,
 ) -> str:
     """The report of a matrix: records_by_id maps cell id -> latest record, env is describe_machine().
 
     With plots_dir, each section with a finished cell gets a PNG there, linked relative to
-    markdown_dir (default plots_dir), where the markdown is meant to be saved.
+    markdown_dir (default plots_dir), where the markdown is meant to be saved. as_published leaves
+    out the Published and Ratio columns a matrix does not ask for itself.
     """
     report = matrix.report
     notes = [*report.get("notes", []), provenance(matrix, records_by_id)]
@@ -242,23 +286,27 @@ def render_markdown(
         report.get("blurb", "").strip(),
         "## Test Server Spec",
         markdown_table(spec_frame(env, report.get("spec", {}))),
+        report.get("spec_note", "").strip(),
         f"## {report['heading']}" if report.get("heading") else "",
         report.get("intro", "").strip(),
-        "\n\n".join(f"{i}. {note}" for i, note in enumerate(notes, start=1)),
+        ("\n" if report.get("tight_notes") else "\n\n").join(f"{i}. {note}" for i, note in enumerate(notes, start=1)),
     ]
     for number, section in enumerate(matrix.sections, start=1):
         plot = None
         if plots_dir is not None:
             plot = plot_section(section, records_by_id, Path(plots_dir) / f"{matrix.name}-section-{number}.png")
-        parts += section_parts(section, records_by_id, plot, Path(markdown_dir or plots_dir or "."))
+        parts += section_parts(section, records_by_id, plot, Path(markdown_dir or plots_dir or "."), as_published)
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def section_parts(section: Section, records_by_id: dict[str, dict], plot: Path | None, markdown_dir: Path) -> list[str]:
-    frame = section_frame(section, records_by_id)
+def section_parts(
+    section: Section, records_by_id: dict[str, dict], plot: Path | None, markdown_dir: Path, as_published: bool
+) -> list[str]:
+    frame = section_frame(section, records_by_id, as_published=as_published)
     records = [records_by_id.get(row.cell.cell_id) for row in section.rows]
-    link = f"![{section.title}]({Path(os.path.relpath(plot, markdown_dir)).as_posix()})" if plot else ""
-    return [f"### {section.title}", section.text.strip(), markdown_table(frame), legend(frame, records), link]
+    link = f"![{section.title or 'plot'}]({Path(os.path.relpath(plot, markdown_dir)).as_posix()})" if plot else ""
+    heading = f"### {section.title}" if section.title else ""
+    return [heading, section.text.strip(), markdown_table(frame), legend(frame, records), link]
 
 
 def varying_fields(section: Section) -> list[str]:
@@ -365,7 +413,12 @@ def load_run(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix
 
 
 def write_report(
-    results_dir: Path, *, out: Path | None = None, fmt: str = "md", matrix_path: Path | None = None
+    results_dir: Path,
+    *,
+    out: Path | None = None,
+    fmt: str = "md",
+    matrix_path: Path | None = None,
+    as_published: bool = False,
 ) -> Path:
     """Render a results directory to out (default report/<name>.<fmt>, PNG plots beside a markdown one)."""
     matrix, records = load_run(results_dir, matrix_path)
@@ -373,7 +426,9 @@ def write_report(
     out = Path(out or Path("report") / f"{matrix.name}{FORMAT_SUFFIXES[fmt]}")
     if fmt == "md":
         env = read_json(Path(results_dir) / "env.json")
-        text = render_markdown(matrix, latest, env, plots_dir=out.parent, markdown_dir=out.parent)
+        text = render_markdown(
+            matrix, latest, env, plots_dir=out.parent, markdown_dir=out.parent, as_published=as_published
+        )
     else:
         text = export(list(latest.values()), fmt)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The results file: append-only JSON lines, one record per finished cell attempt.
+"""The results file: append-only JSON lines, one record per finished cell attempt, and how a record reads.
 
 A record is written whole or not at all: one write of one line, flushed and fsynced. A line that
 a crash or a full disk cut short is never a record; it is dropped before the next append.
@@ -13,6 +13,26 @@ from pathlib import Path
 
 FINAL = ("ok", "oom", "error", "timeout", "skipped")
 FAILED = ("error", "timeout")
+MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
+"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
+
+
+class ReportError(ValueError):
+    """A results directory that cannot be reported: a missing or unreadable file."""
+
+
+def is_ok(record: dict | None) -> bool:
+    return record is not None and record.get("status") == "ok"
+
+
+def mark(record: dict | None) -> str:
+    """The printed mark of a cell that has no samples/sec: Fail, Error, Timeout, Skipped or —."""
+    return MARKS.get(record["status"] if record else None, "Error")
+
+
+def speed_text(record: dict | None) -> str:
+    """Samples/sec as the published reports print it (~2190), or the cell's mark."""
+    return f"~{round(record['samples_per_s'])}" if is_ok(record) else mark(record)
 
 
 def write_atomic(path: Path, text: str) -> None:

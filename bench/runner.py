@@ -12,20 +12,17 @@ import json
 import shutil
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import __version__
 from bench.config import Cell
-from bench.launch import SCHEMA, Launch, holds_rank0, run_cell
+from bench.launch import Launch, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
+from bench.records import holds_rank0, skipped_record
 from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
 from bench.slurm import SlurmOptions, run_cell_slurm
-
-RERUN = ("failed", "all")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,21 +70,6 @@ def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
     return None
 
 
-def skipped_record(cell: Cell, cause: dict) -> dict:
-    return {
-        "schema": SCHEMA,
-        "cell_id": cell.cell_id,
-        "config": cell.to_dict(),
-        "world_size": cell.world_size,
-        "per_gpu_batch": cell.per_gpu_batch,
-        "status": "skipped",
-        "reason": f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}",
-        "started_at": time.time(),
-        "duration_s": 0.0,
-        "harness_version": __version__,
-    }
-
-
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Let SIGTERM unwind like Ctrl-C, so that the cell in flight is killed and nothing is torn."""
@@ -126,6 +108,24 @@ def run_cells(
         (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
 
 
+def describe_compute_nodes(env_file: Path, workdir: Path, record: dict) -> None:
+    """Make env.json describe the nodes a Slurm job ran on, with the GPUs its ranks used.
+
+    The machine that submits the jobs (a login node, often without GPUs) is named apart.
+    """
+    described = sorted(workdir.glob("machine-*.json"))
+    if not described:
+        return
+    env = json.loads(described[0].read_text())
+    env["gpus"] = [
+        {"index": i, "name": gpu.get("name"), "memory_mib": gpu.get("memory_mib"), "uuid": gpu.get("uuid"),
+         "host": gpu["host"], "rank": gpu["rank"]}
+        for i, gpu in enumerate(record["gpus"])
+    ]  # fmt: skip
+    env.update(launcher="slurm", nodes=record["hosts"], submitted_from=socket.gethostname())
+    write_atomic(env_file, json.dumps(env, indent=2) + "\n")
+
+
 def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
     """Run a cell in a scratch folder of this node; return its record and whether this node records it.
 
@@ -138,6 +138,8 @@ def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None =
     launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
     record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
     records_here = slurm is not None or holds_rank0(cell, workdir)
+    if slurm is not None and record["status"] == "ok":
+        describe_compute_nodes(plan.results_dir / "env.json", workdir, record)
     if record["status"] != "ok":
         logs = plan.results_dir / "logs"
         logs.mkdir(exist_ok=True)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
-from bench.launch import Launch, build_record, classify, last_activity, log_tail, read_ranks, worker_env
+from bench.launch import Launch, worker_env
+from bench.records import LOG_SCAN_CHARS, build_record, classify, log_tail, read_ranks
 
 POLL_S = 1.0
 COMMAND_TIMEOUT_S = 60.0
@@ -50,8 +51,12 @@ class SlurmOptions:
     """Slurm's limit on one cell (--time): minutes, or a Slurm time such as 1:30:00; None is the partition's."""
     sbatch_args: tuple[str, ...] = ()
     """Further sbatch options, each one argument: ("--qos=high", "--exclusive")."""
+    cpus_per_gpu: int = 4
+    """CPU cores a CUDA cell's job asks for per GPU (its ranks' data and launch threads)."""
 
     def __post_init__(self) -> None:
+        if self.cpus_per_gpu < 1:
+            raise ValueError(f"--cpus-per-gpu must be at least 1, not {self.cpus_per_gpu}")
         if self.time_limit is not None and not TIME_LIMIT.fullmatch(str(self.time_limit)):
             raise ValueError(
                 f"Slurm time limit {self.time_limit!r}: give minutes (30) or [days-]hours:minutes:seconds (1:30:00)"
@@ -97,9 +102,13 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
 
 def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     """sbatch's command line: one task per node; the job's output is the cell's torchrun.log."""
-    resources = [f"--gpus-per-node={cell.nproc_per_node}"] if cell.device == "cuda" else []
-    if cell.device == "cpu":
-        resources.append(f"--cpus-per-task={cell.nproc_per_node}")
+    if cell.device == "cuda":
+        resources = [
+            f"--gpus-per-node={cell.nproc_per_node}",
+            f"--cpus-per-task={cell.nproc_per_node * options.cpus_per_gpu}",
+        ]
+    else:
+        resources = [f"--cpus-per-task={cell.nproc_per_node}"]
     optional = {"--partition": options.partition, "--account": options.account, "--time": options.time_limit}
     return [
         "sbatch", "--parsable", f"--job-name=pfcbench-{cell.cell_id}",
@@ -111,9 +120,9 @@ def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     ]  # fmt: skip
 
 
-def job_env(cell: Cell) -> dict[str, str]:
+def job_env(cell: Cell, launch: Launch) -> dict[str, str]:
     """The workers' environment, less the SLURM_* variables of a job this runner itself runs in (SLURM_CONF stays)."""
-    env = worker_env(cell)
+    env = worker_env(cell, launch)
     inherited = [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]
     for key in inherited:
         del env[key]
@@ -173,19 +182,17 @@ def wait_job(job_id: str, workdir: Path, launch: Launch) -> tuple[JobState | Non
     The wall-clock and inactivity clocks start when the job leaves the queue: waiting is not the
     cell's fault. At either limit the job is cancelled.
     """
-    started = time.time()
-    watched = [workdir / "heartbeat", workdir / "torchrun.log"]
+    watchdog = launch.watchdog(workdir)
     while True:
         state = job_state(job_id)
-        now = time.time()
         if state is None or state.name in FINISHED:
-            return state, None, started
+            return state, None, watchdog.started
         if state.name == "PENDING":
-            started = now
-        elif now - started > launch.timeout_s:
-            return cancel(job_id), f"wall-clock timeout after {launch.timeout_s:g} s", started
-        elif now - last_activity(watched, started) > launch.inactivity_timeout_s:
-            return cancel(job_id), f"no progress for {launch.inactivity_timeout_s:g} s", started
+            watchdog.restart()
+        else:
+            reason = watchdog.expired()
+            if reason:
+                return cancel(job_id), reason, watchdog.started
         time.sleep(POLL_S)
 
 
@@ -215,12 +222,15 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     job_id = None
     try:
         with signals_deferred():
-            job_id = submit(sbatch_argv(cell, workdir, options), job_env(cell))
+            job_id = submit(sbatch_argv(cell, workdir, options), job_env(cell, launch))
         state, timeout, started = wait_job(job_id, workdir, launch)
     except SlurmError as exc:
         note(workdir, f"pfcbench: sbatch refused the cell: {exc}")
-        record = build_record(cell, [], "error", error=str(exc), started=started, duration_s=time.time() - started)
-        return dict(record, slurm_job_id=None, slurm_state=None)
+        duration_s = time.time() - started
+        return build_record(
+            cell, [], "error", error=str(exc), started=started, duration_s=duration_s,
+            slurm_job_id=None, slurm_state=None,
+        )  # fmt: skip
     except BaseException:
         if job_id is not None:
             cancel(job_id)
@@ -228,12 +238,12 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     returncode, out_of_time, error = ending(job_id, state, workdir)
     timeout = timeout or out_of_time
     ranks = read_ranks(workdir)
-    status = classify(ranks, cell.world_size, returncode, timeout)
+    status = classify(ranks, cell.world_size, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
     note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
-    record = build_record(
-        cell, ranks, status, error=timeout or error, started=started, duration_s=time.time() - started
-    )
-    return dict(record, slurm_job_id=job_id, slurm_state=state.name if state else None)
+    return build_record(
+        cell, ranks, status, error=timeout or error, started=started, duration_s=time.time() - started,
+        slurm_job_id=job_id, slurm_state=state.name if state else None,
+    )  # fmt: skip
 
 
 def note(workdir: Path, line: str) -> None:

@@ -9,49 +9,71 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import distributed
 
+from bench import peers
 from bench.config import Cell
-from bench.launch import die_with_parent
-from bench.machine import GpuSampler, cpu_peak_rss_mib
+from bench.lifetime import die_with_parent
+from bench.machine import describe_machine
 from bench.measure import time_windows
+from bench.oom import mentions_oom
 from bench.results import write_atomic
+from bench.telemetry import GpuSampler, cpu_peak_rss_mib
+from bench.watchdog import PG_TIMEOUT_ENV
 from bench.workload.step import Step, build_step
-
-ALLOCATION_FAILURES = (
-    "DefaultCPUAllocator: can't allocate memory",
-    "CUBLAS_STATUS_ALLOC_FAILED",
-    "CUDNN_STATUS_ALLOC_FAILED",
-    "Failed to CUDA calloc",
-    "cudaErrorMemoryAllocation",
-    "CUDA error: out of memory",
-    "'out of memory'",  # NCCL: "ncclUnhandledCudaError: ... Cuda failure 2 'out of memory'"
-)
-"""Allocation failures that torch reports as plain RuntimeErrors; their text is all there is."""
 
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")
 UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 MIB = 2**20
+BEAT_INTERVAL_S = 1.0
+
+
+class Heartbeat:
+    """Touches OUT/heartbeat to show the launcher's watchdog that the rank is alive.
+
+    A timed step beats at most once per interval_s: on a cluster's shared filesystem a touch is a
+    network round trip, which must not land in every measured step.
+    """
+
+    def __init__(self, path: Path, interval_s: float = BEAT_INTERVAL_S) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.last_beat = -math.inf
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last_beat >= self.interval_s:
+            self.path.touch()
+            self.last_beat = now
+
+    def now(self) -> None:
+        """Beat whatever the interval: after a set-up stage, which takes far longer than a second."""
+        self.path.touch()
+        self.last_beat = time.monotonic()
 
 
 def classify(exc: BaseException) -> str:
     """oom for a failed allocation anywhere (torch, cuBLAS, cuDNN, NCCL, the CPU allocator), else error."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+    # torch.cuda.OutOfMemoryError is torch.OutOfMemoryError from torch 2.5 on, and exists before it.
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return "oom"
-    if isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in ALLOCATION_FAILURES):
+    if isinstance(exc, RuntimeError) and mentions_oom(str(exc)):
         return "oom"
     return "error"
 
@@ -69,16 +91,45 @@ def address_space_bytes() -> int:
     raise RuntimeError("no VmSize in /proc/self/status")
 
 
-def cap_memory(cell: Cell, device: torch.device) -> None:
-    """Emulate a smaller memory: a CUDA memory fraction, or an address-space limit on the CPU.
+def cuda_overhead_bytes(device: torch.device) -> int:
+    """Device memory in use outside torch's caching allocator once NCCL, cuBLAS and cuDNN are up.
 
-    On the CPU the cap is what the rank may map beyond what it holds once torch and the process
-    group are up, so that it means the same whatever the size of the libraries.
+    The CUDA context, the NCCL communicator's buffers and the cuBLAS/cuDNN handles are created on
+    first use, so one small collective, matmul and convolution run first. Memory other processes
+    hold on the device counts too: it is not there for this rank either.
+    """
+    x = torch.ones(8, 8, device=device)
+    distributed.all_reduce(x)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        (x.to(dtype) @ x.to(dtype)).sum().item()
+    torch.nn.functional.conv2d(torch.ones(1, 3, 8, 8, device=device), torch.ones(4, 3, 3, 3, device=device))
+    torch.cuda.synchronize(device)
+    free_bytes, total_bytes = torch.cuda.mem_get_info(device)
+    return total_bytes - free_bytes - torch.cuda.memory_reserved(device)
+
+
+def memory_fraction(cap_bytes: int, overhead_bytes: int, total_bytes: int) -> float:
+    """The caching allocator's share of a device, so that it and the overhead together fill the cap."""
+    if cap_bytes <= overhead_bytes:
+        raise torch.cuda.OutOfMemoryError(
+            f"CUDA out of memory: a cap of {cap_bytes / MIB:.0f} MiB leaves nothing beyond the "
+            f"{overhead_bytes / MIB:.0f} MiB that the CUDA context, NCCL, cuBLAS and cuDNN hold"
+        )
+    return min(1.0, (cap_bytes - overhead_bytes) / total_bytes)
+
+
+def cap_memory(cell: Cell, device: torch.device, overhead_bytes: int) -> None:
+    """Emulate a smaller memory: a device of max_memory_gib in all on CUDA, an address-space limit on the CPU.
+
+    On CUDA the cap is the device's whole memory, as a smaller card has it: the caching allocator
+    gets what is left after the overhead outside it. On the CPU the cap is what the rank may map
+    beyond what it holds once torch and the process group are up, so that it means the same
+    whatever the size of the libraries.
     """
     cap_bytes = int(cell.max_memory_gib * 2**30)
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_bytes / total), device)
+        torch.cuda.set_per_process_memory_fraction(memory_fraction(cap_bytes, overhead_bytes, total), device)
     else:
         limit = address_space_bytes() + cap_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -94,23 +145,17 @@ def peak_memory(device: torch.device) -> dict:
     return {"peak_allocated_mib": None, "peak_reserved_mib": None, "peak_rss_mib": cpu_peak_rss_mib()}
 
 
-def nvml_index(cuda_index: int) -> int:
-    """NVML's number of a CUDA device, through CUDA_VISIBLE_DEVICES where it lists numbers."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    numbers = [v.strip() for v in visible.split(",") if v.strip()]
-    if numbers and all(v.isdigit() for v in numbers):
-        return int(numbers[cuda_index])
-    return cuda_index
+def pg_timeout() -> timedelta:
+    return timedelta(seconds=float(os.environ.get(PG_TIMEOUT_ENV, 1800)))
 
 
-def set_up(cell: Cell, out: Path) -> tuple[Step, Callable[[], None]]:
-    """Join the process group, apply the memory cap and build the step; returns it and a heartbeat."""
-    heartbeat = out / "heartbeat"
+def set_up(cell: Cell, out: Path, figures: dict) -> tuple[Step, Heartbeat]:
+    """Join the process group, apply the memory cap and build the step; returns it and a heartbeat.
 
-    def beat() -> None:
-        heartbeat.touch()
-
-    beat()
+    On CUDA, figures gets the overhead outside the caching allocator (cuda_overhead_mib).
+    """
+    beat = Heartbeat(out / "heartbeat")
+    beat.now()
     local_rank = int(os.environ["LOCAL_RANK"])
     if cell.device == "cuda":
         device = torch.device("cuda", local_rank)
@@ -120,20 +165,46 @@ def set_up(cell: Cell, out: Path) -> tuple[Step, Callable[[], None]]:
     distributed.init_process_group(
         "nccl" if device.type == "cuda" else "gloo",
         device_id=device if device.type == "cuda" else None,
-        timeout=timedelta(minutes=10),
+        timeout=pg_timeout(),
     )
-    beat()
+    beat.now()
+    overhead_bytes = 0
+    if device.type == "cuda":
+        overhead_bytes = cuda_overhead_bytes(device)
+        figures["cuda_overhead_mib"] = overhead_bytes / MIB
     if cell.max_memory_gib is not None:
-        cap_memory(cell, device)
+        cap_memory(cell, device, overhead_bytes)
     step = build_step(cell, device, distributed.get_rank())
-    beat()
+    beat.now()
     return step, beat
 
 
+def cuda_device(device: torch.device) -> dict:
+    """What CUDA says of this rank's device: its UUID (to find it in NVML), name and memory."""
+    props = torch.cuda.get_device_properties(device)
+    return {"uuid": str(props.uuid), "name": props.name, "memory_mib": props.total_memory // MIB}
+
+
 def measure(cell: Cell, step: Step, beat: Callable[[], None]) -> dict:
-    """Time the step and return this rank's figures: times, losses, memory, its GPU's telemetry."""
+    """Time the step and return this rank's figures: times, losses, memory, its GPU's telemetry.
+
+    Peak memory is reset after warm-up: cuDNN's autotuning tries workspaces sized from the free
+    memory of the card, which no measured step needs. The warm-up's own peak is kept apart.
+    """
     device = step.device
-    sampler = GpuSampler([nvml_index(device.index)] if device.type == "cuda" else [])
+    devices = [cuda_device(device)] if device.type == "cuda" else []
+    sampler = GpuSampler([d["uuid"] for d in devices])
+    warmup: dict = {}
+
+    def after_warmup() -> None:
+        if device.type == "cuda":
+            warmup.update(
+                warmup_peak_allocated_mib=torch.cuda.max_memory_allocated(device) / MIB,
+                warmup_peak_reserved_mib=torch.cuda.max_memory_reserved(device) / MIB,
+            )
+            torch.cuda.reset_peak_memory_stats(device)
+        warmup["warmup_skipped_steps"] = step.num_skipped_steps
+
     figures = time_windows(
         step,
         device=device,
@@ -142,8 +213,17 @@ def measure(cell: Cell, step: Step, beat: Callable[[], None]) -> dict:
         steps_per_window=cell.steps_per_window,
         heartbeat=beat,
         measured=sampler,
+        after_warmup=after_warmup,
     )
-    return {**figures, **peak_memory(device), "gpus": sampler.summary()}
+    gpus = [{**d, **{k: v for k, v in nvml.items() if v is not None}} for d, nvml in zip(devices, sampler.summary())]
+    scaler = {}
+    if step.scaler is not None:
+        scaler = {
+            "grad_scale": step.scaler.get_scale(),
+            "skipped_steps": step.num_skipped_steps - warmup["warmup_skipped_steps"],
+        }
+    gpus = gpus or [dict(d, nvml="unavailable") for d in devices]
+    return {**figures, **peak_memory(device), **warmup, **scaler, "gpus": gpus}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     step = None
     try:
-        step, beat = set_up(cell, args.out)
+        step, beat = set_up(cell, args.out, record)
+        peers.watch(record["world_size"], rank, lambda found: leave_after_peer(record, step, found, args.out))
         record.update(measure(cell, step, beat), status="ok")
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then the rank leaves
         record.update(
@@ -175,14 +256,40 @@ def main(argv: list[str] | None = None) -> int:
             traceback=traceback.format_exc()[-4000:],
             oom_bytes=bytes_asked(exc),
         )
-    write_atomic(args.out / f"rank-{rank}.json", json.dumps(record))
-    if record["status"] != "ok":
-        print(f"rank {rank}: {record['status']} in {record['phase']}: {record['error'][-300:]}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(1)
+        peers.announce(record)
+        leave_failed(dict(record, peer_failures=peers.failures(record["world_size"], rank)), args.out)
+    with LEAVING:  # a peer's failure seen from now on is the collectives' to report
+        write_atomic(args.out / f"rank-{rank}.json", json.dumps(record))
     share_with_every_node(record, args.out)
+    describe_node(args.out)
     distributed.destroy_process_group()
     return 0
+
+
+LEAVING = threading.Lock()
+"""Held by the one thread that writes this rank's file: the main one, or the peer watcher."""
+
+
+def leave_failed(record: dict, out: Path) -> NoReturn:
+    """Write this rank's file and leave at once, so that torchrun tears the other ranks down."""
+    LEAVING.acquire()  # the other thread, if it got here first, is leaving the process already
+    write_atomic(out / f"rank-{record['rank']}.json", json.dumps(record))
+    print(f"rank {record['rank']}: {record['status']} in {record['phase']}: {record['error'][-300:]}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def leave_after_peer(record: dict, step: Step, found: list[dict], out: Path) -> None:
+    """Another rank failed (on this node or another): record its failure beside this rank's and leave."""
+    first = found[0]
+    error = f"rank {first['rank']} on {first['host']} failed first: {first['status']} in {first['phase']}"
+    leave_failed(dict(record, status="error", phase=step.phase, error=error, peer_failures=found), out)
+
+
+def describe_node(out: Path) -> None:
+    """Local rank 0 writes OUT/machine-HOST.json: under Slurm the runner's own machine is not the one that ran."""
+    if os.environ["LOCAL_RANK"] == "0":
+        write_atomic(out / f"machine-{socket.gethostname()}.json", json.dumps(describe_machine()))
 
 
 def share_with_every_node(record: dict, out: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.workload.backbones import BACKBONES, FLOPS_PER_SAMPLE, build_backbone
+from bench.workload.backbones import BACKBONES, MACS_PER_SAMPLE, build_backbone
 
 PARAMS = {
     "r18": 24_025_600,
@@ -130,15 +130,15 @@ def test_none_needs_no_image_and_trains_its_scale() -> None:
     assert not any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", sorted(FLOPS_PER_SAMPLE))
+@pytest.mark.parametrize("name", sorted(MACS_PER_SAMPLE))
 def test_flops_per_sample_matches_counted_multiply_adds(name: str) -> None:
     with torch.device("meta"):
         model = build_backbone(name, 512)
-    assert _count_macs(model) == pytest.approx(FLOPS_PER_SAMPLE[name], rel=0.005)
+    assert _count_macs(model) == pytest.approx(MACS_PER_SAMPLE[name], rel=0.005)
 
 
 def test_flops_cover_every_real_backbone() -> None:
-    assert set(FLOPS_PER_SAMPLE) == set(BACKBONES) - {"none"}
+    assert set(MACS_PER_SAMPLE) == set(BACKBONES) - {"none"}
 
 
 def test_unknown_name_raises_with_allowed_names() -> None:

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -22,7 +30,7 @@ def test_every_command_has_help_ending_in_an_example(command):
 def test_the_group_lists_every_command():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    assert set(main.commands) == {"cell", "plan", "run", "report", "compare", "env"}
+    assert set(main.commands) == {"cell", "plan", "run", "report", "compare", "env", "matrices"}
     assert all(command in result.output for command in main.commands)
 
 
@@ -31,3 +39,84 @@ def test_env_prints_the_server_spec_rows():
     assert result.exit_code == 0
     keys = [line.split("|")[1].strip() for line in result.output.splitlines()[2:]]
     assert keys[:4] == ["CPU", "Memory", "GPU", "OS"] and "Installation" in keys
+
+
+def test_importing_the_cli_imports_neither_torch_nor_pandas():
+    probe = "import sys, bench.cli; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_matrices_lists_every_packaged_matrix_with_its_description():
+    result = CliRunner().invoke(main, ["matrices"])
+    assert result.exit_code == 0, result.output
+    shipped = sorted((Path(__file__).resolve().parents[1] / "bench" / "matrices").glob("*.toml"))
+    listed = {line.split()[0]: line.split(maxsplit=1)[1] for line in result.output.splitlines()}
+    assert set(listed) == {path.stem for path in shipped}
+    for path in shipped:
+        assert listed[path.stem] == tomllib.loads(path.read_text())["description"]
+
+
+def test_a_matrix_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["plan", "rtx3080"])
+    assert result.exit_code == 0, result.output
+    assert "0 of 13 cells" not in result.output and "13 of 13 cells to run" in result.output
+    (tmp_path / "mine.toml").write_text((Path(__file__).resolve().parents[1] / "bench/matrices/smoke.toml").read_text())
+    assert CliRunner().invoke(main, ["plan", "mine.toml"]).exit_code == 0
+    unknown = CliRunner().invoke(main, ["plan", "rtx9090"])
+    assert unknown.exit_code == 2
+    assert unknown.output.strip() == (
+        "Error: rtx9090: no such matrix file, nor a packaged matrix (example, rtx3080, smoke)"
+    )
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_an_installed_pfcbench_plans_a_packaged_matrix_from_any_folder(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
+    where = subprocess.run([sys.executable, "-c", "import bench; print(bench.__file__)"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert where.stdout.strip().startswith(str(target))
+    plan = subprocess.run([str(target / "bin" / "pfcbench"), "plan", "rtx3080"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    assert "13 of 13 cells to run; results in results/rtx3080/results.jsonl" in plan.stdout
+
+
+def test_the_ci_workflow_runs_commands_pfcbench_has():
+    workflow = (REPO / ".github" / "workflows" / "smoke.yml").read_text()
+    commands = [
+        shlex.split(line.split("bin/pfcbench", 1)[1]) for line in workflow.splitlines() if "bin/pfcbench " in line
+    ]
+    assert [argv[0] for argv in commands] == ["run", "run", "report", "compare"]
+    for argv in commands:
+        options = {opt for param in main.commands[argv[0]].params for opt in param.opts}
+        assert {arg for arg in argv if arg.startswith("--")} <= options, argv
+    assert re.search(r"compare baseline/smoke results/smoke .*--fail-on slower,failing", workflow)
+
+
+def test_plan_report_compare_and_env_run_where_torch_cannot_be_imported(tmp_path):
+    results = tmp_path / "results" / "tiny"
+    results.mkdir(parents=True)
+    (results / "matrix.toml").write_text((REPO / "bench" / "matrices" / "smoke.toml").read_text())
+    (results / "env.json").write_text((REPO / "tests" / "data" / "rtx3080_env.json").read_text())
+    (results / "results.jsonl").write_text("")
+    blocked = "import sys; sys.modules['torch'] = None; from bench.cli import main; main(sys.argv[1:])"
+    for argv in (
+        ["plan", "rtx3080"],
+        ["env"],
+        ["report", str(results), "-o", str(tmp_path / "tiny.md")],
+        ["compare", str(results), str(results), "--fail-on", "slower"],
+        ["--help"],
+    ):
+        done = subprocess.run([sys.executable, "-c", blocked, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, (argv, done.stderr)

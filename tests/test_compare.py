@@ -110,3 +110,29 @@ def test_cli_compare_missing_folder_and_bad_alpha_are_one_line_errors(tmp_path):
     assert "nope" in missing.output and "no such results" in missing.output
     bad = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--alpha", "2"])
     assert bad.exit_code != 0 and "alpha must be between 0 and 1" in bad.output
+
+
+def test_cli_fail_on_names_each_cell_it_fails_on(tmp_path):
+    a, b = runs()
+    for name, records in (("a", a), ("b", b)):
+        for rec in records.values():
+            append_record(tmp_path / name / "results.jsonl", rec)
+    folders = [str(tmp_path / "a"), str(tmp_path / "b")]
+    same = CliRunner().invoke(main, ["compare", folders[0], folders[0], "--fail-on", "slower,failing,incomparable"])
+    assert same.exit_code == 1, same.output  # A's two oom cells are incomparable with themselves
+    assert same.output.count("incomparable: cell") == 1 + 1
+    slower = CliRunner().invoke(main, ["compare", *folders, "--fail-on", "slower"])
+    assert slower.exit_code == 1
+    named = [line.strip() for line in slower.output.splitlines() if line.startswith("  ")]
+    assert named == [f"slower: cell {CELLS[0].cell_id} (batch_size 8, 0.77x): ~80 -> ~61"]
+    gates = CliRunner().invoke(main, ["compare", *folders, "--fail-on", "failing, incomparable"])
+    assert gates.exit_code == 1
+    assert sorted(line.split(":")[0].strip() for line in gates.output.splitlines() if line.startswith("  ")) == [
+        "incomparable",
+        "incomparable",
+        "newly failing",
+    ]
+    faster_only = CliRunner().invoke(main, ["compare", folders[1], folders[0], "--fail-on", "slower"])
+    assert faster_only.exit_code == 0, faster_only.output
+    bad = CliRunner().invoke(main, ["compare", *folders, "--fail-on", "slow"])
+    assert bad.exit_code not in (0, 1) and "give one or more of slower, failing, incomparable" in bad.output

@@ -1,9 +1,8 @@
-"""compare on two real runs of one matrix, the second with a setting that slows some cells down.
+"""compare as a CI gate on two real runs, the second made so much slower that no load can hide it.
 
-Partial FC's sample rate decides how many class centres a step normalises, multiplies and updates
-through the softmax. Raised from 0.1 to 1.0, it slows a cell whose step is the classifier (backbone
-`none`, 100K classes) about twofold, and leaves a cell whose step is the backbone (MobileFaceNet,
-100 classes) as it was. So the first must read slower and the second must not.
+Run B's cell holds 100 times the classes of run A's (backbone `none`, so the step is the
+classifier): each of its steps normalises, multiplies and updates 100 times the class centres.
+Compared with itself, run A passes `--fail-on slower`; compared with run B, it fails, naming the cell.
 """
 
 from __future__ import annotations
@@ -12,44 +11,41 @@ import subprocess
 import sys
 
 MATRIX = """
-name = "pair"
+name = "gate"
 [defaults]
 device = "cpu"
 nproc_per_node = 2
-sample_rate = 0.1
-warmup_steps = 2
-num_windows = 2
-steps_per_window = 4
-[[sections]]
-title = "Classifier-bound and backbone-bound cells"
-columns = [{ header = "Backbone", field = "backbone" }, { header = "Samples/sec", field = "samples_per_s" }]
-[[sections.rows]]
 backbone = "none"
-classes = 100000
+embedding_size = 128
 batch_size = 32
+warmup_steps = 2
+num_windows = 3
+steps_per_window = 6
+[[sections]]
+title = "Classifier-bound cell"
+columns = [{ header = "Classes", field = "classes" }, { header = "Samples/sec", field = "samples_per_s" }]
 [[sections.rows]]
-backbone = "mbf"
-classes = 100
-batch_size = 8
+classes = 1000
 """
 
 
 def pfcbench(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return result
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-def test_compare_flags_exactly_the_cells_the_setting_slowed(tmp_path):
-    matrix = tmp_path / "pair.toml"
+def test_fail_on_slower_passes_a_run_against_itself_and_fails_a_really_slower_one(tmp_path):
+    matrix = tmp_path / "gate.toml"
     matrix.write_text(MATRIX)
-    pfcbench("run", str(matrix), "--results", str(tmp_path / "pfc"))
-    pfcbench("run", str(matrix), "--results", str(tmp_path / "full"), "--set", "sample_rate=1.0")
-    result = pfcbench("compare", str(tmp_path / "pfc" / "pair"), str(tmp_path / "full" / "pair"),
-                      "--ignore", "sample_rate", "--threshold", "0.3")  # fmt: skip
-    verdicts = {
-        line.split("|")[2].strip(): line.split("|")[-2].strip()
-        for line in result.stdout.splitlines()
-        if line.startswith("|") and ("none" in line or "mbf" in line)
-    }
-    assert verdicts == {"none": "slower", "mbf": "same"}, result.stdout
+    for name, classes in (("small", 1000), ("large", 100_000)):
+        run = pfcbench("run", str(matrix), "--results", str(tmp_path / name), "--set", f"classes={classes}")
+        assert run.returncode == 0, run.stderr
+    small, large = str(tmp_path / "small" / "gate"), str(tmp_path / "large" / "gate")
+    itself = pfcbench("compare", small, small, "--fail-on", "slower")
+    assert itself.returncode == 0, itself.stdout + itself.stderr
+    slower = pfcbench("compare", small, large, "--ignore", "classes", "--fail-on", "slower,failing")
+    assert slower.returncode == 1, slower.stdout + slower.stderr
+    named = [line.strip() for line in slower.stderr.splitlines() if line.startswith("  ")]
+    assert len(named) == 1 and named[0].startswith("slower: cell "), slower.stderr
+    assert "(backbone none, classes 1000, batch_size 32, " in named[0]
+    ratio = float(named[0].split(", ")[-1].split("x)")[0])
+    assert ratio < 0.5, named[0]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
+import time
 
 from bench.launch import free_port
 
@@ -44,3 +46,39 @@ def test_two_agents_make_one_cell_of_two_nodes_with_the_single_node_loss():
         assert all(r["peak_rss_mib"] > 0 for r in record["ranks"])
         assert record["loss_first"] == reference["loss_first"]
     assert reference["world_size"] == 2 and reference["config"]["nnodes"] == 1
+
+
+def address_space_after_import_bytes() -> int:
+    """VmSize of a Python that has imported torch and the worker: about what a rank maps before its step."""
+    probe = (
+        "import bench.worker\n"
+        "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_an_oom_on_the_node_without_rank_0_is_recorded_oom_by_the_node_with_it():
+    """The second node's rank may map 1 GiB more than a fresh process, and its 1M centres need 2 GiB.
+
+    (A later --classes wins over CELL's.)
+    """
+    endpoint = f"127.0.0.1:{free_port()}"
+    limit = address_space_after_import_bytes() + 2**30
+    args = ["--classes", "2000000", "--nnodes", "2", "--nproc", "1", "--rdzv-endpoint", endpoint]
+    first = pfcbench_cell(*args)
+    time.sleep(1.0)  # the first agent's lower pid gives it rank 0 in the rendezvous
+    second = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "cell", *CELL, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )  # fmt: skip
+    (out, err), (_, second_err) = first.communicate(timeout=240), second.communicate(timeout=240)
+
+    assert second.returncode == 1 and "this node did not hold rank 0" in second_err, second_err
+    assert first.returncode == 1, err
+    record = json.loads(out)
+    assert record["status"] == "oom", record
+    assert record["failed_rank"] == 1
+    assert "can't allocate memory" in record["error"]
+    assert [r["rank"] for r in record["ranks"]] == [0] and record["ranks"][0]["status"] == "error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -39,6 +40,9 @@ def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_clust
     oom = next(r for r in by_slurm if r["status"] == "oom")
     assert "can't allocate memory" in oom["error"]
     assert "Slurm job" in (tmp_path / "slurm" / "tiny" / oom["log"]).read_text()
+    env = json.loads((tmp_path / "slurm" / "tiny" / "env.json").read_text())
+    assert env["launcher"] == "slurm" and env["nodes"] == ok["hosts"] and env["submitted_from"]
+    assert env["gpus"] == [] and env["cpu_cores"] >= 1  # the compute node's, with the devices its ranks used
 
     again = run_sweep(matrix, tmp_path / "slurm", "--launcher", "slurm")
     assert "Nothing to run" in again.stdout

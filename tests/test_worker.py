@@ -1,11 +1,13 @@
-"""How a rank tells an out-of-memory from any other failure."""
+"""A rank: how it tells an out-of-memory from any other failure, and how often it beats its heartbeat."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import torch
 
-from bench.worker import bytes_asked, classify
+from bench.worker import Heartbeat, bytes_asked, classify
 
 
 @pytest.mark.parametrize(
@@ -23,6 +25,14 @@ from bench.worker import bytes_asked, classify
             ),
             "oom",
         ),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"), "oom"),
+        (
+            RuntimeError(
+                "cuDNN Frontend error: [cudnn_frontend] Error: No execution plans support the graph. unable to find an engine"
+            ),
+            "oom",
+        ),
+        (RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"), "oom"),
         (RuntimeError("Expected all tensors to be on the same device"), "error"),
         (ValueError("out of memory"), "error"),
         (KeyboardInterrupt(), "error"),
@@ -36,3 +46,20 @@ def test_bytes_asked_reads_torch_messages():
     assert bytes_asked(torch.OutOfMemoryError("Tried to allocate 20.00 MiB (GPU 0)")) == 20 * 2**20
     assert bytes_asked(RuntimeError("you tried to allocate 2147483648 bytes. Error code 12")) == 2**31
     assert bytes_asked(RuntimeError("no size here")) is None
+
+
+def test_heartbeat_touches_its_file_at_most_once_per_interval(tmp_path):
+    path = tmp_path / "heartbeat"
+    beat = Heartbeat(path, interval_s=0.5)
+    beat()
+    assert path.exists()
+    path.unlink()
+    for _ in range(1000):
+        beat()
+    assert not path.exists(), "a burst of steps touched the heartbeat again within the interval"
+    time.sleep(0.6)
+    beat()
+    assert path.exists()
+    path.unlink()
+    beat.now()
+    assert path.exists(), "a set-up stage beats whatever the interval"

@@ -25,7 +25,7 @@ IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
 }
 """IBasicBlocks in each of the four IResNet stages."""
 
-FLOPS_PER_SAMPLE: dict[str, float] = {
+MACS_PER_SAMPLE: dict[str, float] = {
     "r18": 2.61e9,
     "r34": 4.46e9,
     "r50": 6.31e9,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import fp16_compress_hook
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook, fp16_compress_hook
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.config import Cell
@@ -32,7 +32,8 @@ class TrainStep:
             find_unused_parameters=True,
             static_graph=True,
         )
-        self.backbone.register_comm_hook(None, fp16_compress_hook)
+        # arcface_torch compresses gradients to fp16; a bf16 cell compresses them to bf16 instead.
+        self.backbone.register_comm_hook(None, bf16_compress_hook if cell.precision == "bf16" else fp16_compress_hook)
         margin = CombinedMarginLoss.named(cell.margin)
         self.partial_fc = PartialFC(margin, cell.embedding_size, cell.classes, cell.sample_rate).to(device).train()
         self.optimizer = torch.optim.SGD(
@@ -42,6 +43,8 @@ class TrainStep:
             weight_decay=5e-4,
         )
         self.scaler = torch.amp.GradScaler(device.type, growth_interval=100) if cell.fp16 else None
+        self.num_skipped_steps = 0
+        """fp16 steps whose optimizer step GradScaler skipped (inf or nan gradients)."""
         self.batch = SyntheticBatch(cell, device, rank)
         self.device = device
 
@@ -57,8 +60,10 @@ class TrainStep:
             self.phase = "optimizer"
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), 5)
+            scale_before = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.num_skipped_steps += self.scaler.get_scale() < scale_before  # GradScaler backs off on a skip
         else:
             loss.backward()
             self.phase = "optimizer"

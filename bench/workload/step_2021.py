@@ -93,6 +93,8 @@ class TrainStep2021:
         self.opt_pfc = classifier_optimizer(self.partial_fc, cell.batch_size)
         batch = cell.per_gpu_batch
         self.scaler = MaxClipGradScaler(device.type, batch, 128 * batch, growth_interval=100) if cell.fp16 else None
+        self.num_skipped_steps = 0
+        """fp16 steps whose backbone step the scaler skipped (inf or nan gradients)."""
         self.batch = SyntheticBatch(cell, device, rank)
         self.device = device
 
@@ -120,8 +122,10 @@ class TrainStep2021:
             self.phase = "optimizer"
             self.scaler.unscale_(self.opt_backbone)
             torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), max_norm=5, norm_type=2)
+            scale_before = self.scaler.get_scale()
             self.scaler.step(self.opt_backbone)
             self.scaler.update()
+            self.num_skipped_steps += self.scaler.get_scale() < scale_before  # the scaler backs off on a skip
         else:
             features.backward(x_grad)
             self.phase = "optimizer"

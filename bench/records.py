@@ -1,0 +1,185 @@
+"""The result record: one builder for every status (ok, oom, error, timeout, skipped) and every launcher.
+
+A cell's ranks each write rank-N.json (and ranks.json after a clean finish); the launchers (local
+torchrun, Slurm) and pruning hand what they saw to `build_record` or `skipped_record` here, so a
+record has the same keys whoever made it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from bench import __version__
+from bench.config import Cell
+from bench.oom import oom_line
+
+SCHEMA = 1
+LOG_SCAN_CHARS = 1 << 20
+"""How much of the end of a cell's log is searched for an out-of-memory that no rank file reports."""
+RANK_KEYS = (
+    "rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib",
+    "warmup_peak_allocated_mib", "warmup_peak_reserved_mib", "cuda_overhead_mib",
+    "grad_scale", "skipped_steps", "warmup_skipped_steps",
+)  # fmt: skip
+"""What a record keeps of each rank's file."""
+
+
+def read_ranks(workdir: Path) -> list[dict]:
+    """The ranks' files: all ranks from ranks.json after a clean finish, else this node's rank-N.json."""
+    try:
+        return json.loads((workdir / "ranks.json").read_text())["ranks"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        pass
+    ranks = []
+    for path in sorted(workdir.glob("rank-*.json")):
+        try:
+            ranks.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return sorted(ranks, key=lambda r: r["rank"])
+
+
+def holds_rank0(cell: Cell, workdir: Path) -> bool:
+    """Whether global rank 0 ran on this node: the node that records a cell of several nodes."""
+    return cell.nnodes == 1 or (workdir / "rank-0.json").exists()
+
+
+def failures(ranks: list[dict]) -> list[dict]:
+    """Every failed rank: those that wrote a file here, then those that told them through the store."""
+    failed = [r for r in ranks if r["status"] != "ok"]
+    seen = {r["rank"] for r in ranks}
+    for rank in ranks:
+        for peer in rank.get("peer_failures", []):
+            if peer["rank"] not in seen:
+                seen.add(peer["rank"])
+                failed.append(peer)
+    return failed
+
+
+def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None, log: str = "") -> str:
+    """oom wins over everything (a rank, or the log of one that an NCCL watchdog aborted); then timeout, error, ok."""
+    statuses = {r["status"] for r in [*ranks, *failures(ranks)]}
+    if "oom" in statuses:
+        return "oom"
+    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0 and not timeout:
+        return "ok"
+    if oom_line(log):
+        return "oom"
+    return "timeout" if timeout else "error"
+
+
+def log_tail(workdir: Path, num_chars: int = 2000) -> str:
+    try:
+        return (workdir / "torchrun.log").read_text(errors="replace")[-num_chars:]
+    except FileNotFoundError:
+        return ""
+
+
+def base_record(cell: Cell, status: str, *, started: float, duration_s: float) -> dict:
+    """The keys every record has, whatever its status (schema 1)."""
+    return {
+        "schema": SCHEMA,
+        "cell_id": cell.cell_id,
+        "config": cell.to_dict(),
+        "world_size": cell.world_size,
+        "per_gpu_batch": cell.per_gpu_batch,
+        "status": status,
+        "started_at": started,
+        "duration_s": duration_s,
+        "harness_version": __version__,
+    }
+
+
+def build_record(
+    cell: Cell,
+    ranks: list[dict],
+    status: str,
+    *,
+    error: str | None,
+    started: float,
+    duration_s: float,
+    **launcher_fields,
+) -> dict:
+    """The record of one cell attempt from what its ranks wrote; launcher_fields (a Slurm job id) go in as given."""
+    record = base_record(cell, status, started=started, duration_s=duration_s)
+    record.update(
+        hosts=sorted({r["host"] for r in ranks}),
+        ranks=[{k: r.get(k) for k in RANK_KEYS} for r in ranks],
+        gpus=[dict(gpu, host=r["host"], rank=r["rank"]) for r in ranks for gpu in r.get("gpus", [])],
+        cuda_overhead_mib_max=max_or_none(r.get("cuda_overhead_mib") for r in ranks),
+    )
+    failed = failures(ranks)
+    if status == "ok":
+        record.update(figures(cell, ranks))
+    elif failed:
+        first = next((r for r in failed if r["status"] == status), failed[0])
+        record.update(
+            failed_rank=first["rank"],
+            phase=first.get("phase"),
+            oom_bytes=first.get("oom_bytes"),
+            error=f"{first.get('exception')}: {first.get('error', '')}"[-2000:],
+        )
+        if status == "oom" and first["status"] != "oom":
+            record["error"] = f"out of memory, read from the log: {error}"[-2000:]
+    else:
+        record["error"] = error
+    record.update(launcher_fields)
+    return record
+
+
+def skipped_record(cell: Cell, cause: dict) -> dict:
+    """The record of a cell not run because the oom record `cause` implies it would run out of memory too."""
+    record = base_record(cell, "skipped", started=time.time(), duration_s=0.0)
+    record["reason"] = f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}"
+    return record
+
+
+def figures(cell: Cell, ranks: list[dict]) -> dict:
+    """Samples/sec, step times, memory and energy of a finished cell."""
+    lead = ranks[0]
+    result = summarise(lead["window_times_s"], cell.steps_per_window, cell.batch_size)
+    measured_steps = cell.num_windows * cell.steps_per_window
+    measured_s = sum(lead["window_times_s"])
+    gpus = [gpu for r in ranks for gpu in r.get("gpus", [])]
+    powers = [g["power_mean_w"] for g in gpus if g.get("power_mean_w") is not None]
+    energies = [g["energy_j"] for g in gpus if g.get("energy_j") is not None]
+    energy_j = sum(energies) if gpus and len(energies) == len(gpus) else None
+    samples = measured_steps * cell.batch_size
+    result.update(
+        step_times_s=lead["step_times_s"],
+        warmup_steps=cell.warmup_steps,
+        measured_steps=measured_steps,
+        measured_s=measured_s,
+        loss_first=lead["losses"][0] if lead["losses"] else None,
+        loss_last=lead["losses"][-1] if lead["losses"] else None,
+        peak_allocated_mib_max=max_or_none(r.get("peak_allocated_mib") for r in ranks),
+        peak_reserved_mib_max=max_or_none(r.get("peak_reserved_mib") for r in ranks),
+        peak_rss_mib_max=max_or_none(r.get("peak_rss_mib") for r in ranks),
+        warmup_peak_reserved_mib_max=max_or_none(r.get("warmup_peak_reserved_mib") for r in ranks),
+        grad_scale=lead.get("grad_scale"),
+        skipped_steps_max=max_or_none(r.get("skipped_steps") for r in ranks),
+        gpu_mem_used_mib_max=max_or_none(g.get("mem_used_peak_mib") for g in gpus),
+        power_w=sum(powers) if gpus and len(powers) == len(gpus) else None,
+        energy_j_per_1k_samples=energy_j / samples * 1000 if energy_j is not None else None,
+    )
+    return result
+
+
+def summarise(window_times_s: list[float], steps_per_window: int, batch_size: int) -> dict:
+    """Global samples/sec per window, their median and spread."""
+    rates = [steps_per_window * batch_size / t for t in window_times_s]
+    return {
+        "samples_per_s": statistics.median(rates),
+        "samples_per_s_min": min(rates),
+        "samples_per_s_max": max(rates),
+        "samples_per_s_windows": rates,
+        "step_time_s_median": statistics.median(window_times_s) / steps_per_window,
+    }
+
+
+def max_or_none(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
