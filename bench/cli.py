@@ -18,19 +18,23 @@ import click
 
 from bench import __version__
 from bench.config import Cell
+from bench.files import FileError, make_folder
 from bench.options import (
     RERUN,
     MatrixUsageError,
     cell_options,
     matrix_file,
     packaged_matrices,
+    rdzv_option,
     timeout_options,
     with_launcher,
     with_matrix,
 )
+from bench.results import Results, ResultsError, latest_by_cell
 
 if TYPE_CHECKING:
     from bench.matrix import Matrix
+    from bench.runner import Plan
     from bench.slurm import SlurmOptions
 
 
@@ -43,7 +47,7 @@ def main() -> None:
 @main.command()
 @cell_options
 @timeout_options
-@click.option("--rdzv-endpoint", default=None, help="HOST:PORT of the c10d rendezvous when --nnodes > 1.")
+@rdzv_option("HOST:PORT of the c10d rendezvous when --nnodes > 1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result record as JSON.")
 @click.option(
     "--workdir",
@@ -70,8 +74,8 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         if config.nnodes > 1 and rdzv_endpoint is None:
             raise ValueError(f"a cell of {config.nnodes} nodes needs --rdzv-endpoint HOST:PORT")
         launch = Launch(
-            timeout_s=timeout_s or Launch.timeout_s,
-            inactivity_timeout_s=inactivity_timeout_s or Launch.inactivity_timeout_s,
+            timeout_s=Launch.timeout_s if timeout_s is None else timeout_s,
+            inactivity_timeout_s=Launch.inactivity_timeout_s if inactivity_timeout_s is None else inactivity_timeout_s,
             rdzv_endpoint=rdzv_endpoint,
             rdzv_id=config.cell_id,
         )
@@ -80,6 +84,11 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
     shortage = gpu_shortage([config], visible_gpus()) if config.device == "cuda" else None
     if shortage:
         raise MatrixUsageError(shortage)
+    if workdir is not None:
+        try:
+            check_workdir(workdir)
+        except FileError as exc:
+            raise click.UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
         record = run_cell(config, workdir or Path(tmp), launch)
         if not holds_rank0(config, workdir or Path(tmp)) and record["status"] != "ok":
@@ -94,6 +103,34 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
     if record["status"] != "ok":
         click.echo(f"Error: cell {record['status']}: {failure_line(record)}", err=True)
         sys.exit(1)
+
+
+def check_workdir(workdir: Path) -> None:
+    """Create --workdir, which must be new or empty: rank files left from another run would be read as this one's."""
+    try:
+        leftover = workdir.is_dir() and next(workdir.iterdir(), None) is not None
+    except OSError as exc:
+        raise FileError(f"--workdir {workdir}: cannot read the folder: {exc.strerror}") from None
+    if leftover:
+        raise FileError(f"--workdir {workdir}: not empty; give a new or empty folder")
+    make_folder(workdir, "--workdir")
+
+
+def load_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
+    """The plan of a matrix, its results file read; lines skipped in it are announced on stderr."""
+    from bench.runner import make_plan
+
+    try:
+        the_plan = make_plan(matrix, results_root, rerun)
+    except ResultsError as exc:
+        raise click.ClickException(str(exc)) from None
+    warn_skipped(the_plan.results)
+    return the_plan
+
+
+def warn_skipped(results: Results | None) -> None:
+    if results is not None and (warning := results.warning()):
+        click.echo(f"Warning: {warning}", err=True)
 
 
 def describe(record: dict) -> str:
@@ -117,7 +154,8 @@ def failure_line(record: dict) -> str:
 def record_line(record: dict) -> str:
     """What became of a cell, in a few words."""
     if record["status"] == "ok":
-        return f"ok, {record['samples_per_s']:.1f} samples/s ({record['duration_s']:.0f} s)"
+        teardown = "; a rank failed in teardown, see the record" if record.get("teardown_error") else ""
+        return f"ok, {record['samples_per_s']:.1f} samples/s ({record['duration_s']:.0f} s){teardown}"
     return f"{record['status']} ({record.get('reason') or failure_line(record)})"
 
 
@@ -140,9 +178,7 @@ def plan(matrix: Matrix, results_root: Path) -> None:
     """
     from tabulate import tabulate
 
-    from bench.runner import make_plan
-
-    the_plan = make_plan(matrix, results_root)
+    the_plan = load_plan(matrix, results_root)
     rows = []
     for number, cell in enumerate(the_plan.cells, start=1):
         record = the_plan.latest.get(cell.cell_id)
@@ -178,7 +214,7 @@ def plan(matrix: Matrix, results_root: Path) -> None:
     default=None,
     help="Record larger batches of a config that ran out of memory as skipped.",
 )
-@click.option("--rdzv-endpoint", default=None, help="HOST:PORT of the c10d rendezvous for cells of several nodes.")
+@rdzv_option("HOST:PORT of the c10d rendezvous for cells of several nodes.")
 def run(
     matrix: Matrix,
     results_root: Path,
@@ -204,9 +240,9 @@ def run(
         pfcbench run my-matrix.toml
     """
     from bench.launch import Launch, gpu_shortage, visible_gpus
-    from bench.runner import make_plan, run_cells
+    from bench.runner import run_cells
 
-    the_plan = make_plan(matrix, results_root, rerun)
+    the_plan = load_plan(matrix, results_root, rerun)
     pending = the_plan.pending()
     if not pending:
         click.echo(
@@ -224,9 +260,10 @@ def run(
         raise MatrixUsageError(f"{matrix.path}: {shortage}")
     try:
         launch = Launch(
-            timeout_s=timeout_s or matrix.run.get("timeout_s", Launch.timeout_s),
-            inactivity_timeout_s=inactivity_timeout_s
-            or matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s),
+            timeout_s=matrix.run.get("timeout_s", Launch.timeout_s) if timeout_s is None else timeout_s,
+            inactivity_timeout_s=matrix.run.get("inactivity_timeout_s", Launch.inactivity_timeout_s)
+            if inactivity_timeout_s is None
+            else inactivity_timeout_s,
             rdzv_endpoint=rdzv_endpoint,
         )
     except ValueError as exc:
@@ -261,7 +298,7 @@ def run(
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)
         sys.exit(130)
-    except OSError as exc:
+    except (OSError, FileError) as exc:
         raise click.ClickException(
             f"{the_plan.results_file}: {exc}; the cells recorded before are kept, run again to continue"
         ) from None
@@ -355,9 +392,10 @@ def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_name: s
 
     matrix_path = matrix_file(matrix_name) if matrix_name else None
     try:
-        path = write_report(results_dir, out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published)
+        path, results = write_report(results_dir, out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    warn_skipped(results)
     click.echo(path)
 
 
@@ -403,18 +441,29 @@ def compare_command(
         pfcbench compare fp32/smoke bf16/smoke --ignore precision
         pfcbench compare baseline/smoke results/smoke --fail-on slower,failing
     """
-    from bench.compare import compare_records, gate_failures, load_latest, parse_gates, render_comparison
+    from bench.compare import (
+        compare_records,
+        gate_failures,
+        load_results,
+        no_shared_cell,
+        parse_gates,
+        render_comparison,
+    )
 
     try:
         gates = parse_gates(fail_on) if fail_on is not None else ()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        comparisons = compare_records(
-            load_latest(results_a), load_latest(results_b), threshold=threshold, alpha=alpha, ignore=ignore
-        )
+        run_a, run_b = load_results(results_a), load_results(results_b)
+        latest_a, latest_b = latest_by_cell(run_a.records), latest_by_cell(run_b.records)
+        comparisons = compare_records(latest_a, latest_b, threshold=threshold, alpha=alpha, ignore=ignore)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    warn_skipped(run_a)
+    warn_skipped(run_b)
+    if problem := no_shared_cell(latest_a, latest_b, comparisons, ignore):
+        raise click.ClickException(problem)
     click.echo(render_comparison(comparisons))
     failures = gate_failures(comparisons, gates)
     if failures:

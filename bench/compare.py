@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import Cell
-from bench.results import ReportError, is_ok, latest_by_cell, read_records, speed_text
+from bench.config import Cell, check_number
+from bench.results import ReportError, Results, is_ok, latest_by_cell, read_results, speed_text
+
+MAX_THRESHOLD = 100.0
+"""Largest --threshold: a change of samples/sec by a factor of 101."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,8 +92,7 @@ def compare_records(
     Cells pair by cell id; with `ignore`, by their config less those fields, so that a run made
     with one setting changed (`pfcbench run ... --set precision=bf16`) compares with the baseline.
     """
-    if threshold < 0:
-        raise ValueError(f"threshold must be 0 or more, not {threshold}")
+    check_number("threshold", threshold, 0, MAX_THRESHOLD)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
     unknown = sorted(set(ignore) - {f.name for f in dataclasses.fields(Cell)})
@@ -111,13 +113,35 @@ def pair_keys(records: dict[str, dict], ignore: tuple[str, ...]) -> dict[str, di
     }
 
 
-def load_latest(path: Path) -> dict[str, dict]:
-    """The latest record per cell of a results directory (or of a results.jsonl file given directly)."""
+def load_results(path: Path) -> Results:
+    """The records of a results directory (or of a results.jsonl file given directly)."""
     path = Path(path)
     results = path / "results.jsonl" if path.is_dir() else path
-    if not results.is_file():
+    if not results.exists():
         raise ReportError(f"{results}: no such results file or directory")
-    return latest_by_cell(read_records(results))
+    return read_results(results)
+
+
+def load_latest(path: Path) -> dict[str, dict]:
+    """The latest record per cell of a results directory (or of a results.jsonl file given directly)."""
+    return latest_by_cell(load_results(path).records)
+
+
+def no_shared_cell(
+    records_a: dict[str, dict], records_b: dict[str, dict], comparisons: list[Comparison], ignore: tuple[str, ...]
+) -> str | None:
+    """What is wrong when two runs, one of them at least with records, have no cell in common; else None."""
+    if not (records_a or records_b) or any(c.a is not None and c.b is not None for c in comparisons):
+        return None
+    values_a, values_b = config_values(records_a), config_values(records_b)
+    differ = [name for name in values_a if name not in ignore and values_a[name] != values_b.get(name)]
+    hint = f"; their cells differ in {', '.join(differ)} (pair them with --ignore FIELD)" if differ else ""
+    return f"the runs share no cell (A has {len(records_a)} cells, B has {len(records_b)}): nothing to compare{hint}"
+
+
+def config_values(records: dict[str, dict]) -> dict[str, set[str]]:
+    """The values each cell field takes in a run's records, as text."""
+    return {f.name: {json.dumps(r["config"].get(f.name)) for r in records.values()} for f in dataclasses.fields(Cell)}
 
 
 def key_fields(comparisons: list[Comparison]) -> list[str]:

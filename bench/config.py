@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 BACKBONES = ("r18", "r34", "r50", "r100", "r200", "mbf", "none")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MARGINS = ("arcface", "cosface")
-IMPLS = ("arcface_torch", "arcface_torch_2021")
+IMPLS = ("arcface_torch", "arcface_torch_2021", "fused")
 LABEL_MODES = ("uniform", "constant")
 DEVICES = ("cuda", "cpu")
 CHOICES = {
@@ -54,7 +56,7 @@ class Cell:
     margin: str = "arcface"
     """arcface (s=64, m=0.5) or cosface (s=64, m=0.4)."""
     impl: str = "arcface_torch"
-    """Program of the step: arcface_torch (today's train_v2.py) or arcface_torch_2021 (the 2021 train.py)."""
+    """Program of the step: arcface_torch (today's train_v2.py), arcface_torch_2021 (the 2021 train.py) or fused."""
     label_mode: str = "uniform"
     """uniform: labels drawn over all classes; constant: label 1 forever (arcface_torch's SyntheticDataset)."""
     warmup_steps: int = 10
@@ -71,24 +73,12 @@ class Cell:
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        for name in (
-            "classes",
-            "batch_size",
-            "nnodes",
-            "nproc_per_node",
-            "embedding_size",
-            "num_windows",
-            "steps_per_window",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be 0 or more, not {self.warmup_steps}")
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {shown(getattr(self, name))}")
+        for name, (least, most) in WHOLE_NUMBER_RANGES.items():
+            check_number(name, getattr(self, name), least, most)
         if self.device == "cuda" and self.warmup_steps < 1:
             raise ValueError("warmup_steps must be at least 1 on cuda: cuDNN's autotuning would fall in a timed window")
-        if not 0.0 < self.sample_rate <= 1.0:
-            raise ValueError(f"sample_rate must be in (0, 1], not {self.sample_rate}")
+        check_number("sample_rate", self.sample_rate, 0, 1, above_least=True, text="in (0, 1]")
         if self.batch_size % self.world_size:
             raise ValueError(
                 f"batch_size {self.batch_size} does not split over {self.world_size} ranks "
@@ -96,8 +86,15 @@ class Cell:
             )
         if self.classes < self.world_size:
             raise ValueError(f"classes ({self.classes}) must be at least the number of ranks ({self.world_size})")
-        if self.max_memory_gib is not None and self.max_memory_gib <= 0:
-            raise ValueError(f"max_memory_gib must be positive, not {self.max_memory_gib}")
+        if self.max_memory_gib is not None:
+            check_number(
+                "max_memory_gib",
+                self.max_memory_gib,
+                0,
+                MAX_MEMORY_GIB,
+                above_least=True,
+                text=f"a positive number of GiB, at most {MAX_MEMORY_GIB:,}",
+            )
 
     @property
     def world_size(self) -> int:
@@ -123,17 +120,74 @@ class Cell:
         """Build a cell from plain data, turning wrong types and unknown keys into ValueError."""
         unknown = sorted(set(data) - set(FIELD_TYPES))
         if unknown:
-            raise ValueError(f"unknown cell field {unknown[0]!r}")
+            raise ValueError(f"unknown cell field {shown(unknown[0])}")
         for name, value in data.items():
             check_type(name, value)
         values = {k: float(v) if FIELD_TYPES[k] is float and v is not None else v for k, v in data.items()}
         return cls(**values)
 
-    @property
+    @functools.cached_property
     def cell_id(self) -> str:
         """A stable hash of the normalised configuration."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
+    "classes": (1, 10**9),
+    "batch_size": (1, 10**7),
+    "nnodes": (1, 10**4),
+    "nproc_per_node": (1, 1024),
+    "embedding_size": (1, 65536),
+    "warmup_steps": (0, 10**6),
+    "num_windows": (1, 10**5),
+    "steps_per_window": (1, 10**6),
+    "seed": (0, 2**63 - 1),
+}
+"""Least and most of each whole-number field: far past any real run, so that a slip of the keyboard
+(classes = 10**30) is refused before anything starts instead of failing deep inside torch."""
+
+MAX_MEMORY_GIB = 2**20
+"""Largest memory cap per rank, in GiB (1 PiB)."""
+
+MAX_TIMEOUT_S = 10**7
+"""Longest timeout accepted, in seconds (about four months)."""
+
+SHOWN_CHARS = 60
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short when long."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 20]}... ({len(text):,} characters)"
+
+
+def check_number(
+    name: str, value: Any, least: float, most: float, *, above_least: bool = False, text: str | None = None
+) -> None:
+    """Raise ValueError unless value is a finite number from least (or above it) to most.
+
+    The one check of every number a user gives: cell fields, timeouts, thresholds. text, when
+    given, says what is wanted in place of the bounds.
+    """
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    finite = is_number and (isinstance(value, int) or math.isfinite(value))
+    if finite and (value > least if above_least else value >= least) and value <= most:
+        return
+    wanted = text or f"{'above' if above_least else 'at least'} {least:,} and at most {most:,}"
+    raise ValueError(f"{name} must be {wanted}, not {shown(value)}")
+
+
+def check_seconds(name: str, value: Any) -> None:
+    """Raise ValueError unless value is a usable timeout: a finite number of seconds above 0."""
+    check_number(
+        name,
+        value,
+        0,
+        MAX_TIMEOUT_S,
+        above_least=True,
+        text=f"a number of seconds above 0 and at most {MAX_TIMEOUT_S:,}",
+    )
 
 
 FIELD_TYPES: dict[str, type] = {
@@ -155,7 +209,7 @@ def check_type(name: str, value: Any) -> None:
         else not isinstance(value, bool) and isinstance(value, (int, float) if want is float else want)
     )
     if not ok:
-        raise ValueError(f"{name} must be {want.__name__}, not {type(value).__name__} {value!r}")
+        raise ValueError(f"{name} must be {want.__name__}, not {type(value).__name__} {shown(value)}")
 
 
 DERIVED_FIELDS = ("world_size", "per_gpu_batch", "fp16", "partial_fc")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.config import Cell
+from bench.config import Cell, check_seconds
 from bench.lifetime import die_with_parent
 from bench.oom import oom_line
 from bench.records import LOG_SCAN_CHARS, build_record, classify, log_tail, read_ranks
@@ -38,10 +38,8 @@ class Launch:
     """Rendezvous id shared by the nodes of one cell."""
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "inactivity_timeout_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{name} must be a number of seconds above 0, not {value!r}")
+        check_seconds("timeout_s", self.timeout_s)
+        check_seconds("inactivity_timeout_s", self.inactivity_timeout_s)
         if self.rdzv_endpoint is not None:
             host, _, port = self.rdzv_endpoint.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -176,5 +174,6 @@ def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
     ranks = read_ranks(workdir)
     log = log_tail(workdir, LOG_SCAN_CHARS)
     status = classify(ranks, cell.world_size, returncode, timeout, log)
-    error = timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
+    clean = returncode == 0 and not timeout and status == "ok"
+    error = None if clean else timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
     return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)

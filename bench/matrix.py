@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_type
+from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_seconds, check_type, shown
+from bench.files import FileError, read_text
 
 METRICS = (
     "samples_per_s",
@@ -42,6 +43,12 @@ RUN_KEYS = {"timeout_s": float, "inactivity_timeout_s": float, "prune_after_oom"
 SECTION_KEYS = {"title", "text", "columns", "set", "grid", "exclude", "rows"}
 COLUMN_KEYS = {"header", "field", "text", "format", "labels"}
 ROW_EXTRA_KEYS = {"published", "published_gpu_mem_gb", "labels"}
+
+
+MAX_CELLS = 100_000
+"""Most grid points and rows in one matrix, counted before a grid is expanded."""
+MAX_NAME_BYTES = 100
+"""Longest matrix name: it names the results folder and the report's files (255 bytes at most on most filesystems)."""
 
 
 class MatrixError(ValueError):
@@ -109,14 +116,16 @@ class Matrix:
 
 def load_matrix(path: Path, overrides: dict[str, Any] | None = None) -> Matrix:
     """Read, validate and expand a matrix file; overrides replace cell fields in every cell."""
+    if not Path(path).exists():
+        raise MatrixError(f"{path}: no such matrix file")
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MatrixError(f"{path}: no such matrix file") from None
+        data = tomllib.loads(read_text(Path(path)))
+    except FileError as exc:
+        raise MatrixError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError(f"{path}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MatrixError(f"{path}: cannot read: {exc}") from None
+    except RecursionError:
+        raise MatrixError(f"{path}: not a matrix: arrays or tables nested too deeply") from None
     try:
         return parse_matrix(data, Path(path), overrides or {})
     except MatrixError as exc:
@@ -127,8 +136,9 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     check_keys(data, TOP_KEYS, "top level")
     name = data.get("name", path.stem)
     expect(
-        isinstance(name, str) and re.fullmatch(r"[^/\\\x00-\x1f]+", name) is not None and name not in (".", ".."),
-        f"name: must be a folder name for the results (no '/', not '.' or '..'), not {name!r}",
+        is_folder_name(name),
+        f"name: must be a folder name for the results: 1 to {MAX_NAME_BYTES} bytes of UTF-8, no '/' or control "
+        f"characters, no space at either end, not '.' or '..'; not {shown(name)}",
     )
     description = data.get("description", "")
     expect(isinstance(description, str) and "\n" not in description.strip(), "description: must be one line of text")
@@ -146,16 +156,21 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     run = table(data, "run")
     check_keys(run, set(RUN_KEYS), "[run]")
     for key, kind in RUN_KEYS.items():
-        if key in run:
-            ok = isinstance(run[key], bool) if kind is bool else is_number(run[key]) and run[key] > 0
-            expect(
-                ok, f"[run] {key}: must be {'true or false' if kind is bool else 'a positive number'}, not {run[key]!r}"
-            )
+        if key in run and kind is bool:
+            expect(isinstance(run[key], bool), f"[run] {key}: must be true or false, not {shown(run[key])}")
+        elif key in run:
+            check_value_with(check_seconds, f"[run] {key}", run[key])
     defaults = table(data, "defaults")
     check_cell_fields(defaults, "[defaults]")
     check_cell_fields(overrides, "command-line option")
     sections = data.get("sections")
     expect(isinstance(sections, list) and sections, "sections: a matrix needs at least one [[sections]] table")
+    num_points = sum(count_points(section) for section in sections)
+    expect(
+        num_points <= MAX_CELLS,
+        f"sections: {num_points:,} grid points and rows, more than the {MAX_CELLS:,} cells a matrix may have; "
+        "split it into several matrices",
+    )
     parsed = tuple(parse_section(section, i, {**defaults}, overrides) for i, section in enumerate(sections, start=1))
     return Matrix(
         name=name,
@@ -168,11 +183,21 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     )
 
 
+def count_points(section: Any) -> int:
+    """Grid points (before exclusions) plus rows of a section, counted without expanding anything."""
+    if not isinstance(section, dict):
+        return 0
+    grid, rows = section.get("grid"), section.get("rows")
+    axes = grid.values() if isinstance(grid, dict) and grid else []
+    size = math.prod(len(values) if isinstance(values, list) else 1 for values in axes) if axes else 0
+    return size + (len(rows) if isinstance(rows, list) else 0)
+
+
 def parse_section(section: Any, number: int, defaults: dict, overrides: dict) -> Section:
     where = f"sections[{number}]"
     expect(isinstance(section, dict), f"{where}: must be a table")
     if isinstance(section.get("title"), str) and section["title"]:
-        where = f"{where} ({section['title']!r})"
+        where = f"{where} ({shown(section['title'])})"
     check_keys(section, SECTION_KEYS, where)
     expect(isinstance(section.get("title", ""), str), f"{where} title: must be text (leave it out for no heading)")
     expect(isinstance(section.get("text", ""), str), f"{where} text: must be text")
@@ -186,7 +211,7 @@ def parse_section(section: Any, number: int, defaults: dict, overrides: dict) ->
     for place, point in points:
         unknown = sorted(set(point.get("labels", {})) - headers)
         if unknown:
-            raise MatrixError(f"{where} {place} labels: {unknown[0]!r} is not the header of a column")
+            raise MatrixError(f"{where} {place} labels: {shown(unknown[0])} is not the header of a column")
         config = {**defaults, **fixed, **{k: v for k, v in point.items() if k not in ROW_EXTRA_KEYS}, **overrides}
         try:
             cell = Cell.from_dict(config)
@@ -224,7 +249,7 @@ def parse_columns(columns: Any, where: str) -> tuple[Column, ...]:
         expect(("field" in column) != ("text" in column), f"{place}: give exactly one of field or text")
         if "field" in column:
             known = (*FIELD_TYPES, *DERIVED_FIELDS, *METRICS)
-            expect(column["field"] in known, f"{place} field: unknown field {column['field']!r}")
+            expect(column["field"] in known, f"{place} field: unknown field {shown(column['field'])}")
         expect(isinstance(column.get("text", ""), str), f"{place} text: must be text")
         header = column.get("header", column.get("field"))
         expect(isinstance(header, str) and header, f"{place} header: must be a non-empty text")
@@ -245,7 +270,7 @@ def parse_columns(columns: Any, where: str) -> tuple[Column, ...]:
         )
     headers = [c.header for c in parsed]
     duplicate = next((h for h in headers if headers.count(h) > 1), None)
-    expect(duplicate is None, f"{where} columns: header {duplicate!r} appears twice")
+    expect(duplicate is None, f"{where} columns: header {shown(duplicate)} appears twice")
     return tuple(parsed)
 
 
@@ -253,7 +278,7 @@ def expand_grid(section: dict, where: str) -> list[tuple[str, dict]]:
     """Cartesian product of the grid's axes, in the order written, less the excluded points."""
     grid = table(section, "grid", f"{where} grid")
     for key, values in grid.items():
-        expect(key in FIELD_TYPES, f"{where} grid: unknown cell field {key!r}")
+        expect(key in FIELD_TYPES, f"{where} grid: unknown cell field {shown(key)}")
         expect(isinstance(values, list) and values, f"{where} grid {key}: must be a non-empty list")
         for value in values:
             check_value(key, value, f"{where} grid {key}")
@@ -267,12 +292,15 @@ def expand_grid(section: dict, where: str) -> list[tuple[str, dict]]:
         for key, value in rule.items():
             expect(key in grid, f"{where} exclude[{i}] {key}: not an axis of the grid")
             check_value(key, value, f"{where} exclude[{i}] {key}")
-            expect(value in grid[key], f"{where} exclude[{i}] {key}: {value!r} is not a value of the grid's {key} axis")
+            expect(
+                value in grid[key],
+                f"{where} exclude[{i}] {key}: {shown(value)} is not a value of the grid's {key} axis",
+            )
     if not grid:
         return []
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     kept = [p for p in points if not any(all(p[k] == v for k, v in rule.items()) for rule in excludes)]
-    return [(f"grid point {point}", point) for point in kept]
+    return [(f"grid point {shown(point)}", point) for point in kept]
 
 
 def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
@@ -287,12 +315,12 @@ def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
         published = row.get("published")
         expect(
             published is None or published == "Fail" or (is_number(published) and published > 0),
-            f'{place} published: must be a positive number or "Fail", not {published!r}',
+            f'{place} published: must be a positive number or "Fail", not {shown(published)}',
         )
         memory_gb = row.get("published_gpu_mem_gb")
         expect(
             memory_gb is None or (is_number(memory_gb) and memory_gb > 0),
-            f"{place} published_gpu_mem_gb: must be a positive number of GB, not {memory_gb!r}",
+            f"{place} published_gpu_mem_gb: must be a positive number of GB, not {shown(memory_gb)}",
         )
         labels = row.get("labels", {})
         expect(
@@ -304,7 +332,7 @@ def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
 
 def check_cell_fields(values: dict, where: str) -> None:
     for key, value in values.items():
-        expect(key in FIELD_TYPES, f"{where}: unknown cell field {key!r}")
+        expect(key in FIELD_TYPES, f"{where}: unknown cell field {shown(key)}")
         check_value(key, value, f"{where} {key}")
 
 
@@ -313,18 +341,38 @@ def check_value(key: str, value: Any, where: str) -> None:
         check_type(key, value)
     except ValueError as exc:
         raise MatrixError(f"{where}: {exc}") from None
-    expect(not isinstance(value, float) or math.isfinite(value), f"{where}: must be a finite number, not {value!r}")
+    expect(
+        not isinstance(value, float) or math.isfinite(value), f"{where}: must be a finite number, not {shown(value)}"
+    )
+
+
+def check_value_with(check, name: str, value: Any) -> None:
+    """Run one of config's number checks, its ValueError becoming a MatrixError."""
+    try:
+        check(name, value)
+    except ValueError as exc:
+        raise MatrixError(str(exc)) from None
 
 
 def check_keys(data: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
-    expect(not unknown, f"{where}: unknown key {unknown[0]!r}" if unknown else "")
+    expect(not unknown, f"{where}: unknown key {shown(unknown[0])}" if unknown else "")
 
 
 def table(data: dict, key: str, where: str | None = None) -> dict:
     value = data.get(key, {})
     expect(isinstance(value, dict), f"{where or key}: must be a table")
     return value
+
+
+def is_folder_name(name: Any) -> bool:
+    return (
+        isinstance(name, str)
+        and name == name.strip()
+        and 0 < len(name.encode()) <= MAX_NAME_BYTES
+        and re.search(r"[/\\\x00-\x1f\x7f]", name) is None
+        and name not in (".", "..")
+    )
 
 
 def is_number(value: Any) -> bool:

@@ -6,13 +6,15 @@ import ast
 import dataclasses
 import functools
 import inspect
+import re
 import shutil
+import socket
 import tomllib
 from pathlib import Path
 
 import click
 
-from bench.config import CHOICES, FIELD_TYPES, Cell
+from bench.config import CHOICES, FIELD_TYPES, Cell, check_seconds, shown
 from bench.matrix import MatrixError, load_matrix
 
 
@@ -55,22 +57,54 @@ def field_docs() -> dict[str, str]:
 FIELD_DOCS = field_docs()
 
 
+def seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse a timeout that is not a positive, finite number of seconds (0, -5, nan, inf)."""
+    if value is not None:
+        try:
+            check_seconds(param.opts[0], value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def timeout_options(func):
     func = click.option(
         "--inactivity-timeout",
         "inactivity_timeout_s",
         type=float,
         default=None,
+        callback=seconds,
         help="Seconds without a finished step before a cell is killed.",
     )(func)
-    func = click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock seconds a cell may take.")(
-        func
-    )
+    func = click.option(
+        "--timeout", "timeout_s", type=float, default=None, callback=seconds, help="Wall-clock seconds a cell may take."
+    )(func)
     return func
 
 
 RERUN = ("failed", "all")
 """What --rerun runs again: failed cells (error, timeout) or all."""
+
+
+ENDPOINT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
+
+
+def endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a rendezvous endpoint no agent could ever meet at, before torchrun starts and waits for it."""
+    if value is None:
+        return None
+    match = ENDPOINT.fullmatch(value)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise click.BadParameter(f"must be HOST:PORT with a port from 1 to 65535 (node1:29400), not {shown(value)}")
+    try:
+        socket.getaddrinfo(match["host"].strip("[]"), int(match["port"]), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise click.BadParameter(f"host {shown(match['host'])} cannot be resolved: {exc.strerror or exc}") from None
+    return value
+
+
+def rdzv_option(help_text: str):
+    return click.option("--rdzv-endpoint", default=None, callback=endpoint, help=help_text)
 
 
 class MatrixUsageError(click.ClickException):
@@ -105,8 +139,10 @@ def parse_settings(settings: tuple[str, ...]) -> dict:
     fields = {}
     for setting in settings:
         key, sep, text = setting.partition("=")
-        if not sep or not key.strip():
-            raise MatrixUsageError(f"--set {setting}: expected FIELD=VALUE, e.g. --set precision=bf16")
+        if not sep or not key.strip() or re.search(r"[\x00-\x1f\x7f]", setting):
+            raise MatrixUsageError(
+                f"--set {shown(setting)}: expected FIELD=VALUE on one line, e.g. --set precision=bf16"
+            )
         try:
             fields[key.strip()] = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:

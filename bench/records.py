@@ -60,15 +60,26 @@ def failures(ranks: list[dict]) -> list[dict]:
 
 
 def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None, log: str = "") -> str:
-    """oom wins over everything (a rank, or the log of one that an NCCL watchdog aborted); then timeout, error, ok."""
+    """oom wins over everything (a rank, or the log of one that an NCCL watchdog aborted); then ok, timeout, error.
+
+    A cell whose ranks all wrote complete figures is ok even if a rank then crashed or hung in
+    teardown: the measurement is whole, and the record notes the teardown failure.
+    """
     statuses = {r["status"] for r in [*ranks, *failures(ranks)]}
     if "oom" in statuses:
         return "oom"
-    if statuses == {"ok"} and len(ranks) == world_size and returncode == 0 and not timeout:
+    if len(ranks) == world_size and all(complete(r) for r in ranks):
         return "ok"
     if oom_line(log):
         return "oom"
     return "timeout" if timeout else "error"
+
+
+def complete(rank: dict) -> bool:
+    """Whether a rank's file holds its whole measurement."""
+    return rank.get("status") == "ok" and all(
+        isinstance(rank.get(key), list) for key in ("window_times_s", "step_times_s", "losses")
+    )
 
 
 def log_tail(workdir: Path, num_chars: int = 2000) -> str:
@@ -114,6 +125,8 @@ def build_record(
     failed = failures(ranks)
     if status == "ok":
         record.update(figures(cell, ranks))
+        if error:
+            record["teardown_error"] = f"after every rank had written its figures: {error}"
     elif failed:
         first = next((r for r in failed if r["status"] == status), failed[0])
         record.update(

@@ -16,10 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import Cell
+from bench.config import Cell, shown
+from bench.files import FileError, make_folder, read_text, refuse_results_file
 from bench.machine import server_spec
 from bench.matrix import METRICS, Column, Matrix, Row, Section, load_matrix
-from bench.results import ReportError, is_ok, latest_by_cell, mark, read_records
+from bench.results import ReportError, Results, is_ok, latest_by_cell, mark, read_results, write_atomic
 
 LEGEND = {
     "Error": "the job failed for a reason other than memory (see the record's error in results.jsonl)",
@@ -271,16 +272,18 @@ def render_markdown(
     *,
     plots_dir: Path | None = None,
     markdown_dir: Path | None = None,
+    notes: list[str] | None = None,
     as_published: bool = False,
 ) -> str:
     """The report of a matrix: records_by_id maps cell id -> latest record, env is describe_machine().
 
     With plots_dir, each section with a finished cell gets a PNG there, linked relative to
-    markdown_dir (default plots_dir), where the markdown is meant to be saved. as_published leaves
-    out the Published and Ratio columns a matrix does not ask for itself.
+    markdown_dir (default plots_dir), where the markdown is meant to be saved. notes are added
+    after the matrix's own. as_published leaves out the Published and Ratio columns a matrix does
+    not ask for itself.
     """
     report = matrix.report
-    notes = [*report.get("notes", []), provenance(matrix, records_by_id)]
+    notes = [*report.get("notes", []), *(notes or []), provenance(matrix, records_by_id)]
     parts = [
         f"# {report.get('title') or matrix.name}",
         report.get("blurb", "").strip(),
@@ -384,15 +387,44 @@ def export(records: list[dict], fmt: str) -> str:
 
 
 def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ReportError(f"{path}: no such file")
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read: {exc}") from None
+        value = json.loads(read_text(path))
+    except FileError as exc:
+        raise ReportError(str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise ReportError(f"{path}: cannot read: not JSON ({str(exc)[:80]})") from None
+    if not isinstance(value, dict):
+        raise ReportError(f"{path}: cannot read: not a JSON object")
+    return value
 
 
-def load_run(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix, list[dict]]:
+def read_envs(results_dir: Path, records: list[dict]) -> dict[str, tuple[dict, int]]:
+    """The machine descriptions the records point at (env.json for records that name none), with their record counts."""
+    counts: dict[str, int] = {}
+    for record in records:
+        name = record.get("env") if isinstance(record.get("env"), str) else "env.json"
+        counts[name] = counts.get(name, 0) + 1
+    counts = counts or {"env.json": 0}
+    for name in counts:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ReportError(f"{results_dir}: a record points at {shown(name)}, outside the results folder")
+    return {name: (read_json(Path(results_dir) / name), count) for name, count in counts.items()}
+
+
+def mixed_env_note(envs: dict[str, tuple[dict, int]]) -> str | None:
+    """A note saying that the records come from several machine descriptions, and how those differ."""
+    if len(envs) < 2:
+        return None
+    keys = sorted({key for env, _ in envs.values() for key in env})
+    differ = [k for k in keys if len({json.dumps(env.get(k), sort_keys=True) for env, _ in envs.values()}) > 1]
+    listing = ", ".join(f"{name} ({count} cells)" for name, (_, count) in envs.items())
+    return (
+        f"These records come from {len(envs)} environments, which differ in {', '.join(differ) or 'nothing shown'}: "
+        f"{listing}. The server spec above is the one of most cells."
+    )
+
+
+def load_results(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix, Results]:
     """The matrix a results directory ran (its matrix.toml unless given) and its records, oldest first.
 
     When the records carry the cell-field overrides the run was started with ("overrides"), the
@@ -402,14 +434,20 @@ def load_run(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: no such results directory")
     results_path = results_dir / "results.jsonl"
-    if not results_path.is_file():
+    if not results_path.exists():
         raise ReportError(f"{results_path}: no such file")
-    records = read_records(results_path)
+    results = read_results(results_path)
     matrix_path = Path(matrix_path or results_dir / "matrix.toml")
-    if not matrix_path.is_file():
+    if not matrix_path.exists():
         raise ReportError(f"{matrix_path}: no such file (give the matrix with --matrix FILE)")
-    overrides = next((r["overrides"] for r in reversed(records) if r.get("overrides")), {})
-    return load_matrix(matrix_path, overrides), records
+    overrides = next((r["overrides"] for r in reversed(results.records) if r.get("overrides")), {})
+    return load_matrix(matrix_path, overrides if isinstance(overrides, dict) else {}), results
+
+
+def load_run(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix, list[dict]]:
+    """The matrix a results directory ran and its records, oldest first (see load_results)."""
+    matrix, results = load_results(results_dir, matrix_path)
+    return matrix, results.records
 
 
 def write_report(
@@ -419,18 +457,38 @@ def write_report(
     fmt: str = "md",
     matrix_path: Path | None = None,
     as_published: bool = False,
-) -> Path:
-    """Render a results directory to out (default report/<name>.<fmt>, PNG plots beside a markdown one)."""
-    matrix, records = load_run(results_dir, matrix_path)
-    latest = latest_by_cell(records)
+) -> tuple[Path, Results]:
+    """Render a results directory to out (default report/<name>.<fmt>, PNG plots beside a markdown one).
+
+    Returns the path written and what was read from results.jsonl (with the lines skipped).
+    Refuses to write over the files of a results folder.
+    """
+    matrix, results = load_results(results_dir, matrix_path)
+    latest = latest_by_cell(results.records)
     out = Path(out or Path("report") / f"{matrix.name}{FORMAT_SUFFIXES[fmt]}")
+    try:
+        refuse_results_file(out)
+        make_folder(out.parent, "-o")
+    except FileError as exc:
+        raise ReportError(str(exc)) from None
     if fmt == "md":
-        env = read_json(Path(results_dir) / "env.json")
+        reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
+        envs = read_envs(Path(results_dir), reported)
+        env = max(envs.values(), key=lambda pair: pair[1])[0]
+        notes = [note] if (note := mixed_env_note(envs)) else []
         text = render_markdown(
-            matrix, latest, env, plots_dir=out.parent, markdown_dir=out.parent, as_published=as_published
+            matrix,
+            latest,
+            env,
+            plots_dir=out.parent,
+            markdown_dir=out.parent,
+            notes=notes,
+            as_published=as_published,
         )
     else:
         text = export(list(latest.values()), fmt)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    return out
+    try:
+        write_atomic(out, text)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
+    return out, results

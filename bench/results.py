@@ -1,24 +1,65 @@
-"""The results file: append-only JSON lines, one record per finished cell attempt, and how a record reads.
+"""The results folder: results.jsonl (one JSON record per finished cell attempt), env/, and how a record reads.
 
 A record is written whole or not at all: one write of one line, flushed and fsynced. A line that
-a crash or a full disk cut short is never a record; it is dropped before the next append.
+a crash or a full disk cut short is never a record: the next append cuts it off, and readers skip
+it and every other line that is not a record, saying how many and where. A whole last record that
+only lacks its newline is kept.
+
+Each run's machine description is kept in env/<hash>.json, and its records name theirs ("env").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from bench.files import FileError, open_regular
+from bench.records import SCHEMA
 
 FINAL = ("ok", "oom", "error", "timeout", "skipped")
 FAILED = ("error", "timeout")
+MAX_RECORD_BYTES = 16 << 20
+"""Longest line read as a record; a record is a few kB (its step times), so a longer line is damage."""
+BOM = b"\xef\xbb\xbf"
+CHUNK_BYTES = 1 << 20
+SHOWN_SKIPS = 3
 MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
 """What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
 
 
 class ReportError(ValueError):
     """A results directory that cannot be reported: a missing or unreadable file."""
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be used at all; the text is one line naming it."""
+
+
+class NotARecord(ValueError):
+    """A line of a results file that is not a record; the text says why."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """What a results file holds: its records, oldest first, and the lines skipped as not records."""
+
+    path: Path
+    records: list[dict]
+    skipped: list[tuple[int, str]]
+    """(line number, why) of each line that is not a record."""
+
+    def warning(self) -> str | None:
+        """One line saying how many lines were skipped, where and why; None when none were."""
+        if not self.skipped:
+            return None
+        shown = "; ".join(f"line {number}: {why}" for number, why in self.skipped[:SHOWN_SKIPS])
+        more = f"; {len(self.skipped) - SHOWN_SKIPS:,} more" if len(self.skipped) > SHOWN_SKIPS else ""
+        return f"{self.path}: skipped {len(self.skipped):,} line(s) that are not whole records ({shown}{more})"
 
 
 def is_ok(record: dict | None) -> bool:
@@ -48,11 +89,30 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def parse_record(line: bytes) -> dict:
+    """The record a line holds; NotARecord says why it holds none."""
+    try:
+        value = json.loads(line.removeprefix(BOM))
+    except (ValueError, RecursionError):
+        raise NotARecord("not JSON") from None
+    if not (
+        isinstance(value, dict)
+        and isinstance(value.get("cell_id"), str)
+        and isinstance(value.get("status"), str)
+        and isinstance(value.get("config"), dict)
+    ):
+        raise NotARecord("JSON but not a record (no cell_id, status and config)")
+    schema = value.get("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise NotARecord(f"schema is not a version number: {str(schema)[:40]!r}")
+    return value
+
+
 def append_record(path: Path, record: dict) -> None:
     """Append one record as one line; on any failure the file is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
         size = drop_torn_tail(fd)
         try:
@@ -68,31 +128,87 @@ def append_record(path: Path, record: dict) -> None:
 
 
 def drop_torn_tail(fd: int) -> int:
-    """Cut a last line that has no newline (a write cut short); return the file's size."""
+    """Make the file end in a newline; return its size.
+
+    A last line that is a whole record missing only its newline gets the newline; any other last
+    line without one (a write cut short, NUL bytes after a power loss) is cut off, however long.
+    """
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return size
-    tail_start = max(0, size - (1 << 20))
-    tail = os.pread(fd, size - tail_start, tail_start)
-    keep = tail_start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
-    os.ftruncate(fd, keep)
-    return keep
+    start = last_line_start(fd, size)
+    if size - start <= MAX_RECORD_BYTES:
+        try:
+            parse_record(os.pread(fd, size - start, start))
+        except NotARecord:
+            pass
+        else:
+            os.write(fd, b"\n")
+            return size + 1
+    os.ftruncate(fd, start)
+    return start
+
+
+def last_line_start(fd: int, size: int) -> int:
+    """The offset just past the file's last newline (0 if it has none), searched backwards a chunk at a time."""
+    end = size
+    while end > 0:
+        begin = max(0, end - CHUNK_BYTES)
+        found = os.pread(fd, end - begin, begin).rfind(b"\n")
+        if found >= 0:
+            return begin + found + 1
+        end = begin
+    return 0
+
+
+def bounded_lines(f) -> Iterator[bytes | None]:
+    """Yield each line of a binary file; None stands for a line longer than MAX_RECORD_BYTES (not kept)."""
+    while line := f.readline(MAX_RECORD_BYTES + 1):
+        if len(line) <= MAX_RECORD_BYTES:
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = f.readline(CHUNK_BYTES)
+        yield None
+
+
+def read_results(path: Path) -> Results:
+    """Every whole record in the file, oldest first, and the lines that are not records.
+
+    Raises ResultsError for a file that is not a regular file, and for records of a newer schema
+    (which this version would misread).
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return Results(path, [], [])
+    try:
+        fd = open_regular(path)
+    except FileError as exc:
+        raise ResultsError(str(exc)) from None
+    records, skipped = [], []
+    with os.fdopen(fd, "rb") as f:
+        for number, line in enumerate(bounded_lines(f), start=1):
+            if line is None:
+                skipped.append((number, f"longer than {MAX_RECORD_BYTES >> 20} MiB"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                records.append(parse_record(line))
+            except NotARecord as exc:
+                skipped.append((number, str(exc) if line.endswith(b"\n") else "cut short (the file ends inside it)"))
+                continue
+            if records[-1].get("schema", 1) > SCHEMA:
+                raise ResultsError(
+                    f"{path}: line {number} is a record of schema {records[-1]['schema']}, newer than this "
+                    f"pfcbench reads ({SCHEMA}); read these results with a newer pfcbench"
+                )
+    return Results(path, records, skipped)
 
 
 def read_records(path: Path) -> list[dict]:
-    """Every whole record in the file, oldest first; a torn last line is ignored."""
-    if not path.exists():
-        return []
-    records = []
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    """Every whole record in the file, oldest first; lines that are not records are skipped."""
+    return read_results(path).records
 
 
 def latest_by_cell(records: list[dict]) -> dict[str, dict]:
@@ -101,3 +217,18 @@ def latest_by_cell(records: list[dict]) -> dict[str, dict]:
     for record in records:
         latest[record["cell_id"]] = record
     return latest
+
+
+def save_env(results_dir: Path, machine: dict) -> str:
+    """Keep a run's machine description as env/<hash>.json (once per distinct one); return that name.
+
+    env.json, read by older versions, is written only when absent: it is never overwritten.
+    """
+    text = json.dumps(machine, indent=2, sort_keys=True) + "\n"
+    name = f"env/{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+    (results_dir / "env").mkdir(parents=True, exist_ok=True)
+    if not (results_dir / name).exists():
+        write_atomic(results_dir / name, text)
+    if not (results_dir / "env.json").exists():
+        write_atomic(results_dir / "env.json", text)
+    return name

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import Cell
+from bench.files import read_text
 from bench.launch import Launch, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.records import holds_rank0, skipped_record
-from bench.results import FAILED, FINAL, append_record, latest_by_cell, read_records, write_atomic
+from bench.results import FAILED, FINAL, Results, append_record, latest_by_cell, read_results, save_env, write_atomic
 from bench.slurm import SlurmOptions, run_cell_slurm
 
 
@@ -34,6 +35,10 @@ class Plan:
     cells: list[Cell]
     latest: dict[str, dict]
     rerun: str | None = None
+    results: Results | None = None
+    """What was read from the results file, with the lines skipped as not records."""
+    sections: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Cell id -> titles of the sections that hold it."""
 
     @property
     def results_file(self) -> Path:
@@ -43,7 +48,7 @@ class Plan:
         return [cell for cell in self.cells if needs_run(self.latest.get(cell.cell_id), self.rerun)]
 
     def sections_of(self, cell: Cell) -> list[str]:
-        return [s.title for s in self.matrix.sections if any(r.cell.cell_id == cell.cell_id for r in s.rows)]
+        return self.sections.get(cell.cell_id, [])
 
 
 def needs_run(record: dict | None, rerun: str | None) -> bool:
@@ -55,8 +60,22 @@ def needs_run(record: dict | None, rerun: str | None) -> bool:
 
 def make_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
     results_dir = results_root / matrix.name
-    latest = latest_by_cell(read_records(results_dir / "results.jsonl"))
-    return Plan(matrix=matrix, results_dir=results_dir, cells=matrix.cells(), latest=latest, rerun=rerun)
+    results = read_results(results_dir / "results.jsonl")
+    sections: dict[str, list[str]] = {}
+    for section in matrix.sections:
+        for row in section.rows:
+            titles = sections.setdefault(row.cell.cell_id, [])
+            if section.title not in titles:
+                titles.append(section.title)
+    return Plan(
+        matrix=matrix,
+        results_dir=results_dir,
+        cells=matrix.cells(),
+        latest=latest_by_cell(results.records),
+        rerun=rerun,
+        results=results,
+        sections=sections,
+    )
 
 
 def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
@@ -64,7 +83,10 @@ def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
     for record in records.values():
         if record.get("status") != "oom":
             continue
-        other = Cell.from_dict(record["config"])
+        try:
+            other = Cell.from_dict(record["config"])
+        except ValueError:  # a record of a cell this version cannot build
+            continue
         if other.batch_size <= cell.batch_size and dataclasses.replace(other, batch_size=cell.batch_size) == cell:
             return record
     return None
@@ -92,14 +114,15 @@ def run_cells(
     With slurm, each cell is a Slurm job submitted from here instead of a torchrun on this node.
     """
     plan.results_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(plan.results_dir / "env.json", json.dumps(describe_machine(), indent=2) + "\n")
-    write_atomic(plan.results_dir / "matrix.toml", plan.matrix.path.read_text())
+    env = save_env(plan.results_dir, describe_machine())
+    write_atomic(plan.results_dir / "matrix.toml", read_text(plan.matrix.path))
     latest = dict(plan.latest)
     with sigterm_as_interrupt():
         for cell in plan.pending():
             cause = oom_implies(cell, latest) if prune_after_oom else None
             record, records_here = (skipped_record(cell, cause), True) if cause else run_one(cell, plan, launch, slurm)
             record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
+            record.setdefault("env", env)  # a Slurm job's record names its compute nodes' description
             if records_here:
                 append_record(plan.results_file, record)
                 latest[cell.cell_id] = record
@@ -108,8 +131,8 @@ def run_cells(
         (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
 
 
-def describe_compute_nodes(env_file: Path, workdir: Path, record: dict) -> None:
-    """Make env.json describe the nodes a Slurm job ran on, with the GPUs its ranks used.
+def describe_compute_nodes(results_dir: Path, workdir: Path, record: dict) -> None:
+    """Keep the description of the nodes a Slurm job ran on, with the GPUs its ranks used; the record points at it.
 
     The machine that submits the jobs (a login node, often without GPUs) is named apart.
     """
@@ -123,7 +146,7 @@ def describe_compute_nodes(env_file: Path, workdir: Path, record: dict) -> None:
         for i, gpu in enumerate(record["gpus"])
     ]  # fmt: skip
     env.update(launcher="slurm", nodes=record["hosts"], submitted_from=socket.gethostname())
-    write_atomic(env_file, json.dumps(env, indent=2) + "\n")
+    record["env"] = save_env(results_dir, env)
 
 
 def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
@@ -139,8 +162,8 @@ def run_one(cell: Cell, plan: Plan, launch: Launch, slurm: SlurmOptions | None =
     record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
     records_here = slurm is not None or holds_rank0(cell, workdir)
     if slurm is not None and record["status"] == "ok":
-        describe_compute_nodes(plan.results_dir / "env.json", workdir, record)
-    if record["status"] != "ok":
+        describe_compute_nodes(plan.results_dir, workdir, record)
+    if record["status"] != "ok" or record.get("teardown_error"):
         logs = plan.results_dir / "logs"
         logs.mkdir(exist_ok=True)
         shutil.copyfile(workdir / "torchrun.log", logs / f"{cell.cell_id}.log")

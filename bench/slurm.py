@@ -240,9 +240,10 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     ranks = read_ranks(workdir)
     status = classify(ranks, cell.world_size, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
     note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
+    clean = returncode == 0 and not timeout and status == "ok"
     return build_record(
-        cell, ranks, status, error=timeout or error, started=started, duration_s=time.time() - started,
-        slurm_job_id=job_id, slurm_state=state.name if state else None,
+        cell, ranks, status, error=None if clean else timeout or error, started=started,
+        duration_s=time.time() - started, slurm_job_id=job_id, slurm_state=state.name if state else None,
     )  # fmt: skip
 
 

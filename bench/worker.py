@@ -226,7 +226,7 @@ def measure(cell: Cell, step: Step, beat: Callable[[], None]) -> dict:
     return {**figures, **peak_memory(device), **warmup, **scaler, "gpus": gpus}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="One rank of a pfcbench cell (started by torchrun).")
     parser.add_argument("--cell", type=Path, required=True, help="cell config JSON")
     parser.add_argument("--out", type=Path, required=True, help="folder for rank-N.json and ranks.json")
@@ -262,8 +262,19 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(args.out / f"rank-{rank}.json", json.dumps(record))
     share_with_every_node(record, args.out)
     describe_node(args.out)
-    distributed.destroy_process_group()
-    return 0
+    leave(0)
+
+
+def leave(code: int) -> NoReturn:
+    """Exit at once, without the interpreter's or the libraries' teardown.
+
+    The rank's figures are on disk by now; destructors of communicators and threads at exit can
+    abort the process ("terminate called without an active exception") and would turn a finished
+    measurement into a failed one, so none of them runs.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 LEAVING = threading.Lock()
@@ -296,13 +307,15 @@ def share_with_every_node(record: dict, out: Path) -> None:
     """Gather every rank's figures; local rank 0 of each node writes them all to OUT/ranks.json.
 
     So the runner on any node, the one holding rank 0 included, sees the memory and NVML
-    figures of all nodes without a shared filesystem.
+    figures of all nodes without a shared filesystem. The closing barrier keeps every rank until
+    every node's file is written.
     """
     everyone: list = [None] * record["world_size"]
     distributed.all_gather_object(everyone, record)
     if record["local_rank"] == 0:
         write_atomic(out / "ranks.json", json.dumps({"ranks": everyone}))
+    distributed.barrier()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -54,6 +54,11 @@ def sections(num_gpus: int) -> list[tuple[str, list[tuple[dict, str]]]]:
             ({"classes": classes, "sample_rate": rate, "batch_size": batch}, "ok")
             for classes in (1_000_000, 2_000_000) for rate in (1.0, 0.1)
         ]),
+        ("5. The classifier alone at 2M classes, fused beside arcface_torch", [
+            ({"impl": impl, "backbone": "none", "precision": "fp32", "classes": 2_000_000, "sample_rate": rate,
+              "batch_size": 512 * num_gpus}, "ok")
+            for rate in (1.0, 0.1) for impl in ("arcface_torch", "fused")
+        ]),
     ]  # fmt: skip
 
 

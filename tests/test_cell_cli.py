@@ -72,6 +72,22 @@ def test_the_2021_impl_in_fp16_with_the_constant_label():
     assert 0 < record["loss_first"] < 100
 
 
+@pytest.mark.parametrize("backbone", ["none", "mbf", "r18"])
+def test_fused_impl_trains_with_arcface_torch_losses(backbone):
+    losses = {}
+    for impl in ("arcface_torch", "fused"):
+        result = pfcbench(
+            "cell", "--impl", impl, "--backbone", backbone, "--classes", "1001", "--batch-size", "4", "--nproc", "2",
+            "--device", "cpu", "--json", *FAST,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert record["status"] == "ok" and record["config"]["impl"] == impl
+        losses[impl] = record["loss_first"]
+    # the same seed gives the same weights, data and labels: the two impls start from the same loss
+    assert losses["fused"] == pytest.approx(losses["arcface_torch"], rel=1e-4)
+
+
 def test_memory_cap_gives_a_real_oom_promptly(tmp_path):
     started = time.monotonic()
     result = pfcbench("cell", *PFC_200K, "--device", "cpu", "--max-memory-gib", "0.3", "--json", *FAST,

@@ -33,6 +33,7 @@ SHIPPED = REPO / "bench" / "matrices"
 EXAMPLE = SHIPPED / "example.toml"
 RTX3080 = SHIPPED / "rtx3080.toml"
 SMOKE = SHIPPED / "smoke.toml"
+IMPLS = SHIPPED / "impls.toml"
 MALFORMED = Path(__file__).resolve().parent / "matrices"
 CORPUS = sorted(MALFORMED.glob("*.toml"))
 
@@ -96,7 +97,7 @@ def test_impossible_override_is_blamed_on_the_option(tmp_path: Path):
     assert "nproc_per_node comes from a command-line option" in refusal(result.output, SMOKE)
 
 
-@pytest.mark.parametrize("path", [EXAMPLE, RTX3080, SMOKE], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [EXAMPLE, RTX3080, SMOKE, IMPLS], ids=lambda p: p.stem)
 def test_shipped_matrices_plan_cleanly_and_write_nothing(path: Path, tmp_path: Path):
     results = tmp_path / "results"
     result = CliRunner().invoke(main, ["plan", str(path), "--results", str(results)])

@@ -40,7 +40,7 @@ def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_clust
     oom = next(r for r in by_slurm if r["status"] == "oom")
     assert "can't allocate memory" in oom["error"]
     assert "Slurm job" in (tmp_path / "slurm" / "tiny" / oom["log"]).read_text()
-    env = json.loads((tmp_path / "slurm" / "tiny" / "env.json").read_text())
+    env = json.loads((tmp_path / "slurm" / "tiny" / ok["env"]).read_text())
     assert env["launcher"] == "slurm" and env["nodes"] == ok["hosts"] and env["submitted_from"]
     assert env["gpus"] == [] and env["cpu_cores"] >= 1  # the compute node's, with the devices its ranks used
 

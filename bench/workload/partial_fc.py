@@ -50,7 +50,7 @@ class PartialFC(torch.nn.Module):
         self.weight_index: torch.Tensor | None = None
 
     def sample(self, labels: torch.Tensor, index_positive: torch.Tensor) -> torch.Tensor:
-        """Keep every local positive plus random negatives, up to num_sample centres; relabel in place."""
+        """Indices of every local positive plus random negatives, up to num_sample; relabel in place."""
         with torch.no_grad():
             positive = torch.unique(labels[index_positive], sorted=True)
             if self.num_sample >= positive.size(0):
@@ -61,9 +61,16 @@ class PartialFC(torch.nn.Module):
                 index = positive
             self.weight_index = index
             labels[index_positive] = torch.searchsorted(index, labels[index_positive])
-        return self.weight[index]
+        return index
 
     def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
+        embeddings, labels = self.gather(local_embeddings, local_labels)
+        index_positive = labels != -1
+        index = self.sample(labels, index_positive) if self.sample_rate < 1 else None
+        return self.loss(embeddings, labels, index)
+
+    def gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's embeddings (with a gradient path back) and labels, made local: -1 elsewhere."""
         local_labels = local_labels.view(-1).long()
         batch_size = local_embeddings.size(0)
         gathered = [
@@ -77,8 +84,11 @@ class PartialFC(torch.nn.Module):
         index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
         labels[~index_positive] = -1
         labels[index_positive] -= self.class_start
-        weight = self.sample(labels, index_positive) if self.sample_rate < 1 else self.weight
+        return embeddings, labels
 
+    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """The loss over the centres `index` (all when None) for local labels (-1: held elsewhere)."""
+        weight = self.weight if index is None else self.weight[index]
         logits = linear(normalize(embeddings), normalize(weight)).clamp(-1, 1)
         logits = self.margin_softmax(logits, labels)
         return DistCrossEntropyFunc.apply(logits, labels)

@@ -8,8 +8,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.config import Cell
 from bench.workload.backbones import build_backbone
-from bench.workload.margin import CombinedMarginLoss
-from bench.workload.partial_fc import PartialFC
+from bench.workload.classifiers import build_classifier
 from bench.workload.step_2021 import TrainStep2021
 from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_torch, memory_format
 
@@ -34,8 +33,8 @@ class TrainStep:
         )
         # arcface_torch compresses gradients to fp16; a bf16 cell compresses them to bf16 instead.
         self.backbone.register_comm_hook(None, bf16_compress_hook if cell.precision == "bf16" else fp16_compress_hook)
-        margin = CombinedMarginLoss.named(cell.margin)
-        self.partial_fc = PartialFC(margin, cell.embedding_size, cell.classes, cell.sample_rate).to(device).train()
+        self.partial_fc = build_classifier(cell.impl, cell.margin, cell.embedding_size, cell.classes, cell.sample_rate)
+        self.partial_fc = self.partial_fc.to(device).train()
         self.optimizer = torch.optim.SGD(
             [{"params": self.backbone.parameters()}, {"params": self.partial_fc.parameters()}],
             lr=0.1,
@@ -78,7 +77,7 @@ Step = TrainStep | TrainStep2021
 
 
 def build_step(cell: Cell, device: torch.device, rank: int) -> Step:
-    """The step of cell.impl: today's train_v2 (arcface_torch) or the 2021 train.py (arcface_torch_2021)."""
+    """The step of cell.impl: the 2021 train.py for arcface_torch_2021, else train_v2 with the impl's classifier."""
     if cell.impl == "arcface_torch_2021":
         return TrainStep2021(cell, device, rank)
     return TrainStep(cell, device, rank)

@@ -1,0 +1,128 @@
+"""The results folder as report and compare meet it: outputs never land on it, damage is one line, environments are kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.config import Cell
+from bench.machine import describe_machine
+from bench.matrix import load_matrix
+from bench.results import append_record, read_records
+from tests.sweeps import write_matrix
+from tests.test_bad_input import one_line
+
+ENV = {"cpu_model": "Test CPU", "cpu_sockets": 1, "cpu_cores": 2, "memory_gib": 8, "os": "Linux", "python": "3.12",
+       "torch": "2.5.1", "gpus": []}  # fmt: skip
+
+
+def results_folder(tmp_path: Path, batches: str = "8, 16") -> Path:
+    """A results folder of the tiny matrix whose every cell has an oom record."""
+    matrix = write_matrix(tmp_path, batches)
+    folder = tmp_path / "results" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "matrix.toml").write_text(matrix.read_text())
+    (folder / "env.json").write_text(json.dumps(ENV))
+    for cell in load_matrix(matrix).cells():
+        append_record(folder / "results.jsonl", {"schema": 1, "cell_id": cell.cell_id, "config": cell.to_dict(),
+                                                 "status": "oom"})  # fmt: skip
+    return folder
+
+
+@pytest.mark.parametrize("target", ["results.jsonl", "env.json", "matrix.toml", "env/0123abcd.json"])
+@pytest.mark.parametrize("fmt", ["csv", "json", "md"])
+def test_report_never_writes_over_the_files_of_a_results_folder(tmp_path, monkeypatch, target, fmt):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    (folder / "env").mkdir()
+    (folder / "env" / "0123abcd.json").write_text(json.dumps(ENV))
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "--format", fmt, "-o", str(folder / target)]), 1)
+    assert "is part of the results folder" in line
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_report_output_under_a_file_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    (tmp_path / "plain").write_text("x")
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "-o", str(tmp_path / "plain" / "r.md")]), 1)
+    assert "cannot create the folder" in line
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda f: ((f / "results.jsonl").unlink(), (f / "results.jsonl").mkdir()), "is a folder"),
+        (lambda f: append_record(f / "results.jsonl", {"schema": 4, "cell_id": "x", "config": {}, "status": "ok"}),
+         "schema 4, newer than"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["report", "plan", "compare"])
+def test_a_damaged_results_file_is_one_line(tmp_path, monkeypatch, damage, said, command):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    damage(folder)
+    args = {"report": [str(folder)], "plan": [str(folder / "matrix.toml")], "compare": [str(folder), str(folder)]}
+    assert said in one_line(CliRunner().invoke(main, [command, *args[command]]), 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"), [("[" * 50000, "env.json: cannot read: not JSON"), ('["an", "array"]', "not a JSON object")]
+)
+def test_a_damaged_environment_is_one_line(tmp_path, monkeypatch, text, said):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    (folder / "env.json").write_text(text)
+    assert said in one_line(CliRunner().invoke(main, ["report", str(folder)]), 1)
+
+
+def test_run_keeps_each_environment_and_its_records_point_at_it(tmp_path, monkeypatch):
+    """A resumed sweep on a changed machine: env.json of the first run stays, the new records name their own."""
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path, "8")
+    matrix = write_matrix(tmp_path, "8, 16, 32")
+    first = (folder / "env.json").read_bytes()
+    result = CliRunner().invoke(main, ["run", str(matrix), "--results", "results", "--prune-after-oom"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "env.json").read_bytes() == first
+    new = read_records(folder / "results.jsonl")[1:]
+    assert [r["status"] for r in new] == ["skipped", "skipped"]
+    assert {r["env"] for r in new} == {new[0]["env"]} and new[0]["env"].startswith("env/")
+    assert json.loads((folder / new[0]["env"]).read_text())["hostname"] == describe_machine()["hostname"]
+
+    report = CliRunner().invoke(main, ["report", str(folder), "-o", "r.md"])
+    assert report.exit_code == 0, report.output
+    markdown = (tmp_path / "r.md").read_text()
+    assert "These records come from 2 environments" in markdown
+    assert f"env.json (1 cells), {new[0]['env']} (2 cells)" in markdown and "torch" in markdown
+
+
+def test_a_report_of_one_environment_says_nothing_of_environments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    assert CliRunner().invoke(main, ["report", str(folder), "-o", "r.md"]).exit_code == 0
+    assert "environments" not in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-0.5", "1e9"])
+def test_compare_refuses_a_threshold_that_is_not_a_finite_fraction(tmp_path, threshold):
+    folder = results_folder(tmp_path)
+    line = one_line(CliRunner().invoke(main, ["compare", str(folder), str(folder), "--threshold", threshold]), 1)
+    assert "threshold must be" in line
+
+
+def test_compare_of_runs_that_share_no_cell_says_so_and_names_what_differs(tmp_path):
+    (tmp_path / "a").mkdir()
+    a = results_folder(tmp_path / "a")
+    b = tmp_path / "b" / "results.jsonl"
+    for batch in (8, 16, 24):
+        cell = Cell(backbone="none", device="cpu", nproc_per_node=2, batch_size=batch, embedding_size=64)
+        append_record(b, {"cell_id": cell.cell_id, "config": cell.to_dict(), "status": "oom"})
+    line = one_line(CliRunner().invoke(main, ["compare", str(a), str(b)]), 1)
+    assert "the runs share no cell (A has 2 cells, B has 3)" in line
+    assert "embedding_size" in line and "--ignore" in line
