@@ -265,6 +265,7 @@ def plan_row(number: int, entry: dict) -> dict:
         "backbone": config["backbone"],
         "classes": config["classes"],
         "batch": config["batch_size"],
+        "impl": config["impl"],
         "precision": config["precision"],
         "sample rate": config["sample_rate"],
         "ranks": config["nnodes"] * config["nproc_per_node"],
