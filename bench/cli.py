@@ -252,40 +252,121 @@ def probe_line(field: str, probe: Probe) -> str:
 
 @main.command()
 @with_matrix
-def plan(matrix: Matrix, results_root: Path) -> None:
+@click.option(
+    "--memory-gib",
+    type=float,
+    default=None,
+    help="Predict each cell's peak memory per rank and whether it fits in this many GiB per rank.",
+)
+@click.option(
+    "--predict",
+    is_flag=True,
+    help="Predict each cell's peak memory per rank, against the matrix's max_memory_gib or this machine's GPU.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the plan as a JSON array, one object per cell, with predictions."
+)
+def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: bool, as_json: bool) -> None:
     """List the cells of a matrix in order, and which already have a final record.
 
+    With --memory-gib, --predict or --json, each cell also gets its predicted peak memory per rank
+    (traced from its real training step on the CPU) and Fail where that exceeds the memory size.
     MATRIX is a matrix file or the name of a packaged one (pfcbench matrices); smoke by default.
 
     \b
     Example:
         pfcbench plan rtx3080
         pfcbench plan my-matrix.toml --nproc 1
+        pfcbench plan rtx3080 --memory-gib 10
+        pfcbench plan rtx3080 --memory-gib 10 --json
     """
     from tabulate import tabulate
 
+    if memory_gib is not None and memory_gib <= 0:
+        raise click.UsageError(f"--memory-gib must be positive, not {memory_gib:g}")
     the_plan = load_plan(matrix, results_root)
-    rows = []
-    for number, cell in enumerate(the_plan.cells, start=1):
-        record = the_plan.latest.get(cell.cell_id)
-        rows.append({
-            "#": number,
-            "cell": cell.cell_id,
-            "section": "; ".join(the_plan.sections_of(cell)),
-            "backbone": cell.backbone,
-            "classes": cell.classes,
-            "batch": cell.batch_size,
-            "precision": cell.precision,
-            "sample rate": cell.sample_rate,
-            "ranks": cell.world_size,
-            "status": record["status"] if record else "pending",
-        })  # fmt: skip
-    click.echo(tabulate(rows, headers="keys", tablefmt="github"))
+    predicted = predict or as_json or memory_gib is not None
+    entries = plan_entries(the_plan, memory_gib) if predicted else plan_entries_plain(the_plan)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    click.echo(
+        tabulate(
+            [plan_row(number, entry) for number, entry in enumerate(entries, start=1)],
+            headers="keys",
+            tablefmt="github",
+        )
+    )
     searches = the_plan.matrix.searches()
     and_searches = f" and {len(the_plan.pending_searches())} of {len(searches)} searches" if searches else ""
     click.echo(
         f"{len(the_plan.pending())} of {len(the_plan.cells)} cells to run{and_searches}; results in {the_plan.results_file}"
     )
+    if predicted:
+        fails = sum(entry["predicted_fits"] is False for entry in entries)
+        click.echo(
+            f"predicted: {fails} Fail, {sum(e['predicted_fits'] is True for e in entries)} fit (peak of rank 0, GPU-only parts modelled)"
+        )
+
+
+def plan_entries_plain(the_plan) -> list[dict]:
+    """One dict per cell: id, sections, config and status (its record's, or pending)."""
+    entries = []
+    for cell in the_plan.cells:
+        record = the_plan.latest.get(cell.cell_id)
+        entries.append({
+            "cell_id": cell.cell_id,
+            "sections": the_plan.sections_of(cell),
+            "config": cell.to_dict(),
+            "status": record["status"] if record else "pending",
+        })  # fmt: skip
+    return entries
+
+
+def plan_entries(the_plan, memory_gib: float | None) -> list[dict]:
+    """plan_entries_plain with each cell's predicted peak, parts and fit against its memory size."""
+    from bench.machine import gpu_memory_gib
+    from bench.memory import GIB, memory_size_gib, predict_cells
+
+    try:
+        predictions = predict_cells(the_plan.cells)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    gpu_gib = gpu_memory_gib() if memory_gib is None else None
+    entries = plan_entries_plain(the_plan)
+    for entry, cell, prediction in zip(entries, the_plan.cells, predictions, strict=True):
+        size_gib = memory_size_gib(cell, memory_gib, gpu_gib)
+        entry.update(
+            memory_gib=size_gib,
+            predicted_peak_gib=round(prediction.peak_gib, 3),
+            predicted_fits=prediction.fits(size_gib),
+            predicted_parts_gib={part: round(n / GIB, 3) for part, n in prediction.parts.items()},
+            predicted_largest_part=prediction.largest_part(),
+        )
+    return entries
+
+
+def plan_row(number: int, entry: dict) -> dict:
+    config = entry["config"]
+    row = {
+        "#": number,
+        "cell": entry["cell_id"],
+        "section": "; ".join(entry["sections"]),
+        "backbone": config["backbone"],
+        "classes": config["classes"],
+        "batch": config["batch_size"],
+        "impl": config["impl"],
+        "precision": config["precision"],
+        "sample rate": config["sample_rate"],
+        "ranks": config["nnodes"] * config["nproc_per_node"],
+        "status": entry["status"],
+    }
+    if "predicted_peak_gib" in entry:
+        fits = entry["predicted_fits"]
+        row["predicted GiB/rank"] = f"{entry['predicted_peak_gib']:.2f}"
+        row["predicted"] = "" if fits is None else ("fits" if fits else "Fail") + f" ({entry['memory_gib']:g} GiB)"
+        row["largest part"] = entry["predicted_largest_part"]
+    return row
 
 
 @main.command()
@@ -304,6 +385,11 @@ def plan(matrix: Matrix, results_root: Path) -> None:
     help="Record larger batches of a config that ran out of memory as skipped.",
 )
 @rdzv_option("HOST:PORT of the c10d rendezvous for cells of several nodes.")
+@click.option(
+    "--skip-predicted-fail",
+    is_flag=True,
+    help="Record cells whose predicted peak memory exceeds the memory per rank (max_memory_gib or the GPU's) as skipped.",
+)
 def run(
     matrix: Matrix,
     results_root: Path,
@@ -313,6 +399,7 @@ def run(
     rerun,
     prune_after_oom,
     rdzv_endpoint,
+    skip_predicted_fail,
 ) -> None:
     """Run every pending cell of a matrix, recording each in results/<matrix>/results.jsonl.
 
@@ -323,9 +410,9 @@ def run(
     \b
     Example:
         pfcbench run smoke
-        pfcbench run rtx3080 --nproc 1 --max-memory-gib 10
         pfcbench run smoke --set precision=bf16 --results results-bf16
         pfcbench run rtx3080 --launcher slurm --partition gpu --account myproj --slurm-time 30
+        pfcbench run rtx3080 --skip-predicted-fail --max-memory-gib 10
         pfcbench run my-matrix.toml
     """
     from bench.launch import Launch, gpu_shortage, visible_gpus
@@ -360,6 +447,7 @@ def run(
         raise click.UsageError(str(exc)) from None
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     and_searches = f" and {len(searches)} searches" if searches else ""
+    predicted_fail = predicted_failures(pending) if skip_predicted_fail else {}
     click.echo(
         f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run{and_searches}, results in {the_plan.results_file}"
     )
@@ -378,7 +466,7 @@ def run(
             bar.current_item = pending[0] if pending else searches[0][0]
             bar.render_progress()
             for number, (cell, record) in enumerate(
-                run_cells(the_plan, launch, prune_after_oom=prune, slurm=slurm), start=1
+                run_cells(the_plan, launch, prune_after_oom=prune, slurm=slurm, predicted_fail=predicted_fail), start=1
             ):
                 statuses[record["status"]] += 1
                 if not sys.stderr.isatty():
@@ -394,6 +482,28 @@ def run(
         ) from None
     summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
     click.echo(f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}")  # fmt: skip
+
+
+def predicted_failures(cells: list[Cell]) -> dict[str, str]:
+    """Cell id: the prediction, for the cells predicted not to fit in their memory per rank."""
+    from bench.machine import gpu_memory_gib
+    from bench.memory import memory_size_gib, predict_cells, verdict
+
+    gpu_gib = gpu_memory_gib()
+    sizes = [memory_size_gib(cell, None, gpu_gib) for cell in cells]
+    if all(size is None for size in sizes):
+        raise click.UsageError(
+            "--skip-predicted-fail needs a memory size per rank: --max-memory-gib, max_memory_gib in the matrix, or a GPU"
+        )
+    try:
+        predictions = predict_cells(cells)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    return {
+        cell.cell_id: verdict(prediction, size)
+        for cell, prediction, size in zip(cells, predictions, sizes, strict=True)
+        if prediction.fits(size) is False
+    }
 
 
 @main.command()

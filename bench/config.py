@@ -13,7 +13,7 @@ from typing import Any
 BACKBONES = ("r18", "r34", "r50", "r100", "r200", "mbf", "none")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MARGINS = ("arcface", "cosface")
-IMPLS = ("arcface_torch", "fused")
+IMPLS = ("arcface_torch", "arcface_torch_2021", "fused")
 LABEL_MODES = ("uniform", "constant")
 DEVICES = ("cuda", "cpu")
 CHOICES = {
@@ -56,7 +56,7 @@ class Cell:
     margin: str = "arcface"
     """arcface (s=64, m=0.5) or cosface (s=64, m=0.4)."""
     impl: str = "arcface_torch"
-    """Implementation of the classifier step."""
+    """Program of the step: arcface_torch (today's train_v2.py), arcface_torch_2021 (the 2021 train.py) or fused."""
     label_mode: str = "uniform"
     """uniform: labels drawn over all classes; constant: label 1 forever (arcface_torch's SyntheticDataset)."""
     warmup_steps: int = 10

@@ -80,6 +80,12 @@ def _nvml_inventory() -> dict[str, Any]:
         nvml.shutdown()
 
 
+def gpu_memory_gib() -> float | None:
+    """Memory of this machine's smallest GPU in GiB, as NVML sees it; None without a GPU."""
+    sizes = [gpu["memory_mib"] for gpu in _nvml_inventory()["gpus"] if gpu["memory_mib"] is not None]
+    return min(sizes) * _MIB / 2**30 if sizes else None
+
+
 def _gpu_inventory() -> list[dict[str, Any]]:
     gpus = []
     for index in range(nvml.value(nvml.pynvml.nvmlDeviceGetCount) or 0):

@@ -18,7 +18,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_windows(
-    step: Callable[[], float],
+    step: Callable[[], float | torch.Tensor],
     *,
     device: torch.device,
     warmup_steps: int,
@@ -30,8 +30,10 @@ def time_windows(
 ) -> dict:
     """Run the loop and return this rank's figures; window times are the slowest rank's.
 
-    Each step ends in a host sync (the loss gradient's .item() in Partial FC's backward, as in
-    arcface_torch), so the per-step times read off the host clock are real step times.
+    A step returns its loss as a float or as a tensor left on the device (arcface_torch_2021 never
+    reads its loss); tensors are read after the windows, so the loop adds no host sync of its own.
+    Per-step times are host-clock times, the device's step times only where the step waits for the
+    device (today's arcface_torch does, in Partial FC's backward); window times are always real.
     `measured` is entered around the timed windows alone (a GPU power sampler, say);
     `after_warmup` runs once between warm-up and the first window (to reset peak memory, say). The
     first warm-up step (with no warm-up, one extra step before the clock starts) has its FLOPs counted.
@@ -63,7 +65,7 @@ def time_windows(
     return {
         "window_times_s": slowest.tolist(),
         "step_times_s": step_times_s,
-        "losses": losses,
+        "losses": [float(loss) for loss in losses],
         "step_flops": step_flops,
     }
 

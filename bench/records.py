@@ -144,11 +144,16 @@ def build_record(
     return record
 
 
-def skipped_record(cell: Cell, cause: dict) -> dict:
-    """The record of a cell not run because the oom record `cause` implies it would run out of memory too."""
+def skipped_record(cell: Cell, reason: str) -> dict:
+    """The record of a cell not run, and why (an oom it is implied by, or its predicted memory)."""
     record = base_record(cell, "skipped", started=time.time(), duration_s=0.0)
-    record["reason"] = f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}"
+    record["reason"] = reason
     return record
+
+
+def oom_reason(cause: dict) -> str:
+    """Why a cell is skipped when the oom record `cause` implies it would run out of memory too."""
+    return f"implied by oom of cell {cause['cell_id']} at batch size {cause['config']['batch_size']}"
 
 
 def figures(cell: Cell, ranks: list[dict]) -> dict:

@@ -255,10 +255,39 @@ def provenance(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
     precisions = listed(c.precision for c in cells)
     per_row = " (per row as shown)" if "," in precisions else ""
     return (
-        f"Measured with pfcbench {versions}, impl {listed(c.impl for c in cells)}; "
+        f"Measured with pfcbench {versions}, {impl_note(matrix, records_by_id)}; "
         f"precision {precisions}{per_row}; TF32 {listed('on' if c.tf32 else 'off' for c in cells)}; "
         f"device {listed(c.device for c in cells)}."
     )
+
+
+def impl_note(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
+    """Which impl made each number: one name, else each impl with the sections and rows it made.
+
+    A section whose table has an impl column is left to its table ("per row as shown").
+    """
+    measured = {}
+    for number, section in enumerate(matrix.sections, start=1):
+        rows = [(i, row.cell.impl) for i, row in enumerate(section.rows, start=1) if row.cell.cell_id in records_by_id]
+        if rows:
+            measured[number] = (section, rows)
+    impls = listed(impl for _, rows in measured.values() for _, impl in rows)
+    if "," not in impls:
+        return f"impl {impls}"
+    places: dict[str, list[str]] = {}
+    in_tables = []
+    for number, (section, rows) in measured.items():
+        if any(c.field == "impl" for c in section.columns):
+            in_tables.append(str(number))
+            continue
+        for impl in dict.fromkeys(impl for _, impl in rows):
+            made = [str(i) for i, row_impl in rows if row_impl == impl]
+            which = "" if len(made) == len(rows) else f" row{'s' * (len(made) > 1)} {', '.join(made)}"
+            places.setdefault(impl, []).append(f"section {number}{which}")
+    parts = [f"{impl} ({' and '.join(where)})" for impl, where in places.items()]
+    if in_tables:
+        parts.append(f"per row as shown in section {', '.join(in_tables)}")
+    return "impl " + ", ".join(parts)
 
 
 def listed(values) -> str:

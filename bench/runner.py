@@ -22,7 +22,7 @@ from bench.files import read_text
 from bench.launch import Launch, run_cell
 from bench.machine import describe_machine
 from bench.matrix import Matrix
-from bench.records import holds_rank0, skipped_record
+from bench.records import holds_rank0, oom_reason, skipped_record
 from bench.results import FAILED, FINAL, Results, append_record, latest_by_cell, read_results, save_env, write_atomic
 from bench.search import ProbeFailed, is_settled, search, start_value
 from bench.slurm import SlurmOptions, run_cell_slurm
@@ -121,12 +121,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_cells(
-    plan: Plan, launch: Launch, *, prune_after_oom: bool = False, slurm: SlurmOptions | None = None
+    plan: Plan,
+    launch: Launch,
+    *,
+    prune_after_oom: bool = False,
+    slurm: SlurmOptions | None = None,
+    predicted_fail: dict[str, str] | None = None,
 ) -> Iterator[tuple[Cell, dict]]:
     """Run the pending cells one by one, yielding each (cell, record) once the record is on disk.
 
     With slurm, each cell is a Slurm job submitted from here instead of a torchrun on this node.
+    Cells in predicted_fail (cell id: the prediction) are recorded skipped with it as the reason.
     """
+    predicted_fail = predicted_fail or {}
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     env = save_env(plan.results_dir, describe_machine())
     write_atomic(plan.results_dir / "matrix.toml", read_text(plan.matrix.path))
@@ -134,8 +141,9 @@ def run_cells(
     with sigterm_as_interrupt():
         for cell in plan.pending():
             cause = oom_implies(cell, latest) if prune_after_oom else None
+            reason = predicted_fail.get(cell.cell_id) or (oom_reason(cause) if cause else None)
             record, records_here = (
-                (skipped_record(cell, cause), True) if cause else run_one(cell, plan.results_dir, launch, slurm)
+                (skipped_record(cell, reason), True) if reason else run_one(cell, plan.results_dir, launch, slurm)
             )
             record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
             record.setdefault("env", env)  # a Slurm job's record names its compute nodes' description

@@ -36,7 +36,7 @@ from bench.oom import mentions_oom
 from bench.results import write_atomic
 from bench.telemetry import GpuSampler, cpu_peak_rss_mib
 from bench.watchdog import PG_TIMEOUT_ENV
-from bench.workload.step import TrainStep
+from bench.workload.step import Step, build_step
 
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")
 UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -149,7 +149,7 @@ def pg_timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get(PG_TIMEOUT_ENV, 1800)))
 
 
-def set_up(cell: Cell, out: Path, figures: dict) -> tuple[TrainStep, Heartbeat]:
+def set_up(cell: Cell, out: Path, figures: dict) -> tuple[Step, Heartbeat]:
     """Join the process group, apply the memory cap and build the step; returns it and a heartbeat.
 
     On CUDA, figures gets the overhead outside the caching allocator (cuda_overhead_mib).
@@ -176,7 +176,7 @@ def set_up(cell: Cell, out: Path, figures: dict) -> tuple[TrainStep, Heartbeat]:
         figures["cuda_overhead_mib"] = overhead_bytes / MIB
     if cell.max_memory_gib is not None:
         cap_memory(cell, device, overhead_bytes)
-    step = TrainStep(cell, device, distributed.get_rank())
+    step = build_step(cell, device, distributed.get_rank())
     beat.now()
     return step, beat
 
@@ -187,7 +187,7 @@ def cuda_device(device: torch.device) -> dict:
     return {"uuid": str(props.uuid), "name": props.name, "memory_mib": props.total_memory // MIB}
 
 
-def measure(cell: Cell, step: TrainStep, beat: Callable[[], None]) -> dict:
+def measure(cell: Cell, step: Step, beat: Callable[[], None]) -> dict:
     """Time the step and return this rank's figures: times, losses, memory, its GPU's telemetry.
 
     Peak memory is reset after warm-up: cuDNN's autotuning tries workspaces sized from the free
@@ -292,7 +292,7 @@ def leave_failed(record: dict, out: Path) -> NoReturn:
     os._exit(1)
 
 
-def leave_after_peer(record: dict, step: TrainStep, found: list[dict], out: Path) -> None:
+def leave_after_peer(record: dict, step: Step, found: list[dict], out: Path) -> None:
     """Another rank failed (on this node or another): record its failure beside this rank's and leave."""
     first = found[0]
     error = f"rank {first['rank']} on {first['host']} failed first: {first['status']} in {first['phase']}"

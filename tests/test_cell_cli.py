@@ -49,6 +49,32 @@ def test_light_backbones_train(backbone):
     assert record["loss_first"] > 0 and record["samples_per_s"] > 0
 
 
+@pytest.mark.parametrize("rate", ["1.0", "0.1"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("backbone", ["none", "mbf", "r18"])
+def test_the_2021_impl_trains(backbone, precision, rate):
+    result = pfcbench(
+        "cell", "--impl", "arcface_torch_2021", "--backbone", backbone, "--classes", "1000", "--batch-size", "4",
+        "--nproc", "2", "--device", "cpu", "--precision", precision, "--sample-rate", rate, "--json", *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "ok"
+    assert (record["config"]["impl"], record["config"]["backbone"]) == ("arcface_torch_2021", backbone)
+    assert 0 < record["loss_first"] < 100 and record["samples_per_s"] > 0
+
+
+def test_the_2021_impl_in_fp16_with_the_constant_label():
+    result = pfcbench(
+        "cell", "--impl", "arcface_torch_2021", "--backbone", "none", "--classes", "1000", "--batch-size", "4",
+        "--nproc", "2", "--device", "cpu", "--precision", "fp16", "--label-mode", "constant", "--json", *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "ok" and record["config"]["label_mode"] == "constant"
+    assert 0 < record["loss_first"] < 100
+
+
 @pytest.mark.parametrize("backbone", ["none", "mbf", "r18"])
 def test_fused_impl_trains_with_arcface_torch_losses(backbone):
     losses = {}

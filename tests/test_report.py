@@ -131,7 +131,7 @@ def test_layout_follows_the_reference_and_names_what_measured(rtx3080):
         "### 2. 600K Identities",
     ]
     assert "1. The training dataset is SyntheticDataset.\n\n2. Embedding-size are all set to 512.\n\n3. " in markdown
-    assert "Measured with pfcbench 0.1.0, impl arcface_torch; precision fp32, fp16 (per row as shown)" in markdown
+    assert "Measured with pfcbench 0.1.0, impl arcface_torch_2021; precision fp32, fp16 (per row as shown)" in markdown
     assert "not run yet" not in markdown and "Error" not in markdown
 
 
@@ -150,6 +150,33 @@ def test_unfinished_cells_get_distinct_marks_and_a_legend(rtx3080):
     assert "Timeout: " in legend and "—: not run yet." in legend
     assert "Skipped: not run (implied by oom of cell abc at batch size 512)." in legend
     assert "Fail:" not in legend
+
+
+def test_impl_note_names_the_impl_of_every_number(tmp_path):
+    side_by_side = """
+[[sections]]
+title = "2. Side by side"
+columns = [{ header = "Impl", field = "impl" }, { header = "Samples/sec", field = "samples_per_s" }]
+rows = [{ impl = "arcface_torch_2021" }, { impl = "arcface_torch" }]
+"""
+    mixed = MINI.replace("batch_size = 32", 'batch_size = 32\nimpl = "arcface_torch_2021"')
+    (tmp_path / "mini.toml").write_text(mixed + side_by_side)
+    matrix = load_matrix(tmp_path / "mini.toml")
+    records = {cell.cell_id: {"status": "ok", "samples_per_s": 100.0} for cell in matrix.cells()}
+    note = (
+        "impl arcface_torch (section 1 rows 1, 2), arcface_torch_2021 (section 1 row 3), per row as shown in section 2;"
+    )
+    assert note in render_markdown(matrix, records, ENV)
+    assert tables(render_markdown(matrix, records, ENV))["2. Side by side"][1:] == [
+        ["arcface_torch_2021", "~100"],
+        ["arcface_torch", "~100"],
+    ]
+    only_section_1 = {row.cell.cell_id: records[row.cell.cell_id] for row in matrix.sections[0].rows[:2]}
+    assert "impl arcface_torch;" in render_markdown(matrix, only_section_1, ENV)
+    (tmp_path / "mini.toml").write_text(MINI + side_by_side.replace('"arcface_torch" }', '"arcface_torch_2021" }'))
+    matrix = load_matrix(tmp_path / "mini.toml")
+    one_each = {cell.cell_id: {"status": "ok", "samples_per_s": 100.0} for cell in matrix.cells()}
+    assert "impl arcface_torch (section 1), per row as shown in section 2;" in render_markdown(matrix, one_each, ENV)
 
 
 def test_metric_columns_ratio_published_and_spec_overrides(tmp_path):

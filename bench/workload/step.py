@@ -1,4 +1,4 @@
-"""One training step of arcface_torch's train_v2, built for a cell on this rank."""
+"""One training step for a cell on this rank: the cell's impl chooses which program it runs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from torch.nn.parallel import DistributedDataParallel
 from bench.config import Cell
 from bench.workload.backbones import build_backbone
 from bench.workload.classifiers import build_classifier
-
-AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-IMAGE_SIZE = 112
+from bench.workload.step_2021 import TrainStep2021
+from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_torch, memory_format
 
 
 class TrainStep:
@@ -20,14 +19,10 @@ class TrainStep:
     def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
         self.cell = cell
         self.phase = "setup"
-        torch.backends.cuda.matmul.allow_tf32 = cell.tf32
-        torch.backends.cudnn.allow_tf32 = cell.tf32
-        torch.backends.cudnn.benchmark = True
-        torch.manual_seed(cell.seed + rank)
+        configure_torch(cell, rank)
 
         backbone = build_backbone(cell.backbone, cell.embedding_size, AUTOCAST_DTYPES[cell.precision])
-        memory_format = torch.channels_last if cell.channels_last else torch.contiguous_format
-        backbone = backbone.to(device=device, memory_format=memory_format).train()
+        backbone = backbone.to(device=device, memory_format=memory_format(cell)).train()
         self.backbone = DistributedDataParallel(
             backbone,
             device_ids=[device.index] if device.type == "cuda" else None,
@@ -49,27 +44,14 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(device.type, growth_interval=100) if cell.fp16 else None
         self.num_skipped_steps = 0
         """fp16 steps whose optimizer step GradScaler skipped (inf or nan gradients)."""
-
-        generator = torch.Generator(device=device).manual_seed(cell.seed * 1000 + rank)
-        self.generator = generator
-        pixels = torch.randint(0, 255, (IMAGE_SIZE, IMAGE_SIZE, 3), generator=generator, device=device)
-        image = (pixels.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
-        self.images = image.expand(cell.per_gpu_batch, -1, -1, -1).contiguous(memory_format=memory_format)
+        self.batch = SyntheticBatch(cell, device, rank)
         self.device = device
-
-    def labels(self) -> torch.Tensor:
-        """Labels of this rank's batch: uniform over all classes, or arcface_torch's constant 1."""
-        if self.cell.label_mode == "constant":
-            return torch.ones(self.cell.per_gpu_batch, dtype=torch.long, device=self.device)
-        return torch.randint(
-            0, self.cell.classes, (self.cell.per_gpu_batch,), generator=self.generator, device=self.device
-        )
 
     def __call__(self) -> float:
         """Run one step and return its loss."""
-        labels = self.labels()
+        labels = self.batch.labels()
         self.phase = "forward"
-        embeddings = self.backbone(self.images)
+        embeddings = self.backbone(self.batch.images)
         loss = self.partial_fc(embeddings, labels)
         self.phase = "backward"
         if self.scaler is not None:
@@ -89,3 +71,13 @@ class TrainStep:
         self.optimizer.zero_grad()
         self.phase = "between steps"
         return loss.item()
+
+
+Step = TrainStep | TrainStep2021
+
+
+def build_step(cell: Cell, device: torch.device, rank: int) -> Step:
+    """The step of cell.impl: the 2021 train.py for arcface_torch_2021, else train_v2 with the impl's classifier."""
+    if cell.impl == "arcface_torch_2021":
+        return TrainStep2021(cell, device, rank)
+    return TrainStep(cell, device, rank)

@@ -1,0 +1,190 @@
+"""The memory model: the predicted peak bytes of the busiest rank of a cell, split into parts.
+
+The tensor bytes come from the cell's real step: bench.workload.memtrace builds it and runs two
+steps on the CPU under FakeTensorMode as rank 0 of the cell's world (rank 0 holds the most
+classes, and the class of arcface_torch's constant label). What the trace cannot see is modelled
+here: DistributedDataParallel's gradient buckets, and on a GPU the memory that only a GPU run has
+(CUDA context, cuDNN workspace, NCCL buffers, the caching allocator's rounding), whose constants
+live in GPU_RUNTIME to be calibrated on a real GPU.
+
+This module does not import torch: `predict_cells` traces in a subprocess
+(`python -m bench.memory`), so that `pfcbench plan` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+from bench.config import Cell
+
+GIB = 2**30
+MIB = 2**20
+
+BACKBONE_STATE = "backbone weights, gradients, optimizer"
+ACTIVATIONS = "activations"
+CLASSIFIER_STATE = "classifier centres, gradient, momentum"
+CLASSIFIER_TEMPORARIES = "classifier temporaries"
+DDP_BUCKETS = "DDP gradient buckets"
+GPU_ONLY = "GPU runtime (context, cuDNN, NCCL, allocator)"
+CPU_ONLY = "CPU runtime (modules and threads of the first step)"
+PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES, DDP_BUCKETS, GPU_ONLY, CPU_ONLY)
+"""The parts of a prediction, in the order they are shown."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuRuntime:
+    """Memory a GPU rank holds beyond its tensors; none of it exists on the CPU.
+
+    Guesses from public figures until calibrated on a GPU (compare a cell's NVML peak with
+    its traced tensor bytes): the CUDA context of PyTorch 1.9 with CUDA 11, which made the
+    published tables, loads every kernel at start-up (about 1 GiB; PyTorch 2 with lazy module
+    loading takes a few hundred MiB); cuDNN's autotuned convolutions (cudnn.benchmark) take a
+    workspace; NCCL keeps send and receive buffers per channel; the caching allocator rounds and
+    fragments, so that reserved memory runs some percent over allocated memory. With these
+    values the model reproduces the RTX 3080 report's Fail pattern at 10 GiB.
+    """
+
+    cuda_context_bytes: int = 1000 * MIB
+    """CUDA context, cuBLAS handles and kernels loaded, per process (outside torch's counters)."""
+    cudnn_workspace_bytes: int = 256 * MIB
+    """cuDNN convolution workspace, for backbones with convolutions."""
+    nccl_bytes: int = 256 * MIB
+    """NCCL communicator buffers, for cells of more than one rank."""
+    allocator_overhead: float = 0.10
+    """Reserved over allocated memory of the caching allocator (rounding and fragmentation)."""
+
+    def bytes_for(self, cell: Cell, tensor_bytes: int) -> int:
+        if cell.device != "cuda":
+            return 0
+        workspace = self.cudnn_workspace_bytes if cell.backbone != "none" else 0
+        nccl = self.nccl_bytes if cell.world_size > 1 else 0
+        return self.cuda_context_bytes + workspace + nccl + int(self.allocator_overhead * tensor_bytes)
+
+
+GPU_RUNTIME = GpuRuntime()
+"""The GPU-only constants the model uses; the one place to calibrate them."""
+
+CPU_FIRST_STEP_BYTES = 290 * MIB
+"""Address space a CPU rank maps on its first step beyond tensors: the modules the optimizer
+imports then (torch._dynamo, about 270 MiB) and the autograd engine's thread and its malloc arena.
+Measured as the smallest cap under which a 1,000-class classifier-only cell runs, less its tensors."""
+
+DDP_BUCKET_CAP_BYTES = 16 * MIB
+"""bucket_cap_mb of the step's DDP: one bucket's fp16 copy and result under the compression hook."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """Predicted peak memory of the busiest rank (rank 0) of a cell."""
+
+    peak_bytes: int
+    """Everything: the traced tensors at their peak, DDP's buckets and the GPU-only runtime."""
+    parts: dict[str, int] = field(default_factory=dict)
+    """Bytes per part (PARTS); they sum to peak_bytes."""
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    def fits(self, memory_gib: float | None) -> bool | None:
+        """Whether the peak fits in memory_gib per rank; None without a memory size."""
+        return None if memory_gib is None else self.peak_bytes <= memory_gib * GIB
+
+    def largest_part(self) -> str:
+        return max(self.parts, key=self.parts.get)
+
+    def to_dict(self) -> dict:
+        return {"peak_bytes": self.peak_bytes, "parts": self.parts}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Prediction:
+        return cls(peak_bytes=data["peak_bytes"], parts=data["parts"])
+
+
+def predict(cell: Cell) -> Prediction:
+    """Trace the cell's step in this process (which must have no process group) and model the rest."""
+    from bench.workload.memtrace import trace
+
+    peak_bytes, traced_parts, backbone_grad_bytes = trace(cell)
+    ddp = backbone_grad_bytes + 2 * DDP_BUCKET_CAP_BYTES if cell.backbone != "none" else 0
+    parts = dict(traced_parts)
+    parts[DDP_BUCKETS] = ddp
+    parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell, peak_bytes + ddp)
+    parts[CPU_ONLY] = CPU_FIRST_STEP_BYTES if cell.device == "cpu" else 0
+    return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
+
+
+def predict_cells(cells: list[Cell], num_workers: int = 2, timeout_s: float = 600.0) -> list[Prediction]:
+    """Predict many cells in up to num_workers subprocesses (torch is imported there, not here).
+
+    Raises RuntimeError with the tracer's last error line when a subprocess fails.
+    """
+    shares = [cells[i::num_workers] for i in range(num_workers) if cells[i::num_workers]]
+    procs = []
+    try:
+        for share in shares:
+            with tempfile.TemporaryFile("w+") as cells_file:
+                json.dump([cell.to_dict() for cell in share], cells_file)
+                cells_file.seek(0)
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bench.memory"],
+                        stdin=cells_file,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+        results = [read_predictions(proc, timeout_s) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    predictions: list[Prediction | None] = [None] * len(cells)
+    for worker, share_predictions in enumerate(results):
+        predictions[worker :: len(shares)] = share_predictions
+    return predictions
+
+
+def read_predictions(proc: subprocess.Popen, timeout_s: float) -> list[Prediction]:
+    stdout, stderr = proc.communicate(timeout=timeout_s)
+    if proc.returncode != 0:
+        last = stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        raise RuntimeError(f"memory prediction failed: {last[0]}")
+    return [Prediction.from_dict(item) for item in json.loads(stdout)]
+
+
+def memory_size_gib(cell: Cell, memory_gib: float | None, gpu_memory_gib: float | None) -> float | None:
+    """The memory a cell's rank has: the one asked for, else the cell's cap, else the local GPU's (CUDA cells)."""
+    if memory_gib is not None:
+        return memory_gib
+    if cell.max_memory_gib is not None:
+        return cell.max_memory_gib
+    return gpu_memory_gib if cell.device == "cuda" else None
+
+
+def verdict(prediction: Prediction, memory_gib: float | None) -> str:
+    """One line: the predicted peak, against the memory size, and the part that weighs most."""
+    text = f"predicted peak {prediction.peak_gib:.2f} GiB per rank"
+    if memory_gib is not None:
+        text += f" {'<=' if prediction.fits(memory_gib) else '>'} {memory_gib:g} GiB"
+    part = prediction.largest_part()
+    return f"{text} (largest part: {part}, {prediction.parts[part] / GIB:.2f} GiB)"
+
+
+def main() -> int:
+    """Read a JSON list of cell configs on stdin; print a JSON list of predictions."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    cells = [Cell.from_dict(data) for data in json.loads(sys.stdin.read())]
+    print(json.dumps([predict(cell).to_dict() for cell in cells]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Trace the tensor bytes of a cell's real training step on the CPU, without allocating them.
+
+The step is built and run for two steps under FakeTensorMode (tensors have shapes, no data) with
+a fake process group that lets this process play rank 0 of the cell's world size; MemTracker
+follows every storage and the peak is split into parts. Small integer-valued tensors (labels,
+masks, sampling indices) also run for real beside their fake twins, so that the shapes that
+depend on data (how many of the global batch's labels fall into this rank's classes) are the
+real ones. The other ranks' contributions to an all-gather are copies of this rank's tensor:
+labels drawn from the same distribution, so this rank sees as many positives as in a real job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from unittest import mock
+
+import torch
+import torch.testing._internal.distributed.fake_pg  # noqa: F401 - registers the "fake" backend
+from torch import distributed
+from torch._C._distributed_c10d import FakeStore
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensor,
+    FakeTensorMode,
+    unset_fake_temporarily,
+)
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _UpdateType
+from torch.nn.utils import clip_grad
+from torch.optim import sgd
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_map_only
+
+from bench.config import Cell
+from bench.memory import ACTIVATIONS, BACKBONE_STATE, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES
+from bench.workload.partial_fc import shard_of
+
+SHADOW_MAX_NUMEL = 1 << 24
+"""Outputs up to this many elements also run for real when all their inputs have real values."""
+
+NUM_STEPS = 2
+"""Steps traced: the second holds the optimizer state that the first creates."""
+
+PERSISTENT = {_MemRefType.PARAM, _MemRefType.BUFFER, _MemRefType.GRAD, _MemRefType.OPT}
+
+TRACED_PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES)
+
+
+class RealValues(TorchDispatchMode):
+    """Beside FakeTensorMode: run small ops for real too, and answer data-dependent ops with real results."""
+
+    def __init__(self, fake_mode: FakeTensorMode) -> None:
+        super().__init__()
+        self.fake_mode = fake_mode
+        self.real_floats = False
+        """Also compute small floating-point results; off while the step is built (weight init)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.prim.device.default:
+            return func(*args)  # half of all calls: asked by the tracker for every tensor it sees
+        kwargs = kwargs or {}
+        known = all(real_of(a) is not None for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
+        try:
+            out, data_dependent = func(*args, **kwargs), False
+        except (DynamicOutputShapeException, DataDependentOutputException):
+            out, data_dependent = None, True
+        if known and (data_dependent or all(self.wanted(o) for o in tensor_leaves(out))):
+            return self.run_real(func, args, kwargs, out)
+        if data_dependent:
+            if func is torch.ops.aten._local_scalar_dense.default:
+                return 0  # .item() of a value computed from big tensors (a loss, an inf check)
+            raise RuntimeError(f"{func} depends on the values of a tensor the trace does not compute")
+        if func._schema.is_mutable:
+            for o in tensor_leaves(out):
+                o.real_value = None  # written by an op the trace did not compute
+        return out
+
+    def wanted(self, tensor: torch.Tensor) -> bool:
+        return tensor.numel() <= SHADOW_MAX_NUMEL and (self.real_floats or not tensor.is_floating_point())
+
+    def run_real(self, func, args, kwargs, out):
+        real_args, real_kwargs = tree_map_only(torch.Tensor, real_of, (args, kwargs))
+        with unset_fake_temporarily():
+            real = func(*real_args, **real_kwargs)
+            if func is torch.ops.c10d.allgather_.default:
+                for outputs, tensor in zip(real_args[0], real_args[1], strict=True):
+                    for output in outputs:
+                        output.copy_(tensor)
+        if out is None:
+            out = tree_map_only(torch.Tensor, lambda r: self.fake_mode.from_tensor(r, static_shapes=True), real)
+        for o, r in zip(tree_flatten(out)[0], tree_flatten(real)[0], strict=True):
+            if isinstance(o, torch.Tensor):
+                o.real_value = r
+        return out
+
+
+def tensor_leaves(tree) -> list[torch.Tensor]:
+    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor)]
+
+
+def real_of(tensor: torch.Tensor) -> torch.Tensor | None:
+    """The real twin of a fake tensor, if it has one; never one of a tensor that takes part in autograd."""
+    if tensor.requires_grad:
+        return None
+    return getattr(tensor, "real_value", None) if isinstance(tensor, FakeTensor) else tensor
+
+
+class PartTracker(MemTracker):
+    """MemTracker that also keeps the live bytes per part, and the parts at the peak.
+
+    A storage belongs to the classifier's state when it is persistent (a parameter, gradient,
+    optimizer state, or made while the step was built) and shaped (class rows, embedding);
+    to the backbone's state when persistent otherwise; to the activations when made while the
+    backbone module ran forward or backward (or, as the input images, while the step was built);
+    everything else is a classifier temporary.
+    """
+
+    def __init__(self, class_rows: set[int], embedding_size: int) -> None:
+        super().__init__()
+        self.class_rows = class_rows
+        self.embedding_size = embedding_size
+        self.building = True
+        self.backbone: torch.nn.Module | None = None
+        self.tensor: torch.Tensor | None = None
+        self.live = dict.fromkeys(TRACED_PARTS, 0)
+        self.peak_bytes = 0
+        self.peak_parts = dict(self.live)
+
+    def class_shaped(self, tensor: torch.Tensor) -> bool:
+        return tensor.dim() == 2 and tensor.shape[0] in self.class_rows and tensor.shape[1] == self.embedding_size
+
+    def part_of(self, winfo) -> str:
+        if winfo.reftype in PERSISTENT or winfo.built:
+            if winfo.class_shaped:
+                return CLASSIFIER_STATE
+            return BACKBONE_STATE if winfo.reftype in PERSISTENT else ACTIVATIONS
+        return ACTIVATIONS if winfo.in_backbone else CLASSIFIER_TEMPORARIES
+
+    def in_backbone(self) -> bool:
+        name = self._mod_tracker.get_known_fqn(self.backbone) if self.backbone is not None else None
+        return name is not None and name in self._mod_tracker.parents
+
+    def _update_peak_stats(self, peak_state) -> None:
+        pass  # the peak is kept in _update_snap; MemTracker's per-module peaks cost a pass over all modules per op
+
+    def _track(self, reftype, t) -> None:
+        self.tensor = t
+        super()._track(reftype, t)
+
+    def _update_and_maybe_create_winfos(self, t, reftype, update_existing=False):
+        self.tensor = t
+        return super()._update_and_maybe_create_winfos(t, reftype, update_existing)
+
+    def _update_snap(self, u_type, winfo, old_mem_consumed=None, old_reftype=None) -> None:
+        super()._update_snap(u_type, winfo, old_mem_consumed, old_reftype)
+        if u_type == _UpdateType.ADD:
+            winfo.class_shaped = self.class_shaped(self.tensor)
+            winfo.built = self.building
+            winfo.in_backbone = self.in_backbone()
+            self.live[self.part_of(winfo)] += winfo.mem_consumed
+        elif u_type == _UpdateType.DEL:
+            self.live[self.part_of(winfo)] -= winfo.mem_consumed
+        elif u_type == _UpdateType.SIZE:
+            self.live[self.part_of(winfo)] += winfo.mem_consumed - old_mem_consumed
+        elif u_type == _UpdateType.REF:
+            new_reftype, winfo.reftype = winfo.reftype, old_reftype
+            self.live[self.part_of(winfo)] -= winfo.mem_consumed
+            winfo.reftype = new_reftype
+            self.live[self.part_of(winfo)] += winfo.mem_consumed
+        total = sum(self.live.values())
+        if total > self.peak_bytes:
+            self.peak_bytes = total
+            self.peak_parts = dict(self.live)
+
+
+class LocalModule(torch.nn.Module):
+    """Stands in for DistributedDataParallel, which reads tensor data that fake tensors lack.
+
+    DDP's own bytes (its gradient buckets) are modelled beside the trace.
+    """
+
+    def __init__(self, module: torch.nn.Module, *args, **kwargs) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def register_comm_hook(self, state, hook) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def tracing_patches(cell: Cell) -> Iterator[None]:
+    """DDP as a plain wrapper, Module.to as a no-op (fake parameters cannot be swapped in place),
+    and for a CUDA cell the multi-tensor (foreach) optimizer and gradient clipping that PyTorch
+    picks on a GPU, with their temporaries, instead of the CPU's loop over parameters.
+
+    Moving changes no byte count: the trace runs on the CPU whatever the cell's device.
+    """
+    import sys
+
+    ddp = torch.nn.parallel.DistributedDataParallel
+    users = [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith("bench.") and getattr(m, "DistributedDataParallel", None) is ddp
+    ]
+    with contextlib.ExitStack() as stack:
+        for module in users:
+            stack.enter_context(mock.patch.object(module, "DistributedDataParallel", LocalModule))
+        stack.enter_context(mock.patch.object(torch.nn.Module, "to", lambda self, *args, **kwargs: self))
+        if cell.device == "cuda":
+            stack.enter_context(
+                mock.patch.object(sgd, "_default_to_fused_or_foreach", lambda *args, **kwargs: (False, True))
+            )
+            stack.enter_context(mock.patch.object(clip_grad, "_has_foreach_support", lambda *args, **kwargs: True))
+        yield
+
+
+def class_rows(cell: Cell) -> set[int]:
+    """Row counts of the rank's class tensors: its shard, and its sampled centres."""
+    _, num_local = shard_of(cell.classes, cell.world_size, 0)
+    return {num_local, int(cell.sample_rate * num_local)}
+
+
+def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
+    """(peak bytes, bytes per part at the peak, bytes of the backbone's trained parameters) of rank 0's step."""
+    from bench.workload.step import build_step
+
+    if distributed.is_initialized():
+        raise RuntimeError("the memory trace needs a process of its own (a process group is already set up)")
+    distributed.init_process_group("fake", store=FakeStore(), rank=0, world_size=cell.world_size)
+    try:
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        tracker = PartTracker(class_rows(cell), cell.embedding_size)
+        real_values = RealValues(fake_mode)
+        with fake_mode, real_values, tracing_patches(cell), tracker:
+            step = build_step(cell, torch.device("cpu"), 0)
+            backbone = step.backbone.module if isinstance(step.backbone, LocalModule) else step.backbone
+            for module in frozen_parameter_modules(backbone):
+                for param in module.parameters(recurse=False):
+                    if not param.requires_grad:
+                        tracker._param_to_grad_hook_handles[param] = (NoHook(), NoHook())
+            tracker.backbone = step.backbone
+            tracker.building = False
+            real_values.real_floats = True
+            for _ in range(NUM_STEPS):
+                step()
+                tracker.reset_mod_stats()
+        backbone_bytes = sum(p.numel() * p.element_size() for p in backbone.parameters() if p.requires_grad)
+        return tracker.peak_bytes, tracker.peak_parts, backbone_bytes
+    finally:
+        distributed.destroy_process_group()
+
+
+def frozen_parameter_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in module.modules() if any(not p.requires_grad for p in m.parameters(recurse=False))]
+
+
+class NoHook:
+    """A hook handle for a parameter that gets no gradient (MemTracker would hook every parameter)."""
+
+    def remove(self) -> None:
+        pass

@@ -1,0 +1,139 @@
+"""One training step of arcface_torch's August 2021 train.py (Partial FC v1), built for a cell on this rank.
+
+This is the program behind the published RTX 3080, RTX 3090 and V100 tables: DDP with default
+settings, the backbone's output normalised before the classifier, the classifier's manual
+forward and backward (bench.workload.partial_fc_2021), the embeddings' gradient pushed through
+the backbone with `features.backward`, two SGD optimizers at lr 0.1 / 512 x global batch, and for
+fp16 a MaxClipGradScaler that scales that gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.functional import normalize
+from torch.nn.parallel import DistributedDataParallel
+
+from bench.config import Cell
+from bench.workload.backbones import build_backbone
+from bench.workload.partial_fc_2021 import PartialFC2021
+from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_torch, memory_format
+
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+
+
+def learning_rate(batch_size: int) -> float:
+    """The 2021 config's lr 0.1 per 512 samples of global batch."""
+    return 0.1 / 512 * batch_size
+
+
+def classifier_optimizer(partial_fc: PartialFC2021, batch_size: int) -> torch.optim.SGD:
+    """The classifier's own SGD; PartialFC2021.prepare swaps its one parameter each step."""
+    return torch.optim.SGD(
+        params=[{"params": partial_fc.parameters()}],
+        lr=learning_rate(batch_size),
+        momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+    )
+
+
+class MaxClipGradScaler(torch.amp.GradScaler):
+    """A GradScaler that starts at init_scale and never grows past max_scale (2021's utils_amp).
+
+    Like the original it reads its scale on the host each time it scales.
+    """
+
+    def __init__(self, device: str, init_scale: float, max_scale: float, growth_interval: int = 100) -> None:
+        super().__init__(device, init_scale=init_scale, growth_interval=growth_interval)
+        self.max_scale = max_scale
+
+    def scale_clip(self) -> None:
+        scale = self.get_scale()
+        if scale == self.max_scale:
+            self.set_growth_factor(1)
+        elif scale < self.max_scale:
+            self.set_growth_factor(2)
+        else:
+            self._scale.fill_(self.max_scale)
+            self.set_growth_factor(1)
+
+    def scale(self, outputs: torch.Tensor) -> torch.Tensor:
+        if not self._enabled:
+            return outputs
+        self.scale_clip()
+        return super().scale(outputs)
+
+
+class TrainStep2021:
+    """DDP backbone + Partial FC v1 + two SGDs on synthetic data; `phase` says where a step is."""
+
+    def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
+        self.cell = cell
+        self.phase = "setup"
+        configure_torch(cell, rank)
+
+        backbone = build_backbone(cell.backbone, cell.embedding_size, AUTOCAST_DTYPES[cell.precision])
+        backbone = backbone.to(device=device, memory_format=memory_format(cell)).train()
+        self.backbone = DistributedDataParallel(
+            backbone, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+        self.partial_fc = PartialFC2021(
+            cell.margin, cell.embedding_size, cell.classes, cell.sample_rate, cell.per_gpu_batch, device
+        )
+        self.opt_backbone = torch.optim.SGD(
+            [
+                {
+                    "params": self.backbone.parameters(),
+                    "lr": learning_rate(cell.batch_size),
+                    "momentum": MOMENTUM,
+                    "weight_decay": WEIGHT_DECAY,
+                }
+            ]
+        )
+        self.opt_pfc = classifier_optimizer(self.partial_fc, cell.batch_size)
+        batch = cell.per_gpu_batch
+        self.scaler = MaxClipGradScaler(device.type, batch, 128 * batch, growth_interval=100) if cell.fp16 else None
+        self.num_skipped_steps = 0
+        """fp16 steps whose backbone step the scaler skipped (inf or nan gradients)."""
+        self.batch = SyntheticBatch(cell, device, rank)
+        self.device = device
+
+    def labels_ready(self) -> torch.cuda.Event | None:
+        """An event after this step's labels (and the last step's update) for the side stream to wait on."""
+        if self.device.type != "cuda":
+            return None
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def __call__(self) -> torch.Tensor:
+        """Run one step and return its loss, left on the device."""
+        labels = self.batch.labels()
+        ready = self.labels_ready()
+        self.phase = "forward"
+        features = normalize(self.backbone(self.batch.images))
+        forward = self.partial_fc.forward(labels, features, self.opt_pfc, ready)
+        self.phase = "backward"
+        x_grad = self.partial_fc.backward(forward, features)
+        loss = forward.loss
+        del forward  # the logits and their gradient go before the backbone's backward, as in 2021
+        if self.scaler is not None:
+            features.backward(self.scaler.scale(x_grad))
+            self.phase = "optimizer"
+            self.scaler.unscale_(self.opt_backbone)
+            torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), max_norm=5, norm_type=2)
+            scale_before = self.scaler.get_scale()
+            self.scaler.step(self.opt_backbone)
+            self.scaler.update()
+            self.num_skipped_steps += self.scaler.get_scale() < scale_before  # the scaler backs off on a skip
+        else:
+            features.backward(x_grad)
+            self.phase = "optimizer"
+            torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), max_norm=5, norm_type=2)
+            self.opt_backbone.step()
+        self.opt_pfc.step()
+        self.partial_fc.update()
+        self.opt_backbone.zero_grad()
+        self.opt_pfc.zero_grad()
+        self.phase = "between steps"
+        return loss

@@ -1,0 +1,46 @@
+"""What every training step starts from: torch's switches and seed for the cell, and the synthetic batch."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.config import Cell
+
+AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+IMAGE_SIZE = 112
+
+
+def configure_torch(cell: Cell, rank: int) -> None:
+    """TF32 as the cell says, cuDNN autotuning on, and the rank's seed for weights and sampling."""
+    torch.backends.cuda.matmul.allow_tf32 = cell.tf32
+    torch.backends.cudnn.allow_tf32 = cell.tf32
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cell.seed + rank)
+
+
+def memory_format(cell: Cell) -> torch.memory_format:
+    return torch.channels_last if cell.channels_last else torch.contiguous_format
+
+
+class SyntheticBatch:
+    """arcface_torch's SyntheticDataset made on the device: one fixed image, and labels per step.
+
+    The image and the uniform labels come from a generator of their own, so they leave the
+    global random state (weights, Partial FC sampling) as arcface_torch leaves it.
+    """
+
+    def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
+        self.cell = cell
+        self.device = device
+        self.generator = torch.Generator(device=device).manual_seed(cell.seed * 1000 + rank)
+        pixels = torch.randint(0, 255, (IMAGE_SIZE, IMAGE_SIZE, 3), generator=self.generator, device=device)
+        image = (pixels.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+        self.images = image.expand(cell.per_gpu_batch, -1, -1, -1).contiguous(memory_format=memory_format(cell))
+
+    def labels(self) -> torch.Tensor:
+        """Labels of this rank's batch: uniform over all classes, or arcface_torch's constant 1."""
+        if self.cell.label_mode == "constant":
+            return torch.ones(self.cell.per_gpu_batch, dtype=torch.long, device=self.device)
+        return torch.randint(
+            0, self.cell.classes, (self.cell.per_gpu_batch,), generator=self.generator, device=self.device
+        )

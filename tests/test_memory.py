@@ -1,0 +1,77 @@
+"""The memory model: traced predictions, `plan` with predictions, `run --skip-predicted-fail`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.config import Cell
+from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, predict_cells
+from bench.results import read_records
+from tests.sweeps import run_sweep, write_matrix
+
+CLASSIFIER_ONLY = Cell(backbone="none", classes=200_000, batch_size=256, nproc_per_node=2, device="cpu")
+
+
+def test_prediction_holds_the_shard_and_grows_with_classes_and_gpu():
+    small, large, on_gpu = predict_cells([
+        CLASSIFIER_ONLY,
+        dataclasses.replace(CLASSIFIER_ONLY, classes=400_000),
+        dataclasses.replace(CLASSIFIER_ONLY, device="cuda"),
+    ])  # fmt: skip
+    shard_bytes = 100_000 * 512 * 4
+    assert list(small.parts) == list(PARTS)
+    assert sum(small.parts.values()) == small.peak_bytes
+    # the centres and their momentum are held at the peak, and the logits of 256 x 100K beside them
+    assert small.parts[CLASSIFIER_STATE] >= 2 * shard_bytes
+    assert small.peak_bytes >= 2 * shard_bytes + 256 * 100_000 * 4
+    assert 1.8 < large.peak_bytes / small.peak_bytes < 2.2
+    assert small.parts[GPU_ONLY] == 0 and on_gpu.parts[CPU_ONLY] == 0
+    assert on_gpu.parts[GPU_ONLY] > 100 * MIB and small.parts[CPU_ONLY] > 100 * MIB
+    assert on_gpu.peak_bytes - on_gpu.parts[GPU_ONLY] == small.peak_bytes - small.parts[CPU_ONLY]
+
+
+def test_plan_json_predicts_per_cell_in_plan_order(tmp_path):
+    matrix = write_matrix(tmp_path, "8, 64", oom=True)
+    result = CliRunner().invoke(
+        main, ["plan", str(matrix), "--results", str(tmp_path / "results"), "--json", "--memory-gib", "0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.output)
+    assert [(e["config"]["classes"], e["config"]["batch_size"]) for e in entries] == [
+        (1000, 8),
+        (1000, 64),
+        (200000, 16),
+    ]
+    assert {e["status"] for e in entries} == {"pending"}
+    assert [e["predicted_fits"] for e in entries] == [True, True, False]
+    assert entries[2]["predicted_peak_gib"] > 0.5 > entries[1]["predicted_peak_gib"]
+    assert all(len(e["cell_id"]) == 12 for e in entries)
+
+
+def test_plan_without_memory_size_predicts_no_fit(tmp_path):
+    matrix = write_matrix(tmp_path, "8")
+    result = CliRunner().invoke(main, ["plan", str(matrix), "--results", str(tmp_path / "results"), "--json"])
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.output)
+    assert entry["predicted_fits"] is None and entry["predicted_peak_gib"] > 0
+
+
+def test_plan_table_shows_fail_against_memory_size(tmp_path):
+    matrix = write_matrix(tmp_path, "8", oom=True)
+    result = CliRunner().invoke(main, ["plan", str(matrix), "--results", str(tmp_path / "r"), "--memory-gib", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "Fail (0.5 GiB)" in result.output and "fits (0.5 GiB)" in result.output
+    assert "predicted: 1 Fail, 1 fit" in result.output
+
+
+def test_run_skip_predicted_fail_records_skipped_with_the_prediction(tmp_path):
+    matrix = write_matrix(tmp_path, "8", oom=True)
+    run_sweep(matrix, tmp_path / "results", "--skip-predicted-fail")
+    records = {r["config"]["classes"]: r for r in read_records(tmp_path / "results" / "tiny" / "results.jsonl")}
+    assert records[1000]["status"] == "ok"
+    assert records[200000]["status"] == "skipped"
+    assert "predicted peak" in records[200000]["reason"] and "> 0.5 GiB" in records[200000]["reason"]
