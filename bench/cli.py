@@ -170,7 +170,12 @@ def cell_line(cell: Cell) -> str:
 @click.argument("field", type=click.Choice(FIELDS))
 @cell_options(defaults=PROBE_STEPS)
 @timeout_options
-@click.option("--start", type=int, default=None, help="First value to probe.  [default: the cell's value of FIELD]")
+@click.option(
+    "--start",
+    type=int,
+    default=None,
+    help="First value to probe.  [default: the memory model's prediction, else the cell's value of FIELD]",
+)
 @click.option(
     "--results",
     "results_root",

@@ -153,8 +153,43 @@ def recorded_probes(records: dict[str, dict], cell: Cell, field: str) -> dict[in
 
 
 def start_value(cell: Cell, field: str) -> int:
-    """Where a search starts: the cell's own value of the field."""
-    return getattr(cell, field)
+    """Where a search starts: the value whose predicted peak fills the rank's memory (its cap, else
+    its GPU's), by the memory model; the cell's own value where no memory size or prediction is had.
+    """
+    from bench.machine import gpu_memory_gib
+    from bench.memory import GIB, memory_size_gib
+
+    size_gib = memory_size_gib(cell, None, gpu_memory_gib() if cell.device == "cuda" else None)
+    if size_gib is None:
+        return getattr(cell, field)
+    try:
+        return predicted_start(cell, field, int(size_gib * GIB))
+    except RuntimeError:  # the tracer failed: the search still finds the answer, in more probes
+        return getattr(cell, field)
+
+
+def predicted_start(cell: Cell, field: str, memory_bytes: int) -> int:
+    """The value of field at which the memory model's predicted peak fills memory_bytes.
+
+    The peak grows about linearly in the batch and in the classes: a line through the
+    predictions at the cell's value and twice it gives a first guess, and a line through the
+    guess and the nearer of those two corrects it.
+    """
+    from bench.memory import predict_cells
+
+    def predicted(values: list[int]) -> list[tuple[int, int]]:
+        cells = [dataclasses.replace(cell, **{field: value}) for value in values]
+        return list(zip(values, (p.peak_bytes for p in predict_cells(cells))))
+
+    def crossing(a: tuple[int, int], b: tuple[int, int]) -> int:
+        slope = (b[1] - a[1]) / (b[0] - a[0])
+        guess = a[0] + (memory_bytes - a[1]) / slope if slope > 0 else b[0]
+        return max(smallest_value(cell), round_to(guess, value_step(cell, field), math.floor))
+
+    first, second = predicted([getattr(cell, field), 2 * getattr(cell, field)])
+    guess = predicted([crossing(first, second)])[0]
+    nearer = min((first, second), key=lambda point: abs(point[0] - guess[0]))
+    return crossing(nearer, guess) if nearer[0] != guess[0] else guess[0]
 
 
 def is_settled(cell: Cell, field: str, records: dict[str, dict]) -> bool:
