@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from bench.config import CHOICES, FIELD_TYPES, Cell, check_seconds, shown
-from bench.matrix import MatrixError, load_matrix
+from bench.matrix import Matrix, MatrixError, load_matrix
 
 
 def cell_options(func=None, *, defaults: dict | None = None):
@@ -176,17 +176,36 @@ def with_matrix(func):
         metavar="FIELD=VALUE",
         help="Set a cell field in every cell (repeatable), e.g. --set precision=bf16.",
     )
+    @click.option(
+        "--section",
+        "section_numbers",
+        type=int,
+        multiple=True,
+        metavar="N",
+        help="Only the matrix's section N, counted from 1 (repeatable); by default every section.",
+    )
     @functools.wraps(func)
-    def wrapper(matrix_path, nproc_per_node, nnodes, max_memory_gib, settings, **kwargs):
+    def wrapper(matrix_path, nproc_per_node, nnodes, max_memory_gib, settings, section_numbers, **kwargs):
         options = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "max_memory_gib": max_memory_gib}
         overrides = {k: v for k, v in options.items() if v is not None} | parse_settings(settings)
         try:
             matrix = load_matrix(matrix_file(matrix_path), overrides)
         except MatrixError as exc:
             raise MatrixUsageError(str(exc)) from None
-        return func(matrix=matrix, **kwargs)
+        return func(matrix=only_sections(matrix, section_numbers), **kwargs)
 
     return wrapper  # fmt: skip
+
+
+def only_sections(matrix: Matrix, numbers: tuple[int, ...]) -> Matrix:
+    """The matrix with only the sections numbered (from 1) in numbers; all of them when none is."""
+    if not numbers:
+        return matrix
+    wrong = [n for n in numbers if not 1 <= n <= len(matrix.sections)]
+    if wrong:
+        raise MatrixUsageError(f"{matrix.path}: --section {wrong[0]}: the matrix has sections 1 to {len(matrix.sections)}")
+    keep = sorted(set(numbers))
+    return dataclasses.replace(matrix, sections=tuple(matrix.sections[n - 1] for n in keep))
 
 
 def with_launcher(func):

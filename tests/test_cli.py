@@ -67,7 +67,7 @@ def test_a_matrix_by_name_from_any_folder(tmp_path, monkeypatch):
     unknown = CliRunner().invoke(main, ["plan", "rtx9090"])
     assert unknown.exit_code == 2
     assert unknown.output.strip() == (
-        "Error: rtx9090: no such matrix file, nor a packaged matrix (example, rtx3080, smoke)"
+        "Error: rtx9090: no such matrix file, nor a packaged matrix (example, impls, rtx3080, smoke)"
     )
 
 
@@ -120,3 +120,12 @@ def test_plan_report_compare_and_env_run_where_torch_cannot_be_imported(tmp_path
     ):
         done = subprocess.run([sys.executable, "-c", blocked, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert done.returncode == 0, (argv, done.stderr)
+
+
+def test_section_picks_the_sections_a_run_covers():
+    only_cpu = CliRunner().invoke(main, ["plan", "impls", "--section", "1", "--results", "/nonexistent-results"])
+    assert only_cpu.exit_code == 0, only_cpu.output
+    assert "4 of 4 cells to run" in only_cpu.output and "GPU" not in only_cpu.output
+    beyond = CliRunner().invoke(main, ["plan", "impls", "--section", "3"])
+    assert beyond.exit_code == 2
+    assert beyond.output.strip().endswith("--section 3: the matrix has sections 1 to 2")
