@@ -49,9 +49,12 @@ def test_light_backbones_train(backbone):
     assert record["loss_first"] > 0 and record["samples_per_s"] > 0
 
 
-@pytest.mark.parametrize("rate", ["1.0", "0.1"])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("backbone", ["none", "mbf", "r18"])
+@pytest.mark.parametrize(
+    ("backbone", "precision", "rate"),
+    # every backbone at both rates and in both precisions, each pair of those at least once
+    [("none", "fp32", "1.0"), ("none", "bf16", "0.1"), ("mbf", "fp32", "0.1"), ("mbf", "bf16", "1.0"),
+     ("r18", "fp32", "1.0"), ("r18", "bf16", "0.1")],
+)  # fmt: skip
 def test_the_2021_impl_trains(backbone, precision, rate):
     result = pfcbench(
         "cell", "--impl", "arcface_torch_2021", "--backbone", backbone, "--classes", "1000", "--batch-size", "4",
@@ -104,7 +107,8 @@ def test_memory_cap_gives_a_real_oom_promptly(tmp_path):
     assert record["oom_bytes"] > 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: cell oom: rank ")
-    assert elapsed_s < 60, f"an out-of-memory cell took {elapsed_s:.0f} s"
+    # far below the cell's timeouts (30 minutes): the out-of-memory ends the job, no watchdog does
+    assert elapsed_s < 200, f"an out-of-memory cell took {elapsed_s:.0f} s"
     assert pids_with("bench.worker", str(tmp_path)) == []
 
 

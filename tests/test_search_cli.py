@@ -22,8 +22,13 @@ def pfcbench(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
 
 
 def start_search(results) -> subprocess.Popen:
+    """The search as a terminal starts it: Ctrl-C reaches it even where this test runs with SIGINT ignored
+    (a background job of a shell), which Python would otherwise pass on to the search."""
     argv = [sys.executable, "-m", "bench.cli", *SEARCH, *CAP, "--start", str(START), "--results", str(results)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
 def stop_during_probe(results, signum: int, num_recorded: int) -> subprocess.CompletedProcess:
