@@ -230,7 +230,7 @@ def test_gpu_sampler_takes_mean_power_from_the_energy_counter(fake_nvml: FakeNvm
     (gpu,) = sampler.summary()
     assert gpu["name"] == "NVIDIA H100 80GB HBM3" and gpu["nvml"] == "ok"
     assert gpu["mem_used_peak_mib"] == fake_nvml.used_bytes[0] / 2**20
-    assert gpu["energy_j"] == pytest.approx(300 * 0.2, rel=0.2)
+    assert gpu["energy_j"] >= 300 * 0.2 * 0.98  # the window holds the 0.2 s sleep, and more on a busy machine
     assert gpu["power_mean_w"] == pytest.approx(300.0, rel=0.02)  # not the lagging 250 W samples
     assert gpu["power_source"] == "energy counter"
 
