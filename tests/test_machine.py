@@ -223,15 +223,15 @@ def cuda_uuid(nvml_uuid: str) -> str:
 
 def test_gpu_sampler_takes_mean_power_from_the_energy_counter(fake_nvml: FakeNvml) -> None:
     with telemetry.GpuSampler([cuda_uuid(UUIDS[0])], interval_s=0.005) as sampler:
-        time.sleep(0.2)
+        time.sleep(0.5)
 
     assert sampler.available is True
     assert fake_nvml.open_count == 0
     (gpu,) = sampler.summary()
     assert gpu["name"] == "NVIDIA H100 80GB HBM3" and gpu["nvml"] == "ok"
     assert gpu["mem_used_peak_mib"] == fake_nvml.used_bytes[0] / 2**20
-    assert gpu["energy_j"] >= 300 * 0.2 * 0.98  # the window holds the 0.2 s sleep, and more on a busy machine
-    assert gpu["power_mean_w"] == pytest.approx(300.0, rel=0.02)  # not the lagging 250 W samples
+    assert gpu["energy_j"] >= 300 * 0.5 * 0.98  # the window holds the 0.5 s sleep, and more on a busy machine
+    assert gpu["power_mean_w"] == pytest.approx(300.0, rel=0.05)  # not the lagging 250 W samples
     assert gpu["power_source"] == "energy counter"
 
 
