@@ -27,6 +27,7 @@ from bench.options import (
     matrix_file,
     packaged_matrices,
     rdzv_option,
+    results_option,
     timeout_options,
     with_launcher,
     with_matrix,
@@ -176,14 +177,7 @@ def cell_line(cell: Cell) -> str:
     default=None,
     help="First value to probe.  [default: the memory model's prediction, else the cell's value of FIELD]",
 )
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Probes are recorded in RESULTS/search/results.jsonl, and reused by a search run again.",
-)
+@results_option("Probes are recorded in RESULTS/search/results.jsonl, and reused by a search run again.")
 @click.option("--json", "as_json", is_flag=True, help="Print field, largest, smallest_oom and the probes' records.")
 def search_command(field, start, results_root, as_json, timeout_s, inactivity_timeout_s, **fields) -> None:
     """Find the largest FIELD (batch_size or classes) of a cell that runs without running out of memory.

@@ -153,19 +153,24 @@ def parse_settings(settings: tuple[str, ...]) -> dict:
     return fields
 
 
-def with_matrix(func):
-    """The MATRIX argument (a file, or the name of a packaged matrix) and the overrides that adapt it
-    to this machine; passes `matrix`."""
-
-    @click.argument("matrix_path", metavar="[MATRIX]", required=False)
-    @click.option(
+def results_option(help_text: str):
+    """--results, the folder that holds results folders; passes `results_root`."""
+    return click.option(
         "--results",
         "results_root",
         type=click.Path(file_okay=False, path_type=Path),
         default=Path("results"),
         show_default=True,
-        help="Folder holding one results folder per matrix.",
+        help=help_text,
     )
+
+
+def with_matrix(func):
+    """The MATRIX argument (a file, or the name of a packaged matrix) and the overrides that adapt it
+    to this machine; passes `matrix`."""
+
+    @click.argument("matrix_path", metavar="[MATRIX]", required=False)
+    @results_option("Folder holding one results folder per matrix.")
     @click.option("--nproc", "nproc_per_node", type=int, default=None, help="Ranks per node, overriding the matrix.")
     @click.option("--nnodes", type=int, default=None, help="Nodes per cell, overriding the matrix.")
     @click.option("--max-memory-gib", type=float, default=None, help="Memory cap per rank, overriding the matrix.")
