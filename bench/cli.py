@@ -32,7 +32,7 @@ from bench.options import (
     with_launcher,
     with_matrix,
 )
-from bench.results import Results, ResultsError, latest_by_cell
+from bench.results import Results, ResultsError, emulated_mark, latest_by_cell
 from bench.search import FIELDS, PROBE_STEPS, PROBES_PER_SEARCH, Probe
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
 
     try:
         config = Cell(**fields)
-        if config.nnodes > 1 and rdzv_endpoint is None:
+        if config.launched_nodes > 1 and rdzv_endpoint is None:
             raise ValueError(f"a cell of {config.nnodes} nodes needs --rdzv-endpoint HOST:PORT")
         launch = Launch(
             timeout_s=Launch.timeout_s if timeout_s is None else timeout_s,
@@ -141,7 +141,7 @@ def describe(record: dict) -> str:
         return f"{record['cell_id']} {record['status']}"
     memory = record.get("peak_allocated_mib_max") or record.get("peak_rss_mib_max")
     return (
-        f"{record['cell_id']} ok: {record['samples_per_s']:.1f} samples/s "
+        f"{record['cell_id']} ok: {record['samples_per_s']:.1f} samples/s{emulated_mark(record)} "
         f"(min {record['samples_per_s_min']:.1f}, max {record['samples_per_s_max']:.1f}), "
         f"{record['step_time_s_median'] * 1000:.1f} ms/step, peak memory {memory:.0f} MiB per rank"
     )
@@ -158,13 +158,15 @@ def record_line(record: dict) -> str:
     """What became of a cell, in a few words."""
     if record["status"] == "ok":
         teardown = "; a rank failed in teardown, see the record" if record.get("teardown_error") else ""
-        return f"ok, {record['samples_per_s']:.1f} samples/s ({record['duration_s']:.0f} s){teardown}"
+        speed = f"{record['samples_per_s']:.1f} samples/s{emulated_mark(record)}"
+        return f"ok, {speed} ({record['duration_s']:.0f} s){teardown}"
     return f"{record['status']} ({record.get('reason') or failure_line(record)})"
 
 
 def cell_line(cell: Cell) -> str:
     rate = f" pfc {cell.sample_rate:g}" if cell.partial_fc else ""
-    return f"{cell.backbone} {cell.classes} classes, batch {cell.batch_size}, {cell.precision}{rate}, {cell.world_size} ranks"
+    ranks = f"rank 0 of {cell.world_size} ranks, emulated" if cell.emulated else f"{cell.world_size} ranks"
+    return f"{cell.backbone} {cell.classes} classes, batch {cell.batch_size}, {cell.precision}{rate}, {ranks}"
 
 
 @main.command("search")
@@ -201,7 +203,7 @@ def search_command(field, start, results_root, as_json, timeout_s, inactivity_ti
         config = Cell(**fields)
         if config.device == "cpu" and config.max_memory_gib is None:
             raise ValueError("a search on the CPU needs --max-memory-gib: the memory a probe may not exceed")
-        if config.nnodes > 1:
+        if config.launched_nodes > 1:
             raise ValueError("a search runs cells on this machine; give --nnodes 1")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -357,7 +359,7 @@ def plan_row(number: int, entry: dict) -> dict:
         "impl": config["impl"],
         "precision": config["precision"],
         "sample rate": config["sample_rate"],
-        "ranks": config["nnodes"] * config["nproc_per_node"],
+        "ranks": f"{config['nnodes'] * config['nproc_per_node']}{emulated_mark(entry)}",
         "status": entry["status"],
     }
     if "predicted_peak_gib" in entry:
@@ -427,7 +429,7 @@ def run(
         return
     if slurm is not None and rdzv_endpoint is not None:
         raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
-    if slurm is None and rdzv_endpoint is None and any(cell.nnodes > 1 for cell in pending):
+    if slurm is None and rdzv_endpoint is None and any(cell.launched_nodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
     shortage = None
     if slurm is None and any(cell.device == "cuda" for cell in pending):

@@ -69,6 +69,10 @@ class Cell:
     """Memory cap per rank (CUDA memory fraction, or address space on the CPU); None is no cap."""
     seed: int = 0
     """Seed for weights, labels and sampling."""
+    emulated: bool = False
+    """Run only rank 0 of the job, alone in one process on one device: its batch and class shard, fed
+    the other ranks' embeddings and labels synthesised, collectives local. Its memory is rank 0's;
+    its samples/sec an estimate without communication."""
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -84,6 +88,8 @@ class Cell:
                 f"batch_size {self.batch_size} does not split over {self.world_size} ranks "
                 f"(nnodes {self.nnodes} x nproc_per_node {self.nproc_per_node})"
             )
+        if self.emulated and self.world_size < 2:
+            raise ValueError("an emulated cell needs a job of at least 2 ranks (nnodes x nproc_per_node) to emulate")
         if self.classes < self.world_size:
             raise ValueError(f"classes ({self.classes}) must be at least the number of ranks ({self.world_size})")
         if self.max_memory_gib is not None:
@@ -99,6 +105,21 @@ class Cell:
     @property
     def world_size(self) -> int:
         return self.nnodes * self.nproc_per_node
+
+    @property
+    def launched_nodes(self) -> int:
+        """Machines the launch spans: one for an emulated cell."""
+        return 1 if self.emulated else self.nnodes
+
+    @property
+    def launched_ranks_per_node(self) -> int:
+        """Processes the launch starts on each machine: one for an emulated cell."""
+        return 1 if self.emulated else self.nproc_per_node
+
+    @property
+    def launched_ranks(self) -> int:
+        """Processes the launch starts in all: world_size, or one for an emulated cell."""
+        return self.launched_nodes * self.launched_ranks_per_node
 
     @property
     def per_gpu_batch(self) -> int:
@@ -128,10 +149,20 @@ class Cell:
 
     @functools.cached_property
     def cell_id(self) -> str:
-        """A stable hash of the normalised configuration."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A stable hash of the normalised configuration.
+
+        Fields added after results were first recorded leave the hash when at their default, so
+        that the cells of those results keep their ids.
+        """
+        config = {
+            k: v for k, v in self.to_dict().items() if k not in HASHED_ONLY_WHEN_SET or HASHED_ONLY_WHEN_SET[k] != v
+        }
+        text = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+
+HASHED_ONLY_WHEN_SET = {"emulated": False}
+"""Fields that a cell id includes only when they differ from this value."""
 
 WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
     "classes": (1, 10**9),

@@ -60,7 +60,7 @@ def free_port() -> int:
 
 def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> list[str]:
     """The torchrun command line of a cell: one process per GPU (or CPU rank) on this node."""
-    if cell.nnodes > 1:
+    if cell.launched_nodes > 1:
         if launch.rdzv_endpoint is None:
             raise ValueError(f"a cell of {cell.nnodes} nodes needs a rendezvous endpoint (--rdzv-endpoint HOST:PORT)")
         rendezvous = [
@@ -72,8 +72,8 @@ def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> lis
         rendezvous = ["--master-addr", "127.0.0.1", "--master-port", str(free_port())]
     return [
         sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", str(cell.nnodes),
-        "--nproc-per-node", str(cell.nproc_per_node),
+        "--nnodes", str(cell.launched_nodes),
+        "--nproc-per-node", str(cell.launched_ranks_per_node),
         "--monitor-interval", "0.1",
         *rendezvous,
         "-m", "bench.worker", "--cell", str(cell_json), "--out", str(out),
@@ -88,7 +88,7 @@ def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
     if cell.device == "cpu":
         # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
         env["MALLOC_ARENA_MAX"] = "2"
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cell.nproc_per_node))
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cell.launched_ranks_per_node))
     if cell.device == "cpu" and cell.max_memory_gib is not None:
         # A fixed threshold maps every tensor of 1 MiB or more apart and unmaps it when freed, so the
         # address space a cap counts is the live tensors, the same from step to step and run to run.
@@ -109,10 +109,10 @@ def visible_gpus() -> int:
 
 def gpu_shortage(cells: list[Cell], num_gpus: int) -> str | None:
     """Why some CUDA cells cannot run on a node with num_gpus visible GPUs, or None if all fit."""
-    short = [cell for cell in cells if cell.device == "cuda" and cell.nproc_per_node > num_gpus]
+    short = [cell for cell in cells if cell.device == "cuda" and cell.launched_ranks_per_node > num_gpus]
     if not short:
         return None
-    need = max(cell.nproc_per_node for cell in short)
+    need = max(cell.launched_ranks_per_node for cell in short)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     shown = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES unset"
     fix = f"give --nproc {num_gpus} or fewer" if num_gpus else "run on a GPU machine or give --set device=cpu"
@@ -177,7 +177,7 @@ def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
     returncode, timeout = run_torchrun(argv, worker_env(cell, launch), workdir, launch)
     ranks = read_ranks(workdir)
     log = log_tail(workdir, LOG_SCAN_CHARS)
-    status = classify(ranks, cell.world_size, returncode, timeout, log)
+    status = classify(ranks, cell.launched_ranks, returncode, timeout, log)
     clean = returncode == 0 and not timeout and status == "ok"
     error = None if clean else timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
     return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)

@@ -175,6 +175,13 @@ def with_matrix(func):
     @click.option("--nnodes", type=int, default=None, help="Nodes per cell, overriding the matrix.")
     @click.option("--max-memory-gib", type=float, default=None, help="Memory cap per rank, overriding the matrix.")
     @click.option(
+        "--emulate-ranks",
+        type=click.IntRange(min=2),
+        default=None,
+        metavar="N",
+        help="Run each cell as rank 0 of N ranks on one node, alone on one device (other ranks' data made up).",
+    )
+    @click.option(
         "--set",
         "settings",
         multiple=True,
@@ -190,8 +197,16 @@ def with_matrix(func):
         help="Only the matrix's section N, counted from 1 (repeatable); by default every section.",
     )
     @functools.wraps(func)
-    def wrapper(matrix_path, nproc_per_node, nnodes, max_memory_gib, settings, section_numbers, **kwargs):
+    def wrapper(
+        matrix_path, nproc_per_node, nnodes, max_memory_gib, emulate_ranks, settings, section_numbers, **kwargs
+    ):
         options = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "max_memory_gib": max_memory_gib}
+        if emulate_ranks is not None:
+            if nproc_per_node is not None or nnodes is not None:
+                raise click.UsageError(
+                    "--emulate-ranks sets the ranks of every cell; give it without --nproc and --nnodes"
+                )
+            options = dict(options, nproc_per_node=emulate_ranks, nnodes=1, emulated=True)
         overrides = {k: v for k, v in options.items() if v is not None} | parse_settings(settings)
         try:
             matrix = load_matrix(matrix_file(matrix_path), overrides)
@@ -208,7 +223,9 @@ def only_sections(matrix: Matrix, numbers: tuple[int, ...]) -> Matrix:
         return matrix
     wrong = [n for n in numbers if not 1 <= n <= len(matrix.sections)]
     if wrong:
-        raise MatrixUsageError(f"{matrix.path}: --section {wrong[0]}: the matrix has sections 1 to {len(matrix.sections)}")
+        raise MatrixUsageError(
+            f"{matrix.path}: --section {wrong[0]}: the matrix has sections 1 to {len(matrix.sections)}"
+        )
     keep = sorted(set(numbers))
     return dataclasses.replace(matrix, sections=tuple(matrix.sections[n - 1] for n in keep))
 

@@ -45,7 +45,7 @@ def read_ranks(workdir: Path) -> list[dict]:
 
 def holds_rank0(cell: Cell, workdir: Path) -> bool:
     """Whether global rank 0 ran on this node: the node that records a cell of several nodes."""
-    return cell.nnodes == 1 or (workdir / "rank-0.json").exists()
+    return cell.launched_nodes == 1 or (workdir / "rank-0.json").exists()
 
 
 def failures(ranks: list[dict]) -> list[dict]:
@@ -157,7 +157,12 @@ def oom_reason(cause: dict) -> str:
 
 
 def figures(cell: Cell, ranks: list[dict]) -> dict:
-    """Samples/sec, step times, memory and energy of a finished cell."""
+    """Samples/sec, step times, memory and energy of a finished cell.
+
+    An emulated cell's figures are those of a job whose every rank does what its rank 0 did.
+    """
+    if cell.emulated:
+        ranks = ranks * cell.world_size
     lead = ranks[0]
     result = summarise(lead["window_times_s"], cell.steps_per_window, cell.batch_size)
     measured_steps = cell.num_windows * cell.steps_per_window

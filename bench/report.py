@@ -20,7 +20,17 @@ from bench.config import Cell, shown
 from bench.files import FileError, make_folder, read_text, refuse_results_file
 from bench.machine import server_spec
 from bench.matrix import METRICS, SEARCH_METRICS, Column, Matrix, Row, Section, load_matrix
-from bench.results import ReportError, Results, is_ok, latest_by_cell, mark, read_results, write_atomic
+from bench.results import (
+    EMULATED,
+    ReportError,
+    Results,
+    emulated_mark,
+    is_ok,
+    latest_by_cell,
+    mark,
+    read_results,
+    write_atomic,
+)
 from bench.search import bounds, recorded_probes
 
 LEGEND = {
@@ -28,6 +38,8 @@ LEGEND = {
     "Timeout": "the job was stopped at the wall-clock or inactivity limit",
     "Skipped": "not run",
     "—": "not run yet",
+    EMULATED.strip(): "only rank 0 of the cell's ranks ran, alone on one device, fed made-up embeddings of the "
+    "others: its memory is rank 0's, its samples/sec an estimate without communication",
 }
 """Explanation printed under a table for each mark in it; "Fail" (out of memory) is the published convention."""
 
@@ -181,7 +193,8 @@ def cell_text(column: Column, row: Row, record: dict | None) -> str:
     value = metric_value(column.field, row, record) if column.field in METRICS else getattr(row.cell, column.field)
     if str(value) in column.labels:
         return column.labels[str(value)]
-    return format_value(value, column.format, column.field)
+    text = format_value(value, column.format, column.field)
+    return text + emulated_mark(record) if column.field == "samples_per_s" and is_number(value) else text
 
 
 def row_records(section: Section, records_by_id: dict[str, dict]) -> list[dict | None]:
@@ -219,6 +232,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def legend(frame: pd.DataFrame, records: list[dict | None]) -> str:
     """One line explaining each mark that appears in the table, with the reasons cells were skipped."""
     shown = set(frame.to_numpy().ravel())
+    if any(emulated_mark(record) for record in records):
+        shown.add(EMULATED.strip())
     reasons = list(dict.fromkeys(r["reason"] for r in records if r and r["status"] == "skipped" and r.get("reason")))
     parts = []
     for text, meaning in LEGEND.items():
@@ -365,7 +380,7 @@ def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -
     varying = varying_fields(section)
     numeric_axis = len(varying) == 1 and all(is_number(getattr(row.cell, varying[0])) for row in section.rows)
     fig = Figure(figsize=(6.4 * len(series), 0.5 * len(records) + 2.5), layout="constrained")
-    fig.suptitle(section.title)
+    fig.suptitle(section.title + (EMULATED if any(row.cell.emulated for row in section.rows) else ""))
     for ax, (name, values) in zip(fig.subplots(1, len(series), squeeze=False)[0], series, strict=True):
         if numeric_axis:
             draw_line(ax, [getattr(row.cell, varying[0]) for row in section.rows], values, varying[0], name)

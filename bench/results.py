@@ -73,7 +73,15 @@ def mark(record: dict | None) -> str:
 
 def speed_text(record: dict | None) -> str:
     """Samples/sec as the published reports print it (~2190), or the cell's mark."""
-    return f"~{round(record['samples_per_s'])}" if is_ok(record) else mark(record)
+    return f"~{round(record['samples_per_s'])}{emulated_mark(record)}" if is_ok(record) else mark(record)
+
+
+EMULATED = " (emulated)"
+"""After the samples/sec of an emulated cell, which is an estimate: rank 0 alone, no communication."""
+
+
+def emulated_mark(record: dict | None) -> str:
+    return EMULATED if record and record.get("config", {}).get("emulated") else ""
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -79,17 +79,17 @@ def slurm_command(*argv: str) -> subprocess.CompletedProcess:
 
 def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
     """The batch script: srun starts one torchrun per node, joined by c10d on the first node."""
-    gpus = [f"--gpus-per-node={cell.nproc_per_node}"] if cell.device == "cuda" else []
-    srun = ["srun", f"--nodes={cell.nnodes}", "--ntasks-per-node=1", *gpus, "--kill-on-bad-exit=1"]
+    gpus = [f"--gpus-per-node={cell.launched_ranks_per_node}"] if cell.device == "cuda" else []
+    srun = ["srun", f"--nodes={cell.launched_nodes}", "--ntasks-per-node=1", *gpus, "--kill-on-bad-exit=1"]
     torchrun = [
         sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", str(cell.nnodes), "--nproc-per-node", str(cell.nproc_per_node), "--monitor-interval", "0.1",
+        "--nnodes", str(cell.launched_nodes), "--nproc-per-node", str(cell.launched_ranks_per_node), "--monitor-interval", "0.1",
         "--rdzv-backend", "c10d",
     ]  # fmt: skip
     worker = ["-m", "bench.worker", "--cell", str(cell_json), "--out", str(workdir)]
     return "\n".join([
         "#!/bin/bash",
-        f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.nproc_per_node} ranks each.",
+        f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.launched_ranks_per_node} ranks each.",
         "set -eu",
         'head_node=$(hostname)  # the batch script runs on the first node',
         "port=$((20000 + SLURM_JOB_ID % 20000))",
@@ -104,15 +104,15 @@ def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     """sbatch's command line: one task per node; the job's output is the cell's torchrun.log."""
     if cell.device == "cuda":
         resources = [
-            f"--gpus-per-node={cell.nproc_per_node}",
-            f"--cpus-per-task={cell.nproc_per_node * options.cpus_per_gpu}",
+            f"--gpus-per-node={cell.launched_ranks_per_node}",
+            f"--cpus-per-task={cell.launched_ranks_per_node * options.cpus_per_gpu}",
         ]
     else:
-        resources = [f"--cpus-per-task={cell.nproc_per_node}"]
+        resources = [f"--cpus-per-task={cell.launched_ranks_per_node}"]
     optional = {"--partition": options.partition, "--account": options.account, "--time": options.time_limit}
     return [
         "sbatch", "--parsable", f"--job-name=pfcbench-{cell.cell_id}",
-        f"--nodes={cell.nnodes}", "--ntasks-per-node=1", *resources,
+        f"--nodes={cell.launched_nodes}", "--ntasks-per-node=1", *resources,
         f"--output={str(workdir / 'torchrun.log').replace('%', '%%')}", "--export=ALL", "--no-requeue",
         *(f"{flag}={value}" for flag, value in optional.items() if value is not None),
         *options.sbatch_args,
@@ -238,7 +238,7 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     returncode, out_of_time, error = ending(job_id, state, workdir)
     timeout = timeout or out_of_time
     ranks = read_ranks(workdir)
-    status = classify(ranks, cell.world_size, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
+    status = classify(ranks, cell.launched_ranks, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
     note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
     clean = returncode == 0 and not timeout and status == "ok"
     return build_record(

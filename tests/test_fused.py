@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.config import Cell
 from bench.workload import FusedPartialFC, build_classifier
 from bench.workload.fused import plan_chunks
 from bench.workload.margin import CombinedMarginLoss
 from bench.workload.partial_fc import shard_of
+from bench.workload.step import TrainStep
 from tests.ranks import run_ranks
 
 WORLD_SIZE = 2
@@ -143,3 +145,26 @@ def test_budget_sets_the_chunk_and_whether_cosines_are_kept():
     col_bytes = 4 * (3 * 512 + 4 * 512)
     small = plan_chunks(512, 1_000_000, 512, 2 * mib)
     assert small.chunk_cols * col_bytes <= 2 * mib < (small.chunk_cols + 1) * col_bytes
+
+
+def train_steps(rank, world_size, impl, out):
+    """Five training steps of a classifier-only cell as `pfcbench cell` runs them; the centres after them."""
+    torch.set_num_threads(1)
+    cell = Cell(backbone="none", classes=2003, batch_size=64, nproc_per_node=WORLD_SIZE, device="cpu", impl=impl)
+    step = TrainStep(cell, torch.device("cpu"), rank)
+    losses = [step() for _ in range(5)]
+    momentum = step.optimizer.state[step.partial_fc.weight]["momentum_buffer"]
+    torch.save(
+        {"losses": losses, "weight": step.partial_fc.weight.detach(), "momentum": momentum}, f"{out}/{impl}{rank}.pt"
+    )
+
+
+def test_fused_training_step_updates_the_centres_as_arcface_torch(tmp_path):
+    # fused adds the centres' weight decay into their gradient in place; SGD adds it for arcface_torch
+    for impl in ("arcface_torch", "fused"):
+        run_ranks(train_steps, WORLD_SIZE, impl, str(tmp_path))
+    for rank in range(WORLD_SIZE):
+        want, got = (torch.load(tmp_path / f"{impl}{rank}.pt") for impl in ("arcface_torch", "fused"))
+        assert got["losses"] == pytest.approx(want["losses"], rel=1e-5)
+        assert relative_error(got["weight"], want["weight"]) <= 1e-5
+        assert relative_error(got["momentum"], want["momentum"]) <= 1e-5

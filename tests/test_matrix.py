@@ -232,8 +232,9 @@ OTHER_VALUES = {
     "steps_per_window": 3,
     "max_memory_gib": 1.5,
     "seed": 5,
+    "emulated": True,
 }
-"""A second valid value for every cell field."""
+"""A second valid value for every cell field (of a cell of 2 ranks)."""
 
 
 def test_cell_ids_are_stable_and_tell_every_field_apart(tmp_path: Path):
@@ -241,8 +242,12 @@ def test_cell_ids_are_stable_and_tell_every_field_apart(tmp_path: Path):
     ids = [c.cell_id for c in load_matrix(RTX3080).cells()]
     assert ids == [c.cell_id for c in load_matrix(RTX3080).cells()]
     assert len(set(ids)) == len(ids)
-    as_int = load(tmp_path, section("int", "set = { sample_rate = 1 }\n[[sections.rows]]\nbatch_size = 8"))
-    as_float = load(tmp_path, section("float", "set = { sample_rate = 1.0 }\n[[sections.rows]]\nbatch_size = 8"))
+    as_int = load(
+        tmp_path, section("int", "set = { sample_rate = 1, nproc_per_node = 2 }\n[[sections.rows]]\nbatch_size = 8")
+    )
+    as_float = load(
+        tmp_path, section("float", "set = { sample_rate = 1.0, nproc_per_node = 2 }\n[[sections.rows]]\nbatch_size = 8")
+    )
     (cell,) = as_int.cells()
     assert cell.cell_id == as_float.cells()[0].cell_id
     for name, value in OTHER_VALUES.items():

@@ -30,7 +30,7 @@ def test_prediction_holds_the_shard_and_grows_with_classes_and_gpu():
     assert small.peak_bytes >= 2 * shard_bytes + 256 * 100_000 * 4
     assert 1.8 < large.peak_bytes / small.peak_bytes < 2.2
     assert small.parts[GPU_ONLY] == 0 and on_gpu.parts[CPU_ONLY] == 0
-    assert on_gpu.parts[GPU_ONLY] > 100 * MIB and small.parts[CPU_ONLY] > 100 * MIB
+    assert on_gpu.parts[GPU_ONLY] > 100 * MIB and small.parts[CPU_ONLY] > 0
     assert on_gpu.peak_bytes - on_gpu.parts[GPU_ONLY] == small.peak_bytes - small.parts[CPU_ONLY]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -63,3 +65,15 @@ def test_heartbeat_touches_its_file_at_most_once_per_interval(tmp_path):
     path.unlink()
     beat.now()
     assert path.exists(), "a set-up stage beats whatever the interval"
+
+
+def test_a_onednn_failure_is_an_out_of_memory_only_under_a_cpu_cap():
+    code = (
+        "import resource, sys; from bench.worker import classify;"
+        "exc = RuntimeError('could not create a primitive');"
+        "sys.stdout.write(classify(exc) + ' ');"
+        "resource.setrlimit(resource.RLIMIT_AS, (2**40, 2**40));"
+        "sys.stdout.write(classify(exc))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "error oom", done.stderr

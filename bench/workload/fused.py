@@ -21,6 +21,7 @@ import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
+from bench.workload.emulation import EmulatedPeers
 from bench.workload.margin import CombinedMarginLoss
 from bench.workload.partial_fc import PartialFC
 
@@ -205,9 +206,10 @@ class FusedPartialFC(PartialFC):
         embedding_size: int,
         num_classes: int,
         sample_rate: float = 1.0,
+        peers: EmulatedPeers | None = None,
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
-        super().__init__(margin_loss, embedding_size, num_classes, sample_rate)
+        super().__init__(margin_loss, embedding_size, num_classes, sample_rate, peers)
         self.fused_margin = FusedMarginSoftmax(margin_loss)
         self.budget_bytes = budget_bytes
 

@@ -13,6 +13,8 @@ import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
+from bench.workload.emulation import EmulatedPeers
+
 
 def shard_of(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
     """(first class, number of classes) that rank holds: C//W each, one more for r < C%W."""
@@ -21,12 +23,20 @@ def shard_of(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
     return class_start, num_local
 
 
+def ranks(peers: EmulatedPeers | None) -> tuple[int, int]:
+    """(rank, world size) of this process: the process group's, or rank 0 of an emulated job."""
+    if peers is not None:
+        return 0, peers.world_size
+    return distributed.get_rank(), distributed.get_world_size()
+
+
 class PartialFC(torch.nn.Module):
     """arcface_torch's PartialFC_V2: forward(local_embeddings, local_labels) returns the loss.
 
     The rank's shard of class centres is `weight`, shape (num_local, embedding_size), N(0, 0.01).
     The GEMM, softmax and loss run in fp32 whatever precision the backbone uses, as train_v2
-    builds PartialFC_V2 with fp16 off.
+    builds PartialFC_V2 with fp16 off. With `peers`, this process is rank 0 of peers.world_size
+    ranks, alone: the other ranks' embeddings and labels are synthesised.
     """
 
     def __init__(
@@ -35,12 +45,13 @@ class PartialFC(torch.nn.Module):
         embedding_size: int,
         num_classes: int,
         sample_rate: float = 1.0,
+        peers: EmulatedPeers | None = None,
     ) -> None:
         super().__init__()
         if not distributed.is_initialized():
             raise RuntimeError("PartialFC needs an initialised process group")
-        self.rank = distributed.get_rank()
-        self.world_size = distributed.get_world_size()
+        self.peers = peers
+        self.rank, self.world_size = ranks(peers)
         self.embedding_size = embedding_size
         self.sample_rate = sample_rate
         self.class_start, self.num_local = shard_of(num_classes, self.world_size, self.rank)
@@ -71,15 +82,20 @@ class PartialFC(torch.nn.Module):
 
     def gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's embeddings (with a gradient path back) and labels, made local: -1 elsewhere."""
-        local_labels = local_labels.view(-1).long()
-        batch_size = local_embeddings.size(0)
-        gathered = [
-            torch.zeros(batch_size, self.embedding_size, device=local_embeddings.device) for _ in range(self.world_size)
-        ]
-        gathered_labels = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
-        embeddings = torch.cat(AllGatherFunc.apply(local_embeddings.float(), *gathered))
-        distributed.all_gather(gathered_labels, local_labels)
-        labels = torch.cat(gathered_labels).view(-1, 1)
+        if self.peers is not None:
+            labels = self.peers.labels(local_labels).view(-1, 1)  # labels first, as the 2021 classifier
+            embeddings = self.peers.embeddings(local_embeddings.float())
+        else:
+            local_labels = local_labels.view(-1).long()
+            batch_size = local_embeddings.size(0)
+            gathered = [
+                torch.zeros(batch_size, self.embedding_size, device=local_embeddings.device)
+                for _ in range(self.world_size)
+            ]
+            gathered_labels = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
+            embeddings = torch.cat(AllGatherFunc.apply(local_embeddings.float(), *gathered))
+            distributed.all_gather(gathered_labels, local_labels)
+            labels = torch.cat(gathered_labels).view(-1, 1)
 
         index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
         labels[~index_positive] = -1

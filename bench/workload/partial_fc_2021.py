@@ -21,7 +21,8 @@ import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
-from bench.workload.partial_fc import shard_of
+from bench.workload.emulation import EmulatedPeers
+from bench.workload.partial_fc import ranks, shard_of
 
 SCALE = 64.0
 MARGINS_2021 = {"arcface": 0.5, "cosface": 0.4}
@@ -80,17 +81,18 @@ class PartialFC2021(torch.nn.Module):
     """The rank's shard of class centres (`weight`) and their momentum (`weight_mom`), N(0, 0.01) and 0.
 
     `sub_weight` is the Parameter the classifier's optimizer holds: the sampled rows of this step.
+    With `peers`, this process is rank 0 of peers.world_size ranks, alone (see PartialFC).
     """
 
     def __init__(
         self, margin: str, embedding_size: int, num_classes: int, sample_rate: float, batch_size: int,
-        device: torch.device,
+        device: torch.device, peers: EmulatedPeers | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         if not distributed.is_initialized():
             raise RuntimeError("PartialFC2021 needs an initialised process group")
-        self.rank = distributed.get_rank()
-        self.world_size = distributed.get_world_size()
+        self.peers = peers
+        self.rank, self.world_size = ranks(peers)
         self.margin_softmax = MARGIN_FUNCTIONS_2021[margin]
         self.embedding_size = embedding_size
         self.sample_rate = sample_rate
@@ -145,8 +147,11 @@ class PartialFC2021(torch.nn.Module):
         with self.side_stream():
             if ready is not None:
                 self.stream.wait_event(ready)
-            total_labels = torch.zeros(self.batch_size * self.world_size, device=self.device, dtype=torch.long)
-            distributed.all_gather(list(total_labels.chunk(self.world_size)), labels)
+            if self.peers is not None:
+                total_labels = self.peers.labels(labels)
+            else:
+                total_labels = torch.zeros(self.batch_size * self.world_size, device=self.device, dtype=torch.long)
+                distributed.all_gather(list(total_labels.chunk(self.world_size)), labels)
             self.sample(total_labels)
             group = optimizer.param_groups[-1]
             optimizer.state.pop(group["params"][0], None)
@@ -160,8 +165,11 @@ class PartialFC2021(torch.nn.Module):
     ) -> Forward2021:  # fmt: skip
         """Logits, margin, and the loss and logits' gradient of the softmax cross-entropy across ranks."""
         total_labels, norm_weight = self.prepare(labels, optimizer, ready)
-        total_features = torch.zeros(self.batch_size * self.world_size, self.embedding_size, device=self.device)
-        distributed.all_gather(list(total_features.chunk(self.world_size)), features.data)
+        if self.peers is not None:
+            total_features = self.peers.embeddings(features.data)
+        else:
+            total_features = torch.zeros(self.batch_size * self.world_size, self.embedding_size, device=self.device)
+            distributed.all_gather(list(total_features.chunk(self.world_size)), features.data)
         total_features.requires_grad = True
         if self.stream is not None:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
@@ -192,6 +200,8 @@ class PartialFC2021(torch.nn.Module):
     def backward(self, forward: Forward2021, features: torch.Tensor) -> torch.Tensor:
         """Backward through the margin and the GEMM; returns this rank's embeddings' gradient times W."""
         forward.logits.backward(forward.logits_grad)
+        if self.peers is not None:
+            return forward.total_features.grad[: features.size(0)] * self.world_size  # the others' share dropped
         x_grad = torch.zeros_like(features)
         distributed.reduce_scatter(x_grad, list(forward.total_features.grad.chunk(self.world_size)))
         return x_grad * self.world_size

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.config import Cell
 from bench.workload.backbones import build_backbone
+from bench.workload.emulation import EmulatedPeers
 from bench.workload.partial_fc_2021 import PartialFC2021
 from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_torch, memory_format
 
@@ -78,8 +79,9 @@ class TrainStep2021:
             backbone, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
         self.partial_fc = PartialFC2021(
-            cell.margin, cell.embedding_size, cell.classes, cell.sample_rate, cell.per_gpu_batch, device
-        )
+            cell.margin, cell.embedding_size, cell.classes, cell.sample_rate, cell.per_gpu_batch, device,
+            EmulatedPeers(cell, device) if cell.emulated else None,
+        )  # fmt: skip
         self.opt_backbone = torch.optim.SGD(
             [
                 {
