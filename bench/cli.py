@@ -347,6 +347,14 @@ def plan_entries(the_plan, memory_gib: float | None) -> list[dict]:
     return entries
 
 
+def cpu_sections_hint(matrix: Matrix) -> str:
+    """Where a matrix mixes CPU and CUDA sections, which ones run without a GPU."""
+    titles = [s.title or "untitled" for s in matrix.sections if all(row.cell.device != "cuda" for row in s.rows)]
+    if not titles:
+        return ""
+    return f" (sections that need no GPU: {'; '.join(titles)}; --section N runs section N alone)"
+
+
 def plan_row(number: int, entry: dict) -> dict:
     config = entry["config"]
     row = {
@@ -435,7 +443,7 @@ def run(
     if slurm is None and any(cell.device == "cuda" for cell in pending):
         shortage = gpu_shortage(pending, visible_gpus())
     if shortage:
-        raise MatrixUsageError(f"{matrix.path}: {shortage}")
+        raise MatrixUsageError(f"{matrix.path}: {shortage}{cpu_sections_hint(matrix)}")
     try:
         launch = Launch(
             timeout_s=matrix.run.get("timeout_s", Launch.timeout_s) if timeout_s is None else timeout_s,

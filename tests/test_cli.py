@@ -126,6 +126,17 @@ def test_section_picks_the_sections_a_run_covers():
     only_cpu = CliRunner().invoke(main, ["plan", "impls", "--section", "1", "--results", "/nonexistent-results"])
     assert only_cpu.exit_code == 0, only_cpu.output
     assert "4 of 4 cells to run" in only_cpu.output and "GPU" not in only_cpu.output
-    beyond = CliRunner().invoke(main, ["plan", "impls", "--section", "3"])
+    beyond = CliRunner().invoke(main, ["plan", "impls", "--section", "5"])
     assert beyond.exit_code == 2
-    assert beyond.output.strip().endswith("--section 3: the matrix has sections 1 to 2")
+    assert beyond.output.strip().endswith("--section 5: the matrix has sections 1 to 4")
+
+
+def test_a_run_of_cuda_cells_without_a_gpu_names_the_sections_that_need_none(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "impls", "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "nothing was run (sections that need no GPU: 1. CPU, 2 ranks, 1.4 GiB per rank;" in done.stderr
+    assert not any(tmp_path.iterdir())

@@ -6,11 +6,10 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.config import Cell
+from bench.config import IMPLS, Cell
 from bench.memory import GIB, predict_cells
 from bench.workload import build_classifier
 from bench.workload.emulation import EmulatedPeers
@@ -23,14 +22,13 @@ EMULATED_RANKS = 4
 CLASSES = 1003
 EMBEDDING = 32
 PER_RANK_BATCH = 8
-FAST = ["--warmup-steps", "1", "--num-windows", "2", "--steps-per-window", "1"]
 
 
 def pfcbench(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout_s)
 
 
-def emulated_step(rank: int, world_size: int, impl: str, margin: str, out: str) -> None:
+def emulated_step(impl: str, margin: str) -> dict:
     """One classifier forward and backward of rank 0 of EMULATED_RANKS, alone in a group of one."""
     cell = Cell(backbone="none", classes=CLASSES, device="cpu", nproc_per_node=EMULATED_RANKS, emulated=True)
     peers = EmulatedPeers(cell, torch.device("cpu"))
@@ -50,54 +48,32 @@ def emulated_step(rank: int, world_size: int, impl: str, margin: str, out: str) 
         loss = module(local, labels)
         loss.backward()
         weight, weight_grad = module.weight, module.weight.grad
-    torch.save(
-        {"loss": loss.detach(), "emb_grad": local.grad, "weight": weight.detach(), "weight_grad": weight_grad}, out
-    )
+    return {"loss": loss.detach(), "emb_grad": local.grad, "weight": weight.detach(), "weight_grad": weight_grad}
 
 
-def run_emulated(tmp_path, impl: str, margin: str) -> dict:
-    out = str(tmp_path / f"{impl}-{margin}.pt")
-    run_ranks(emulated_step, 1, impl, margin, out)
-    return torch.load(out)
+def every_emulated_step(rank: int, world_size: int, out: str) -> None:
+    steps = {(impl, margin): emulated_step(impl, margin) for impl in IMPLS for margin in ("arcface", "cosface")}
+    torch.save(steps, out)
 
 
-@pytest.mark.parametrize("margin", ["arcface", "cosface"])
-def test_the_emulated_classifier_holds_rank_0s_shard_and_sees_the_whole_job(tmp_path, margin):
-    today = run_emulated(tmp_path, "arcface_torch", margin)
+def test_the_emulated_classifier_holds_rank_0s_shard_and_sees_the_whole_job(tmp_path):
+    run_ranks(every_emulated_step, 1, str(tmp_path / "steps.pt"))
+    steps = torch.load(tmp_path / "steps.pt")
     _, num_local = shard_of(CLASSES, EMULATED_RANKS, 0)
-    assert today["weight"].shape == (num_local, EMBEDDING) == today["weight_grad"].shape
-    assert today["emb_grad"].shape == (PER_RANK_BATCH, EMBEDDING)
-    assert torch.isfinite(today["loss"]) and today["emb_grad"].abs().sum() > 0
-    # every centre of the shard is a negative of each of the job's 32 rows, so each gets a gradient
-    assert bool((today["weight_grad"].abs().sum(dim=1) > 0).all())
-
-    # the same synthesised peers reach the fused classifier: the same loss and gradients
-    fused = run_emulated(tmp_path, "fused", margin)
-    for key in ("loss", "emb_grad", "weight_grad"):
-        error = (fused[key] - today[key]).norm() / today[key].norm()
-        assert error < 1e-5, key
-    # and the 2021 classifier: the same shard and loss (its margin's gradient differs by design)
-    old = run_emulated(tmp_path, "arcface_torch_2021", margin)
-    assert torch.equal(old["weight"], today["weight"])
-    assert torch.allclose(old["loss"], today["loss"], rtol=1e-5)
-
-
-def test_an_emulated_cell_runs_as_one_process_and_reports_the_jobs_figures(tmp_path):
-    classes = 80_000
-    result = pfcbench(
-        "cell", "--backbone", "none", "--classes", str(classes), "--batch-size", "256", "--nproc", "8",
-        "--emulated", "--device", "cpu", "--json", *FAST, "--workdir", str(tmp_path),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    record = json.loads(result.stdout)
-    assert record["status"] == "ok" and record["config"]["emulated"] is True
-    assert record["world_size"] == 8 and record["per_gpu_batch"] == 32
-    assert [rank["rank"] for rank in record["ranks"]] == [0]
-    assert not (tmp_path / "rank-1.json").exists()
-    # rank 0 alone counts a 1/8 shard's GEMMs over the whole batch; the job's estimate is eight of it
-    assert record["flops_per_sample"] == 6 * 512 * classes
-    # rank 0's 10,000 centres of 512 floats, their gradient and momentum: about 59 MiB more than none
-    assert record["ranks"][0]["peak_rss_mib"] > 59
+    for margin in ("arcface", "cosface"):
+        today, fused, old = (steps[impl, margin] for impl in ("arcface_torch", "fused", "arcface_torch_2021"))
+        assert today["weight"].shape == (num_local, EMBEDDING) == today["weight_grad"].shape
+        assert today["emb_grad"].shape == (PER_RANK_BATCH, EMBEDDING)
+        assert torch.isfinite(today["loss"]) and today["emb_grad"].abs().sum() > 0
+        # every centre of the shard is a negative of each of the job's 32 rows, so each gets a gradient
+        assert bool((today["weight_grad"].abs().sum(dim=1) > 0).all())
+        # the same synthesised peers reach the fused classifier: the same loss and gradients
+        for key in ("loss", "emb_grad", "weight_grad"):
+            error = (fused[key] - today[key]).norm() / today[key].norm()
+            assert error < 1e-5, f"{margin} {key}"
+        # and the 2021 classifier: the same shard and loss (its margin's gradient differs by design)
+        assert torch.equal(old["weight"], today["weight"])
+        assert torch.allclose(old["loss"], today["loss"], rtol=1e-5), margin
 
 
 def test_a_run_with_emulate_ranks_marks_every_figure_as_emulated(tmp_path):
@@ -137,18 +113,30 @@ def test_a_cell_without_emulation_keeps_the_id_it_had_before_the_field():
 
 
 def test_an_emulated_cell_fits_above_its_prediction_and_runs_out_of_memory_below(tmp_path):
+    classes = 400_000
     cell = Cell(
-        backbone="none", classes=400_000, batch_size=512, nproc_per_node=8, emulated=True, device="cpu",
+        backbone="none", classes=classes, batch_size=512, nproc_per_node=8, emulated=True, device="cpu",
         warmup_steps=1, num_windows=1, steps_per_window=1,
     )  # fmt: skip
     (prediction,) = predict_cells([cell], num_workers=1)
-    statuses = []
+    records = []
     for factor in (1.2, 0.8):
-        cap_gib = prediction.peak_bytes * factor / GIB
         result = pfcbench(
-            "cell", "--backbone", "none", "--classes", "400000", "--batch-size", "512", "--nproc", "8", "--emulated",
-            "--device", "cpu", "--max-memory-gib", f"{cap_gib:.3f}", "--json", "--warmup-steps", "1",
-            "--num-windows", "1", "--steps-per-window", "1",
+            "cell", "--backbone", "none", "--classes", str(classes), "--batch-size", "512", "--nproc", "8",
+            "--emulated", "--device", "cpu", "--max-memory-gib", f"{prediction.peak_bytes * factor / GIB:.3f}",
+            "--json", "--warmup-steps", "1", "--num-windows", "1", "--steps-per-window", "1",
+            "--workdir", str(tmp_path / str(factor)),
         )  # fmt: skip
-        statuses.append(json.loads(result.stdout)["status"])
-    assert statuses == ["ok", "oom"], f"predicted {prediction.peak_gib:.2f} GiB"
+        records.append(json.loads(result.stdout))
+    assert [r["status"] for r in records] == ["ok", "oom"], f"predicted {prediction.peak_gib:.2f} GiB"
+
+    # the cell that ran: one process, rank 0 of 8, and figures of the job it stands for
+    record = records[0]
+    assert record["config"]["emulated"] is True
+    assert record["world_size"] == 8 and record["per_gpu_batch"] == 64
+    assert [rank["rank"] for rank in record["ranks"]] == [0]
+    assert not (tmp_path / "1.2" / "rank-1.json").exists()
+    # rank 0 alone counts a 1/8 shard's GEMMs over the whole batch; the job's estimate is eight of it
+    assert record["flops_per_sample"] == 6 * 512 * classes
+    # rank 0's 50,000 centres of 512 floats, their gradient and momentum: 293 MiB
+    assert record["ranks"][0]["peak_rss_mib"] > 293

@@ -146,11 +146,17 @@ class PartTracker(MemTracker):
 
     def _track(self, reftype, t) -> None:
         self.tensor = t
-        super()._track(reftype, t)
+        try:
+            super()._track(reftype, t)
+        finally:
+            self.tensor = None  # a reference kept here would stop autograd from reusing a gradient
 
     def _update_and_maybe_create_winfos(self, t, reftype, update_existing=False):
         self.tensor = t
-        return super()._update_and_maybe_create_winfos(t, reftype, update_existing)
+        try:
+            return super()._update_and_maybe_create_winfos(t, reftype, update_existing)
+        finally:
+            self.tensor = None
 
     def _update_snap(self, u_type, winfo, old_mem_consumed=None, old_reftype=None) -> None:
         super()._update_snap(u_type, winfo, old_mem_consumed, old_reftype)
