@@ -8,9 +8,13 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from bench.results import read_records
 from tests.procs import pids_with, wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
+
+pytestmark = pytest.mark.xdist_group("slurm")  # one test worker runs every Slurm test, beside the Slurm it starts
 
 
 def test_slurm_options_without_the_slurm_launcher_are_a_usage_error(tmp_path):
