@@ -2,8 +2,9 @@
 
 The classifier of an emulated cell holds rank 0's class shard and is fed the batch of every
 rank: this process's embeddings and labels, then the other ranks' made up here (random unit
-embeddings, as the 2021 program gathers them normalised; labels drawn as SyntheticBatch draws them). What would go back to the other ranks
-is dropped. The process group has one rank, so the classifier's all-reduces stay local.
+embeddings, as the 2021 program gathers them normalised; labels drawn as SyntheticBatch draws
+them). What would go back to the other ranks is dropped. The process group has one rank, so the
+classifier's all-reduces stay local.
 """
 
 from __future__ import annotations
