@@ -138,5 +138,5 @@ def test_a_run_of_cuda_cells_without_a_gpu_names_the_sections_that_need_none(tmp
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "nothing was run (sections that need no GPU: 1. CPU, 2 ranks, 1.4 GiB per rank;" in done.stderr
+    assert "nothing was run (sections that need no GPU: 1. CPU, 2 ranks, 1.1 GiB per rank;" in done.stderr
     assert not any(tmp_path.iterdir())
