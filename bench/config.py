@@ -134,7 +134,13 @@ class Cell:
         return self.sample_rate < 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as plain data: a new dict each call, built from the one made once per cell."""
+        return dict(self.field_values)
+
+    @functools.cached_property
+    def field_values(self) -> dict[str, Any]:
+        """Every field by name, computed once (the values are plain numbers, texts and booleans)."""
+        return {name: getattr(self, name) for name in FIELD_TYPES}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
@@ -155,7 +161,7 @@ class Cell:
         that the cells of those results keep their ids.
         """
         config = {
-            k: v for k, v in self.to_dict().items() if k not in HASHED_ONLY_WHEN_SET or HASHED_ONLY_WHEN_SET[k] != v
+            k: v for k, v in self.field_values.items() if k not in HASHED_ONLY_WHEN_SET or HASHED_ONLY_WHEN_SET[k] != v
         }
         text = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]

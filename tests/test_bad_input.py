@@ -81,21 +81,27 @@ def test_a_grid_beyond_the_limit_is_refused_before_it_is_expanded(tmp_path):
     path = matrix_file(tmp_path, HEAD + "[sections.grid]\n" + axes)
     started = time.process_time()
     line = one_line(CliRunner().invoke(main, ["plan", str(path)]))
-    assert time.process_time() - started < 2
+    assert time.process_time() - started < 10  # expanding 12 million points would take many minutes
     assert "12,000,000 grid points and rows" in line and f"{MAX_CELLS:,}" in line
 
 
-def test_a_grid_of_4096_cells_plans_in_under_two_seconds(tmp_path):
+PLAN_4096_CELLS_CPU_S = 30
+"""CPU seconds within which 4,096 cells must plan."""
+
+
+def test_a_grid_of_4096_cells_plans_in_linear_time(tmp_path):
     axes = "batch_size = [" + ", ".join(str(2 * i) for i in range(1, 65)) + "]\n"
     axes += "seed = [" + ", ".join(str(i) for i in range(64)) + "]\n"
     path = matrix_file(tmp_path, HEAD + "[sections.grid]\n" + axes + "[[sections]]\ntitle = 'Again'\n"
                        "columns = [{ header = 'Seed', field = 'seed' }]\n[sections.grid]\n" + axes)  # fmt: skip
-    started = time.process_time()  # CPU time: what the planning costs, whatever else the machine runs
+    started = time.process_time()
     result = CliRunner().invoke(main, ["plan", str(path), "--results", str(tmp_path / "results")])
     elapsed_s = time.process_time() - started
     assert result.exit_code == 0, result.output
     assert "4096 of 4096 cells to run" in result.output
-    assert elapsed_s < 2, f"planning 4,096 cells took {elapsed_s:.1f} s of CPU"
+    # A plan that compares each cell with every other took minutes here; a linear one takes about a
+    # second of CPU, a few on a slow or loaded machine. The bound sits far from both.
+    assert elapsed_s < PLAN_4096_CELLS_CPU_S, f"planning 4,096 cells took {elapsed_s:.1f} s of CPU: quadratic?"
     plan = make_plan(load_matrix(path), tmp_path / "results")
     assert plan.sections_of(plan.cells[-1]) == ["T", "Again"]
 
