@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,15 +16,10 @@ from bench.records import classify
 from bench.slurm import SlurmOptions, sbatch_argv
 from bench.worker import classify as classify_exception
 from bench.worker import memory_fraction
+from tests.cli import pfcbench
 from tests.ranks import run_ranks
 
 GIB = 2**30
-
-
-def pfcbench(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=300, **kwargs
-    )
 
 
 @pytest.mark.parametrize("nproc", ["1", "2"])

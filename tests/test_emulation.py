@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +13,7 @@ from bench.workload import build_classifier
 from bench.workload.emulation import EmulatedPeers
 from bench.workload.partial_fc import shard_of
 from bench.workload.partial_fc_2021 import PartialFC2021
+from tests.cli import pfcbench
 from tests.ranks import run_ranks
 from tests.sweeps import run_sweep, write_matrix
 
@@ -22,10 +21,6 @@ EMULATED_RANKS = 4
 CLASSES = 1003
 EMBEDDING = 32
 PER_RANK_BATCH = 8
-
-
-def pfcbench(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout_s)
 
 
 def emulated_step(impl: str, margin: str) -> dict:
