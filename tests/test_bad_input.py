@@ -79,6 +79,7 @@ def test_a_grid_beyond_the_limit_is_refused_before_it_is_expanded(tmp_path):
     assert "12,000,000 grid points and rows" in line and f"{MAX_CELLS:,}" in line
 
 
+@pytest.mark.slow
 def test_a_grid_of_4096_cells_plans_in_under_two_seconds(tmp_path):
     axes = "batch_size = [" + ", ".join(str(2 * i) for i in range(1, 65)) + "]\n"
     axes += "seed = [" + ", ".join(str(i) for i in range(64)) + "]\n"

@@ -10,6 +10,8 @@ import pytest
 from tests.cli import pfcbench
 from tests.procs import pids_with
 
+pytestmark = pytest.mark.slow  # real torchrun cells
+
 FAST = ["--warmup-steps", "1", "--num-windows", "2", "--steps-per-window", "1"]
 PFC_200K = ["--backbone", "none", "--classes", "200000", "--batch-size", "128", "--nproc", "2", "--sample-rate", "0.1"]
 

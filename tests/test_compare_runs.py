@@ -7,7 +7,11 @@ Compared with itself, run A passes `--fail-on slower`; compared with run B, it f
 
 from __future__ import annotations
 
+import pytest
+
 from tests.cli import pfcbench
+
+pytestmark = pytest.mark.slow  # two real runs
 
 MATRIX = """
 name = "gate"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -51,6 +52,7 @@ def every_emulated_step(rank: int, world_size: int, out: str) -> None:
     torch.save(steps, out)
 
 
+@pytest.mark.slow
 def test_the_emulated_classifier_holds_rank_0s_shard_and_sees_the_whole_job(tmp_path):
     run_ranks(every_emulated_step, 1, str(tmp_path / "steps.pt"))
     steps = torch.load(tmp_path / "steps.pt")
@@ -71,6 +73,7 @@ def test_the_emulated_classifier_holds_rank_0s_shard_and_sees_the_whole_job(tmp_
         assert torch.allclose(old["loss"], today["loss"], rtol=1e-5), margin
 
 
+@pytest.mark.slow
 def test_a_run_with_emulate_ranks_marks_every_figure_as_emulated(tmp_path):
     matrix = write_matrix(tmp_path, "16, 32")
     results = tmp_path / "results"
@@ -107,6 +110,7 @@ def test_a_cell_without_emulation_keeps_the_id_it_had_before_the_field():
     assert Cell(nproc_per_node=8, emulated=True).cell_id != Cell(nproc_per_node=8).cell_id
 
 
+@pytest.mark.slow
 def test_an_emulated_cell_fits_above_its_prediction_and_runs_out_of_memory_below(tmp_path):
     classes = 400_000
     cell = Cell(

@@ -8,8 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.launch import free_port
 from tests.cli import pfcbench, start_pfcbench
+
+pytestmark = pytest.mark.slow  # real torchrun agents
 
 CELL = ["--backbone", "none", "--classes", "1000", "--batch-size", "8", "--device", "cpu", "--seed", "7",
         "--warmup-steps", "0", "--num-windows", "1", "--steps-per-window", "2", "--json"]  # fmt: skip

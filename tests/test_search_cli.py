@@ -9,9 +9,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from bench.results import read_records
 from tests.cli import pfcbench
 from tests.procs import pids_with, wait_until
+
+pytestmark = pytest.mark.slow  # real probe cells
 
 SEARCH = ["search", "classes", "--backbone", "none", "--batch-size", "64", "--nproc", "2", "--device", "cpu"]
 CAP = ["--max-memory-gib", "1.5"]
