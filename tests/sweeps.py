@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.cli import start_pfcbench
 
 TINY = """
 name = "tiny"
@@ -43,10 +44,7 @@ def write_matrix(tmp_path: Path, batches: str, *, steps: int = 2, timeout_s: int
 
 def start_run(matrix: Path, results: Path, *extra: str) -> subprocess.Popen:
     """`pfcbench run MATRIX --results RESULTS ...` as a real process, its output piped."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    return start_pfcbench("run", str(matrix), "--results", str(results), *extra)
 
 
 def run_sweep(matrix: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:

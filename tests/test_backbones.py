@@ -49,6 +49,7 @@ def _count_macs(model: nn.Module) -> int:
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAST)
 def test_forward_maps_batch_to_embeddings_with_gradients(name: str) -> None:
     torch.manual_seed(0)
@@ -106,6 +107,7 @@ def _record_dtypes(trunk_conv: nn.Module, head: nn.Module) -> dict[str, torch.dt
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["r18", "mbf"])
 def test_bf16_autocast_covers_trunk_only(name: str) -> None:
     model = build_backbone(name, 512, autocast_dtype=torch.bfloat16)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.matrix import MAX_CELLS, load_matrix
 from bench.runner import make_plan
+from tests.cli import pfcbench
 from tests.sweeps import write_matrix
 
 HEAD = """
@@ -37,11 +36,6 @@ def one_line(result, code: int = 2) -> str:
     return lines[0]
 
 
-def pfcbench(*args: str) -> subprocess.CompletedProcess:
-    """The real command, bounded in time: a hang fails the test instead of blocking it."""
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120)
-
-
 def matrix_file(tmp_path: Path, text: str, name: str = "m.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -52,7 +46,7 @@ def test_a_fifo_and_a_device_as_matrix_are_refused_at_once(tmp_path):
     fifo = tmp_path / "pipe.toml"
     os.mkfifo(fifo)
     for path, said in ((fifo, "not a regular file"), (Path("/dev/urandom"), "not a regular file")):
-        result = pfcbench("plan", str(path), "--results", str(tmp_path / "results"))
+        result = pfcbench("plan", str(path), "--results", str(tmp_path / "results"), timeout_s=120)
         assert result.returncode == 2 and said in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     big = matrix_file(tmp_path, "# " + "x" * (5 * 2**20) + "\n")
@@ -89,6 +83,7 @@ PLAN_4096_CELLS_CPU_S = 30
 """CPU seconds within which 4,096 cells must plan."""
 
 
+@pytest.mark.slow
 def test_a_grid_of_4096_cells_plans_in_linear_time(tmp_path):
     axes = "batch_size = [" + ", ".join(str(2 * i) for i in range(1, 65)) + "]\n"
     axes += "seed = [" + ", ".join(str(i) for i in range(64)) + "]\n"

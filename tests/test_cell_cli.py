@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
+from tests.cli import pfcbench
 from tests.procs import pids_with
+
+pytestmark = pytest.mark.slow  # real torchrun cells
 
 FAST = ["--warmup-steps", "1", "--num-windows", "2", "--steps-per-window", "1"]
 PFC_200K = ["--backbone", "none", "--classes", "200000", "--batch-size", "128", "--nproc", "2", "--sample-rate", "0.1"]
-
-
-def pfcbench(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout_s)
 
 
 def test_partial_fc_cell_prints_an_ok_record(tmp_path):

@@ -74,6 +74,7 @@ def test_a_matrix_by_name_from_any_folder(tmp_path, monkeypatch):
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_an_installed_pfcbench_plans_a_packaged_matrix_from_any_folder(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
@@ -104,6 +105,7 @@ def test_the_ci_workflow_runs_commands_pfcbench_has():
     assert re.search(r"compare baseline/smoke results/smoke .*--fail-on slower,failing", workflow)
 
 
+@pytest.mark.slow
 def test_plan_report_compare_and_env_run_where_torch_cannot_be_imported(tmp_path):
     results = tmp_path / "results" / "tiny"
     results.mkdir(parents=True)
@@ -131,6 +133,7 @@ def test_section_picks_the_sections_a_run_covers():
     assert beyond.output.strip().endswith("--section 5: the matrix has sections 1 to 4")
 
 
+@pytest.mark.slow
 def test_a_run_of_cuda_cells_without_a_gpu_names_the_sections_that_need_none(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(

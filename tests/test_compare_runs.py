@@ -7,8 +7,11 @@ Compared with itself, run A passes `--fail-on slower`; compared with run B, it f
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import pytest
+
+from tests.cli import pfcbench
+
+pytestmark = pytest.mark.slow  # two real runs
 
 MATRIX = """
 name = "gate"
@@ -29,15 +32,13 @@ classes = 1000
 """
 
 
-def pfcbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600)
-
-
 def test_fail_on_slower_passes_a_run_against_itself_and_fails_a_really_slower_one(tmp_path):
     matrix = tmp_path / "gate.toml"
     matrix.write_text(MATRIX)
     for name, classes in (("small", 1000), ("large", 100_000)):
-        run = pfcbench("run", str(matrix), "--results", str(tmp_path / name), "--set", f"classes={classes}")
+        run = pfcbench(
+            "run", str(matrix), "--results", str(tmp_path / name), "--set", f"classes={classes}", timeout_s=600
+        )
         assert run.returncode == 0, run.stderr
     small, large = str(tmp_path / "small" / "gate"), str(tmp_path / "large" / "gate")
     itself = pfcbench("compare", small, small, "--fail-on", "slower")

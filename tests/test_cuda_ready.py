@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,17 +16,13 @@ from bench.records import classify
 from bench.slurm import SlurmOptions, sbatch_argv
 from bench.worker import classify as classify_exception
 from bench.worker import memory_fraction
+from tests.cli import pfcbench
 from tests.ranks import run_ranks
 
 GIB = 2**30
 
 
-def pfcbench(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=300, **kwargs
-    )
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("nproc", ["1", "2"])
 def test_a_cuda_matrix_that_needs_more_gpus_than_visible_is_refused_before_anything_runs(nproc, tmp_path):
     done = pfcbench("run", "matrices/rtx3080.toml", "--nproc", nproc, "--results", str(tmp_path))
@@ -39,6 +33,7 @@ def test_a_cuda_matrix_that_needs_more_gpus_than_visible_is_refused_before_anyth
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_cuda_cell_that_needs_more_gpus_than_visible_is_refused(tmp_path):
     done = pfcbench("cell", "--device", "cuda", "--nproc", "2", "--batch-size", "8", "--workdir", str(tmp_path / "w"))
     assert done.returncode == 2
@@ -99,6 +94,7 @@ def test_an_nccl_watchdog_abort_that_leaves_no_rank_file_is_read_from_the_log():
     assert classify([], 2, None, "no progress for 120 s", "") == "timeout"
 
 
+@pytest.mark.slow
 def test_fp16_records_gradscalers_scale_and_skipped_steps():
     done = pfcbench("cell", "--backbone", "mbf", "--classes", "1000", "--batch-size", "4", "--nproc", "2",
                     "--device", "cpu", "--precision", "fp16", "--warmup-steps", "1", "--num-windows", "1",
@@ -122,6 +118,7 @@ def hook_of_each_precision(rank: int, world_size: int, found: dict) -> None:
         found[(rank, precision)] = step.backbone._get_ddp_logging_data().get("comm_hook")
 
 
+@pytest.mark.slow
 def test_bf16_cells_compress_gradients_to_bf16():
     import torch.multiprocessing as mp
 

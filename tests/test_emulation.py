@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +14,7 @@ from bench.workload import build_classifier
 from bench.workload.emulation import EmulatedPeers
 from bench.workload.partial_fc import shard_of
 from bench.workload.partial_fc_2021 import PartialFC2021
+from tests.cli import pfcbench
 from tests.ranks import run_ranks
 from tests.sweeps import run_sweep, write_matrix
 
@@ -22,10 +22,6 @@ EMULATED_RANKS = 4
 CLASSES = 1003
 EMBEDDING = 32
 PER_RANK_BATCH = 8
-
-
-def pfcbench(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout_s)
 
 
 def emulated_step(impl: str, margin: str) -> dict:
@@ -56,6 +52,7 @@ def every_emulated_step(rank: int, world_size: int, out: str) -> None:
     torch.save(steps, out)
 
 
+@pytest.mark.slow
 def test_the_emulated_classifier_holds_rank_0s_shard_and_sees_the_whole_job(tmp_path):
     run_ranks(every_emulated_step, 1, str(tmp_path / "steps.pt"))
     steps = torch.load(tmp_path / "steps.pt")
@@ -76,6 +73,7 @@ def test_the_emulated_classifier_holds_rank_0s_shard_and_sees_the_whole_job(tmp_
         assert torch.allclose(old["loss"], today["loss"], rtol=1e-5), margin
 
 
+@pytest.mark.slow
 def test_a_run_with_emulate_ranks_marks_every_figure_as_emulated(tmp_path):
     matrix = write_matrix(tmp_path, "16, 32")
     results = tmp_path / "results"
@@ -112,6 +110,7 @@ def test_a_cell_without_emulation_keeps_the_id_it_had_before_the_field():
     assert Cell(nproc_per_node=8, emulated=True).cell_id != Cell(nproc_per_node=8).cell_id
 
 
+@pytest.mark.slow
 def test_an_emulated_cell_fits_above_its_prediction_and_runs_out_of_memory_below(tmp_path):
     classes = 400_000
     cell = Cell(

@@ -107,6 +107,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [1.0, 0.1])
 @pytest.mark.parametrize("margin", ["arcface", "cosface"])
 def test_fused_equals_arcface_torch(tmp_path, margin, rate):
@@ -159,6 +160,7 @@ def train_steps(rank, world_size, impl, out):
     )
 
 
+@pytest.mark.slow
 def test_fused_training_step_updates_the_centres_as_arcface_torch(tmp_path):
     # fused adds the centres' weight decay into their gradient in place; SGD adds it for arcface_torch
     for impl in ("arcface_torch", "fused"):

@@ -45,6 +45,7 @@ def clean_env() -> dict[str, str]:
     return env | {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "CUDA_VISIBLE_DEVICES": ""}
 
 
+@pytest.mark.slow
 def test_set_up_starts_pfcbench_from_the_source_tree_with_nothing_to_download(python_without_pfcbench, tmp_path):
     env = clean_env()
     before = subprocess.run(

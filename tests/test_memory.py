@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
@@ -12,6 +13,8 @@ from bench.config import Cell
 from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, predict_cells
 from bench.results import read_records
 from tests.sweeps import run_sweep, write_matrix
+
+pytestmark = pytest.mark.slow  # memory traces of real steps
 
 CLASSIFIER_ONLY = Cell(backbone="none", classes=200_000, batch_size=256, nproc_per_node=2, device="cpu")
 

@@ -63,6 +63,7 @@ def test_mfu_is_achieved_over_the_sum_of_the_ranks_peaks_and_none_on_the_cpu():
     assert unknown["mfu"] is None
 
 
+@pytest.mark.slow
 def test_an_r50_cell_counts_its_backbone_and_classifier_flops():
     result = subprocess.run(
         [sys.executable, "-m", "bench.cli", "cell", "--backbone", "r50", "--classes", "1000", "--batch-size", "2",

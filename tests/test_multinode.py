@@ -8,32 +8,27 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.launch import free_port
+from tests.cli import pfcbench, start_pfcbench
+
+pytestmark = pytest.mark.slow  # real torchrun agents
 
 CELL = ["--backbone", "none", "--classes", "1000", "--batch-size", "8", "--device", "cpu", "--seed", "7",
         "--warmup-steps", "0", "--num-windows", "1", "--steps-per-window", "2", "--json"]  # fmt: skip
 
 
-def pfcbench_cell(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "cell", *CELL, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_two_agents_make_one_cell_of_two_nodes_with_the_single_node_loss():
     endpoint = f"127.0.0.1:{free_port()}"
-    agents = [pfcbench_cell("--nnodes", "2", "--nproc", "1", "--rdzv-endpoint", endpoint) for _ in range(2)]
+    agents = [
+        start_pfcbench("cell", *CELL, "--nnodes", "2", "--nproc", "1", "--rdzv-endpoint", endpoint) for _ in range(2)
+    ]
     outputs = [agent.communicate(timeout=240) for agent in agents]
     assert [agent.returncode for agent in agents] == [0, 0], [err for _, err in outputs]
     records = [json.loads(out) for out, _ in outputs]
 
-    single = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "cell", *CELL, "--nnodes", "1", "--nproc", "2"],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    single = pfcbench("cell", *CELL, "--nnodes", "1", "--nproc", "2", timeout_s=240)
     assert single.returncode == 0, single.stderr
     reference = json.loads(single.stdout)
 
@@ -66,13 +61,11 @@ def test_an_oom_on_the_node_without_rank_0_is_recorded_oom_by_the_node_with_it()
     endpoint = f"127.0.0.1:{free_port()}"
     limit = address_space_after_import_bytes() + 2**30
     args = ["--classes", "2000000", "--nnodes", "2", "--nproc", "1", "--rdzv-endpoint", endpoint]
-    first = pfcbench_cell(*args)
+    first = start_pfcbench("cell", *CELL, *args)
     time.sleep(1.0)  # the first agent's lower pid gives it rank 0 in the rendezvous
-    second = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "cell", *CELL, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
-    )  # fmt: skip
+    second = start_pfcbench(
+        "cell", *CELL, *args, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    )
     (out, err), (_, second_err) = first.communicate(timeout=240), second.communicate(timeout=240)
 
     assert second.returncode == 1 and "this node did not hold rank 0" in second_err, second_err

@@ -60,6 +60,7 @@ def check_dense(rank: int, world_size: int, num_classes: int, margin: str, out: 
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("margin", ["arcface", "cosface"])
 def test_sample_rate_one_equals_dense(tmp_path, margin):
     world_size, num_classes = 2, 37
@@ -107,6 +108,7 @@ def check_sampled(rank: int, world_size: int, num_classes: int, rate: float, out
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("num_classes", "rate"), [(2001, 0.1), (41, 0.1)])
 def test_sampling_keeps_positives_and_relabels(tmp_path, num_classes, rate):
     world_size = 2

@@ -84,6 +84,7 @@ def dense_2021(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     return loss, embeddings.grad, weight.grad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("margin", ["arcface", "cosface"])
 @pytest.mark.parametrize(("num_classes", "rate"), [(37, 1.0), (2001, 0.1)])
 def test_one_step_equals_dense_2021_math(tmp_path, margin, num_classes, rate):
@@ -163,6 +164,7 @@ def both_impls(rank: int, world_size: int, num_classes: int, margin: str, rate: 
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("margin", ["arcface", "cosface"])
 def test_where_the_two_impls_differ_by_design(tmp_path, margin):
     """Same seed, same sampled centres, same loss; then two designed differences.
@@ -196,6 +198,7 @@ def test_where_the_two_impls_differ_by_design(tmp_path, margin):
         torch.testing.assert_close(mom_new, WEIGHT_DECAY * before, rtol=1e-6, atol=0)
 
 
+@pytest.mark.slow
 def test_max_clip_grad_scaler_starts_at_the_batch_and_stops_growing_at_its_cap():
     param = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([param], lr=0.1)

@@ -6,9 +6,13 @@ import json
 import os
 import signal
 
+import pytest
+
 from bench.results import read_records
 from tests.procs import pids_with, rank_pids, wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
+
+pytestmark = pytest.mark.slow  # real sweeps
 
 
 def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):

@@ -9,16 +9,17 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from bench.results import read_records
+from tests.cli import pfcbench
 from tests.procs import pids_with, wait_until
+
+pytestmark = pytest.mark.slow  # real probe cells
 
 SEARCH = ["search", "classes", "--backbone", "none", "--batch-size", "64", "--nproc", "2", "--device", "cpu"]
 CAP = ["--max-memory-gib", "1.5"]
 START = 200_000
-
-
-def pfcbench(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout_s)
 
 
 def start_search(results) -> subprocess.Popen:
@@ -56,7 +57,7 @@ def test_search_answers_resumes_after_kill_9_and_ctrl_c_and_its_bounds_hold(tmp_
     assert "run again to continue" in interrupted.stderr
     assert read_records(results_file)[:1] == first
 
-    done = pfcbench(*SEARCH, *CAP, "--start", str(START), "--results", str(results), "--json")
+    done = pfcbench(*SEARCH, *CAP, "--start", str(START), "--results", str(results), "--json", timeout_s=900)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["field"] == "classes" and answer["start"] == START
@@ -115,7 +116,7 @@ def test_a_matrix_search_section_runs_its_probes_and_reports_the_largest_class_c
     matrix = tmp_path / "fits.toml"
     matrix.write_text(SEARCH_MATRIX)
     results = tmp_path / "results"
-    ran = pfcbench("run", str(matrix), "--results", str(results))
+    ran = pfcbench("run", str(matrix), "--results", str(results), timeout_s=900)
     assert ran.returncode == 0, ran.stderr
     assert "1 of 1 cells to run and 1 searches" in ran.stdout
     records = read_records(results / "fits" / "results.jsonl")
@@ -127,7 +128,7 @@ def test_a_matrix_search_section_runs_its_probes_and_reports_the_largest_class_c
     )
     assert smallest_oom <= largest * 1.05
 
-    again = pfcbench("run", str(matrix), "--results", str(results))
+    again = pfcbench("run", str(matrix), "--results", str(results), timeout_s=900)
     assert "Nothing to run" in again.stdout
 
     out = tmp_path / "fits.md"

@@ -28,6 +28,7 @@ def test_slurm_options_without_the_slurm_launcher_are_a_usage_error(tmp_path):
     assert not (tmp_path / "tiny").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8", oom=True)
     local = run_sweep(matrix, tmp_path / "local")
@@ -54,6 +55,7 @@ def test_a_sweep_through_slurm_records_what_the_local_runner_records(slurm_clust
     assert slurm_cluster.queue() == []
 
 
+@pytest.mark.slow
 def test_a_cell_of_two_nodes_runs_as_one_job_over_both(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8")
     run_sweep(matrix, tmp_path / "results", "--launcher", "slurm", "--nnodes", "2", "--nproc", "1")
@@ -64,6 +66,7 @@ def test_a_cell_of_two_nodes_runs_as_one_job_over_both(slurm_cluster, tmp_path):
     assert record["samples_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_a_cell_slurm_cannot_start_is_an_error_with_slurms_message(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8")
     done = run_sweep(matrix, tmp_path / "results", "--launcher", "slurm", "--partition", "nosuch")
@@ -73,6 +76,7 @@ def test_a_cell_slurm_cannot_start_is_an_error_with_slurms_message(slurm_cluster
     assert "1 error" in done.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_sweep_cancels_its_job(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8, 16", steps=500)
     runner = start_run(matrix, tmp_path / "results", "--launcher", "slurm")
@@ -90,6 +94,7 @@ def test_sigterm_to_the_sweep_cancels_its_job(slurm_cluster, tmp_path):
     assert read_records(tmp_path / "results" / "tiny" / "results.jsonl") == []
 
 
+@pytest.mark.slow
 def test_a_cell_over_its_slurm_time_limit_is_a_timeout(slurm_cluster, tmp_path):
     matrix = write_matrix(tmp_path, "8", steps=100_000, timeout_s=600)
     done = run_sweep(matrix, tmp_path / "results", "--launcher", "slurm", "--slurm-time", "1")

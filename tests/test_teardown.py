@@ -13,8 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.results import read_records
 from tests.sweeps import write_matrix
+
+pytestmark = pytest.mark.slow  # real cells
 
 REPO = Path(__file__).resolve().parents[1]
 

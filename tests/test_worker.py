@@ -67,6 +67,7 @@ def test_heartbeat_touches_its_file_at_most_once_per_interval(tmp_path):
     assert path.exists(), "a set-up stage beats whatever the interval"
 
 
+@pytest.mark.slow
 def test_a_onednn_failure_is_an_out_of_memory_only_under_a_cpu_cap():
     code = (
         "import resource, sys; from bench.worker import classify;"
