@@ -31,7 +31,12 @@ def worker_counts(text: str) -> tuple[int, ...]:
 
 @click.group()
 def dataset() -> None:
-    """Make record datasets (train.rec + train.idx in insightface's layout)."""
+    """Make record datasets (train.rec + train.idx in insightface's layout).
+
+    \b
+    Example:
+        pfcbench dataset make data/faces --images 5000 --classes 100
+    """
 
 
 @dataset.command("make")
@@ -91,7 +96,9 @@ def data(path: Path, workers: str, batch_size: int, steps: int, num_ranks: int, 
     """Measure the record loader alone (no training): samples/sec per worker count per rank.
 
     Each rank's shard of the DistributedSampler is read by its own loader, one rank after the
-    other, so each figure is one rank's loader with the machine to itself.
+    other, so each figure is one rank's loader with the machine to itself. With 0 workers the
+    batch is collated in this process with torch's intra-op threads (OMP_NUM_THREADS), which on
+    a busy machine can cost more than the decoding.
 
     \b
     Example:
@@ -115,7 +122,12 @@ def data(path: Path, workers: str, batch_size: int, steps: int, num_ranks: int, 
     from tabulate import tabulate
 
     rows = [[r.num_workers, r.rank, f"{r.samples_per_s:,.0f}", f"{r.startup_s:.2f}"] for r in rates]
-    click.echo(f"{path}: {records.num_images} images, batch {batch_size} per rank, {steps} timed batches")
+    import torch
+
+    click.echo(
+        f"{path}: {records.num_images} images, batch {batch_size} per rank, {steps} timed batches, "
+        f"{torch.get_num_threads()} torch threads in the reading process"
+    )
     click.echo(tabulate(rows, headers=["workers", "rank", "samples/s", "first batch s"], tablefmt="github"))
 
 
