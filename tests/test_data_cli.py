@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -165,3 +168,17 @@ def test_make_refuses_a_non_empty_folder_and_writes_nothing(made, tmp_path):
     line = one_line(invoke("dataset", "make", str(tmp_path / "new"), "--images", "2", "--classes", "5"))
     assert "5 classes need at least as many images" in line
     assert not (tmp_path / "new").exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_make_interrupted_leaves_no_half_dataset(tmp_path):
+    root = tmp_path / "faces"
+    command = [sys.executable, "-m", "bench.cli", "dataset", "make", str(root), "--images", "20000", "--classes", "10"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".faces.") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    assert process.returncode != 0
+    assert list(tmp_path.iterdir()) == []
