@@ -682,5 +682,11 @@ def compare_command(
         sys.exit(1)
 
 
+from bench.data.commands import data, dataset  # noqa: E402 -- the record-data commands
+
+main.add_command(dataset)
+main.add_command(data)
+
+
 if __name__ == "__main__":
     main()

@@ -30,7 +30,8 @@ def test_every_command_has_help_ending_in_an_example(command):
 def test_the_group_lists_every_command():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    assert set(main.commands) == {"cell", "search", "plan", "run", "report", "compare", "env", "matrices"}
+    commands = {"cell", "search", "plan", "run", "report", "compare", "env", "matrices"}
+    assert set(main.commands) == commands | {"data", "dataset"}
     assert all(command in result.output for command in main.commands)
 
 
