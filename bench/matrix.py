@@ -48,10 +48,12 @@ FORMATS = ("auto", "text", "check", "speed", "approx1", "int", "float1", "float2
 
 TOP_KEYS = {"name", "description", "report", "run", "defaults", "sections"}
 REPORT_KEYS = {"title", "blurb", "spec", "spec_note", "heading", "intro", "notes", "tight_notes"}
+PUBLISHED_REPORT_KEYS = {"published_spec", "published_spec_note"}
+"""The published server's spec table and the line under it, for `report --as-published` of a published report."""
 RUN_KEYS = {"timeout_s": float, "inactivity_timeout_s": float, "prune_after_oom": bool}
 SECTION_KEYS = {"title", "text", "columns", "set", "grid", "exclude", "rows", "search"}
 COLUMN_KEYS = {"header", "field", "text", "format", "labels"}
-ROW_EXTRA_KEYS = {"published", "published_gpu_mem_gb", "labels"}
+ROW_EXTRA_KEYS = {"published", "published_gpu_mem_gb", "labels", "not_run"}
 
 
 MAX_CELLS = 100_000
@@ -91,6 +93,8 @@ class Row:
     """Published GPU memory in GB (the A100 report's "GPU Mem(GB)"), compared with the measured peak."""
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     """Printed text for this row only, keyed by column header."""
+    not_run: str | None = None
+    """Why pfcbench cannot run this published row (its backbone, say); such a row is shown, never run."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,8 +125,13 @@ class Matrix:
         unique: dict[str, Cell] = {}
         for section in self.sections:
             for row in section.rows if section.search is None else ():
-                unique.setdefault(row.cell.cell_id, row.cell)
+                if row.not_run is None:
+                    unique.setdefault(row.cell.cell_id, row.cell)
         return list(unique.values())
+
+    def not_run_rows(self) -> list[tuple[Section, Row]]:
+        """(section, row) of every published row that cannot run, in the order written."""
+        return [(section, row) for section in self.sections for row in section.rows if row.not_run is not None]
 
     def searches(self) -> list[tuple[Cell, str]]:
         """(start cell, field) of every distinct search, in the order written."""
@@ -162,8 +171,8 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     description = data.get("description", "")
     expect(isinstance(description, str) and "\n" not in description.strip(), "description: must be one line of text")
     report = table(data, "report")
-    check_keys(report, REPORT_KEYS, "[report]")
-    for key in ("title", "blurb", "heading", "intro", "spec_note"):
+    check_keys(report, REPORT_KEYS | PUBLISHED_REPORT_KEYS, "[report]")
+    for key in ("title", "blurb", "heading", "intro", "spec_note", "published_spec_note"):
         expect(isinstance(report.get(key, ""), str), f"[report] {key}: must be text")
     expect(isinstance(report.get("tight_notes", False), bool), "[report] tight_notes: must be true or false")
     notes = report.get("notes", [])
@@ -172,6 +181,10 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     )
     spec = table(report, "spec", "[report] spec")
     expect(all(isinstance(v, str) for v in spec.values()), "[report.spec]: every value must be text")
+    published_spec = table(report, "published_spec", "[report] published_spec")
+    expect(
+        all(isinstance(v, str) for v in published_spec.values()), "[report.published_spec]: every value must be text"
+    )
     run = table(data, "run")
     check_keys(run, set(RUN_KEYS), "[run]")
     for key, kind in RUN_KEYS.items():
@@ -258,6 +271,7 @@ def parse_section(section: Any, number: int, defaults: dict, overrides: dict) ->
                 published=point.get("published"),
                 published_gpu_mem_gb=point.get("published_gpu_mem_gb"),
                 labels=point.get("labels", {}),
+                not_run=point.get("not_run"),
             )
         )
     return Section(
@@ -365,6 +379,11 @@ def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
         expect(
             isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()),
             f"{place} labels: must map column headers to texts",
+        )
+        not_run = row.get("not_run")
+        expect(
+            not_run is None or (isinstance(not_run, str) and not_run.strip()),
+            f"{place} not_run: must be a text saying why the row cannot run, not {shown(not_run)}",
         )
     return [(f"rows[{i}]", row) for i, row in enumerate(rows, start=1)]
 
