@@ -10,10 +10,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bench.impls import IMPLS
+
 BACKBONES = ("r18", "r34", "r50", "r100", "r200", "mbf", "none")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MARGINS = ("arcface", "cosface")
-IMPLS = ("arcface_torch", "arcface_torch_2021", "fused")
 LABEL_MODES = ("uniform", "constant")
 DEVICES = ("cuda", "cpu")
 CHOICES = {

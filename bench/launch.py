@@ -76,7 +76,7 @@ def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> lis
         "--nproc-per-node", str(cell.launched_ranks_per_node),
         "--monitor-interval", "0.1",
         *rendezvous,
-        "-m", "bench.worker", "--cell", str(cell_json), "--out", str(out),
+        "-m", "bench.rank.worker", "--cell", str(cell_json), "--out", str(out),
     ]  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 `describe_machine` records the host (CPU, memory, GPUs, drivers, library versions) as a
 JSON-serialisable dict; `server_spec` turns that dict into the "Test Server Spec" rows of the
 arcface_torch speed report. Without NVML the host simply has no GPUs. What the GPUs do while a
-cell runs is bench.telemetry's job.
+cell runs is bench.rank.telemetry's job.
 """
 
 from __future__ import annotations

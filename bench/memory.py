@@ -7,8 +7,8 @@ here: DistributedDataParallel's gradient buckets, and on a GPU the memory that o
 (CUDA context, cuDNN workspace, NCCL buffers, the caching allocator's rounding), whose constants
 live in GPU_RUNTIME to be calibrated on a real GPU.
 
-This module does not import torch: `predict_cells` traces in a subprocess
-(`python -m bench.memory`), so that `pfcbench plan` stays light.
+This module does not import torch: `predict_cells` traces in subprocesses
+(`python -m bench.workload.predict`, which holds `predict`), so that `pfcbench plan` stays light.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ step, malloc's small-block heap). Measured as the smallest cap under which a cel
 traced tensors: 4 MiB for a classifier-only cell of 1,000 classes, 22 MiB at 300,000 classes, 19 MiB
 for an mbf cell."""
 
+PREDICT_MODULE = "bench.workload.predict"
+"""The torch-side entry point that traces cells: JSON cell configs on stdin, predictions on stdout."""
+
 DDP_BUCKET_CAP_BYTES = 16 * MIB
 """bucket_cap_mb of the step's DDP: one bucket's fp16 copy and result under the compression hook."""
 
@@ -106,19 +109,6 @@ class Prediction:
         return cls(peak_bytes=data["peak_bytes"], parts=data["parts"])
 
 
-def predict(cell: Cell) -> Prediction:
-    """Trace the cell's step in this process (which must have no process group) and model the rest."""
-    from bench.workload.memtrace import trace
-
-    peak_bytes, traced_parts, backbone_grad_bytes = trace(cell)
-    ddp = backbone_grad_bytes + 2 * DDP_BUCKET_CAP_BYTES if cell.backbone != "none" else 0
-    parts = dict(traced_parts)
-    parts[DDP_BUCKETS] = ddp
-    parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell, peak_bytes + ddp)
-    parts[CPU_ONLY] = CPU_FIRST_STEP_BYTES if cell.device == "cpu" else 0
-    return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
-
-
 def predict_cells(cells: list[Cell], num_workers: int = 2, timeout_s: float = 600.0) -> list[Prediction]:
     """Predict many cells in up to num_workers subprocesses (torch is imported there, not here).
 
@@ -133,7 +123,7 @@ def predict_cells(cells: list[Cell], num_workers: int = 2, timeout_s: float = 60
                 cells_file.seek(0)
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "bench.memory"],
+                        [sys.executable, "-m", PREDICT_MODULE],
                         stdin=cells_file,
                         stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE,
@@ -175,17 +165,3 @@ def verdict(prediction: Prediction, memory_gib: float | None) -> str:
         text += f" {'<=' if prediction.fits(memory_gib) else '>'} {memory_gib:g} GiB"
     part = prediction.largest_part()
     return f"{text} (largest part: {part}, {prediction.parts[part] / GIB:.2f} GiB)"
-
-
-def main() -> int:
-    """Read a JSON list of cell configs on stdin; print a JSON list of predictions."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    cells = [Cell.from_dict(data) for data in json.loads(sys.stdin.read())]
-    print(json.dumps([predict(cell).to_dict() for cell in cells]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -86,7 +86,7 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
         "--nnodes", str(cell.launched_nodes), "--nproc-per-node", str(cell.launched_ranks_per_node), "--monitor-interval", "0.1",
         "--rdzv-backend", "c10d",
     ]  # fmt: skip
-    worker = ["-m", "bench.worker", "--cell", str(cell_json), "--out", str(workdir)]
+    worker = ["-m", "bench.rank.worker", "--cell", str(cell_json), "--out", str(workdir)]
     return "\n".join([
         "#!/bin/bash",
         f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.launched_ranks_per_node} ranks each.",

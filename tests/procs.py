@@ -24,9 +24,9 @@ def pids_with(*needles: str) -> list[int]:
 
 
 def rank_pids(path: str) -> list[int]:
-    """The ranks (python -m bench.worker) of the cells whose folder is under path, not their torchrun agents."""
+    """The ranks (python -m bench.rank.worker) of the cells whose folder is under path, not their torchrun agents."""
     agents = set(pids_with("torch.distributed.run", path))
-    return [pid for pid in pids_with("bench.worker", path) if pid not in agents]
+    return [pid for pid in pids_with("bench.rank.worker", path) if pid not in agents]
 
 
 def wait_until(condition, timeout_s: float, interval_s: float = 0.1):

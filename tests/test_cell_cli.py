@@ -106,7 +106,7 @@ def test_memory_cap_gives_a_real_oom_promptly(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: cell oom: rank ")
     # far below the cell's timeouts (30 minutes): the out-of-memory ends the job, no watchdog does
     assert elapsed_s < 200, f"an out-of-memory cell took {elapsed_s:.0f} s"
-    assert pids_with("bench.worker", str(tmp_path)) == []
+    assert pids_with("bench.rank.worker", str(tmp_path)) == []
 
 
 def test_impossible_split_is_one_line_and_exit_2():

@@ -12,10 +12,10 @@ import torch
 
 from bench.config import Cell
 from bench.launch import Launch, worker_env
+from bench.rank.memcap import failure_status as classify_exception
+from bench.rank.memcap import memory_fraction
 from bench.records import classify
 from bench.slurm import SlurmOptions, sbatch_argv
-from bench.worker import classify as classify_exception
-from bench.worker import memory_fraction
 from tests.cli import pfcbench
 from tests.ranks import run_ranks
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from bench.config import IMPLS, Cell
 from bench.memory import GIB, predict_cells
 from bench.workload import build_classifier
-from bench.workload.emulation import EmulatedPeers
+from bench.workload.collectives import EmulatedCollectives
 from bench.workload.partial_fc import shard_of
 from bench.workload.partial_fc_2021 import PartialFC2021
 from tests.cli import pfcbench
@@ -27,7 +27,7 @@ PER_RANK_BATCH = 8
 def emulated_step(impl: str, margin: str) -> dict:
     """One classifier forward and backward of rank 0 of EMULATED_RANKS, alone in a group of one."""
     cell = Cell(backbone="none", classes=CLASSES, device="cpu", nproc_per_node=EMULATED_RANKS, emulated=True)
-    peers = EmulatedPeers(cell, torch.device("cpu"))
+    peers = EmulatedCollectives(cell, torch.device("cpu"))
     gen = torch.Generator().manual_seed(3)
     local = torch.randn(PER_RANK_BATCH, EMBEDDING, generator=gen).requires_grad_()
     labels = torch.randint(0, CLASSES, (PER_RANK_BATCH,), generator=gen)

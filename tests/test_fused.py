@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -170,3 +173,19 @@ def test_fused_training_step_updates_the_centres_as_arcface_torch(tmp_path):
         assert got["losses"] == pytest.approx(want["losses"], rel=1e-5)
         assert relative_error(got["weight"], want["weight"]) <= 1e-5
         assert relative_error(got["momentum"], want["momentum"]) <= 1e-5
+
+
+def test_every_impl_name_resolves_to_its_step_and_classifier_and_the_names_need_no_torch():
+    from bench.config import IMPLS
+    from bench.impls import load_impl
+    from bench.workload.base_step import BaseStep
+
+    for name in IMPLS:
+        impl = load_impl(name)
+        assert issubclass(impl.step, BaseStep) and issubclass(impl.classifier, torch.nn.Module), name
+    assert [name for name in IMPLS if load_impl(name).decays_centres] == ["fused"]
+    with pytest.raises(ValueError, match="impl must be one of"):
+        load_impl("dense")
+    probe = "import sys, bench.config, bench.impls; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

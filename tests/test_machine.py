@@ -1,4 +1,4 @@
-"""Tests for bench.machine and bench.telemetry: host description, spec rows, GPU sampling, peak RSS."""
+"""Tests for bench.machine and bench.rank.telemetry: host description, spec rows, GPU sampling, peak RSS."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from bench import machine, nvml, telemetry
+from bench import machine, nvml
+from bench.rank import telemetry
 
 MACHINE_KEYS = {
     "hostname",

@@ -46,7 +46,7 @@ def test_two_agents_make_one_cell_of_two_nodes_with_the_single_node_loss():
 def address_space_after_import_bytes() -> int:
     """VmSize of a Python that has imported torch and the worker: about what a rank maps before its step."""
     probe = (
-        "import bench.worker\n"
+        "import bench.rank.worker\n"
         "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:')))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -20,14 +20,14 @@ def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):
     results_file = tmp_path / "results" / "tiny" / "results.jsonl"
     runner = start_run(matrix, tmp_path / "results")
     second_cell_running = wait_until(
-        lambda: len(read_records(results_file)) == 1 and pids_with("bench.worker", str(tmp_path)), timeout_s=120
+        lambda: len(read_records(results_file)) == 1 and pids_with("bench.rank.worker", str(tmp_path)), timeout_s=120
     )
     assert second_cell_running, "the first cell never finished"
     first = read_records(results_file)
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
 
-    assert wait_until(lambda: not pids_with("bench.worker", str(tmp_path)), timeout_s=15), "ranks outlived the runner"
+    assert wait_until(lambda: not pids_with("bench.rank.worker", str(tmp_path)), timeout_s=15), "ranks outlived the runner"
     assert not pids_with("torch.distributed.run", str(tmp_path))
     assert read_records(results_file) == first
 
@@ -61,19 +61,19 @@ def test_stalled_rank_is_killed_at_the_inactivity_timeout_and_the_sweep_goes_on(
     assert "no progress for 45 s" in records[0]["error"]
     assert (tmp_path / "results" / "tiny" / records[0]["log"]).exists()
     assert "1 ok, 1 timeout" in stdout
-    assert not pids_with("bench.worker", str(tmp_path))
+    assert not pids_with("bench.rank.worker", str(tmp_path))
 
 
 def test_sigterm_stops_the_cell_in_flight_and_records_nothing_torn(tmp_path):
     matrix = write_matrix(tmp_path, "8, 16")
     results_file = tmp_path / "results" / "tiny" / "results.jsonl"
     runner = start_run(matrix, tmp_path / "results")
-    assert wait_until(lambda: pids_with("bench.worker", str(tmp_path)), timeout_s=120)
+    assert wait_until(lambda: pids_with("bench.rank.worker", str(tmp_path)), timeout_s=120)
     runner.send_signal(signal.SIGTERM)
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 130
     assert "Interrupted" in stderr and "Traceback" not in stderr
-    assert not pids_with("bench.worker", str(tmp_path))
+    assert not pids_with("bench.rank.worker", str(tmp_path))
     assert results_file.read_text().endswith("\n") if results_file.exists() else True
 
 

@@ -37,13 +37,13 @@ def stop_during_probe(results, signum: int, num_recorded: int) -> subprocess.Com
     results_file = results / "search" / "results.jsonl"
     search = start_search(results)
     running = wait_until(
-        lambda: len(read_records(results_file)) == num_recorded and pids_with("bench.worker", str(results)),
+        lambda: len(read_records(results_file)) == num_recorded and pids_with("bench.rank.worker", str(results)),
         timeout_s=600,
     )
     assert running, f"the search never got to probe {num_recorded + 1}"
     os.kill(search.pid, signum)
     stdout, stderr = search.communicate(timeout=60)
-    assert wait_until(lambda: not pids_with("bench.worker", str(results)), timeout_s=15), "ranks outlived the search"
+    assert wait_until(lambda: not pids_with("bench.rank.worker", str(results)), timeout_s=15), "ranks outlived the search"
     return subprocess.CompletedProcess(search.args, search.returncode, stdout, stderr)
 
 
@@ -71,7 +71,7 @@ def test_search_answers_resumes_after_kill_9_and_ctrl_c_and_its_bounds_hold(tmp_
     assert len(values) == len(set(values)) == len(read_records(results_file)), "a recorded probe ran again"
     assert abs(START / largest - 1) <= 0.15, f"start {START} is not within 15% of {largest}"
     assert len(probes) <= 4
-    assert not pids_with("bench.worker", str(tmp_path))
+    assert not pids_with("bench.rank.worker", str(tmp_path))
 
     fresh = ["--backbone", "none", "--batch-size", "64", "--nproc", "2", "--device", "cpu", *CAP, "--warmup-steps", "1",
              "--num-windows", "1", "--steps-per-window", "2", "--json"]  # fmt: skip

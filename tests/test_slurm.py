@@ -90,7 +90,7 @@ def test_sigterm_to_the_sweep_cancels_its_job(slurm_cluster, tmp_path):
     assert runner.returncode == 130, stderr
     assert "Interrupted" in stderr and "Traceback" not in stderr
     assert slurm_cluster.queue() == []
-    assert wait_until(lambda: not pids_with("bench.worker", str(tmp_path)), timeout_s=10), "left running"
+    assert wait_until(lambda: not pids_with("bench.rank.worker", str(tmp_path)), timeout_s=10), "left running"
     assert read_records(tmp_path / "results" / "tiny" / "results.jsonl") == []
 
 

@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from bench.worker import Heartbeat, bytes_asked, classify
+from bench.rank.memcap import failure_status
+from bench.rank.worker import Heartbeat, bytes_asked
 
 
 @pytest.mark.parametrize(
@@ -40,8 +41,8 @@ from bench.worker import Heartbeat, bytes_asked, classify
         (KeyboardInterrupt(), "error"),
     ],
 )
-def test_classify(exc, status):
-    assert classify(exc) == status
+def test_failure_status(exc, status):
+    assert failure_status(exc) == status
 
 
 def test_bytes_asked_reads_torch_messages():
@@ -70,11 +71,11 @@ def test_heartbeat_touches_its_file_at_most_once_per_interval(tmp_path):
 @pytest.mark.slow
 def test_a_onednn_failure_is_an_out_of_memory_only_under_a_cpu_cap():
     code = (
-        "import resource, sys; from bench.worker import classify;"
+        "import resource, sys; from bench.rank.memcap import failure_status;"
         "exc = RuntimeError('could not create a primitive');"
-        "sys.stdout.write(classify(exc) + ' ');"
+        "sys.stdout.write(failure_status(exc) + ' ');"
         "resource.setrlimit(resource.RLIMIT_AS, (2**40, 2**40));"
-        "sys.stdout.write(classify(exc))"
+        "sys.stdout.write(failure_status(exc))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout == "error oom", done.stderr

@@ -21,9 +21,11 @@ import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
-from bench.workload.emulation import EmulatedPeers
+from bench.workload.collectives import PROCESS_GROUP, Collectives
+from bench.workload.impl import Impl
 from bench.workload.margin import CombinedMarginLoss
 from bench.workload.partial_fc import PartialFC
+from bench.workload.step import TrainStep
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 """Memory for the classifier's temporaries beyond the centres, their gradient and the B x D inputs."""
@@ -117,7 +119,7 @@ class FusedMarginSoftmaxFunc(torch.autograd.Function):
     """Loss of normalised embeddings against the rank's centres; gradients to both, arcface_torch's way."""
 
     @staticmethod
-    def forward(ctx, embeddings, weight, labels, index, margin: FusedMarginSoftmax, plan: ChunkPlan):
+    def forward(ctx, embeddings, weight, labels, index, margin: FusedMarginSoftmax, plan: ChunkPlan, collectives):
         batch_size = embeddings.size(0)
         num_cols = weight.size(0) if index is None else index.numel()
         rows = torch.where(labels != -1)[0]
@@ -141,12 +143,12 @@ class FusedMarginSoftmaxFunc(torch.autograd.Function):
             row_sum.mul_(torch.exp(row_max - chunk_max)).add_(logits.sub_(chunk_max[:, None]).exp_().sum(dim=1))
             row_max = chunk_max
         global_max = row_max.clone()
-        distributed.all_reduce(global_max, distributed.ReduceOp.MAX)
+        collectives.all_reduce(global_max, distributed.ReduceOp.MAX)
         sum_exp = row_sum.mul_(torch.exp(row_max - global_max))
-        distributed.all_reduce(sum_exp, distributed.ReduceOp.SUM)
+        collectives.all_reduce(sum_exp, distributed.ReduceOp.SUM)
         p_target = torch.zeros(batch_size, device=embeddings.device)
         p_target[rows] = torch.exp(target_logit - global_max[rows]) / sum_exp[rows]
-        distributed.all_reduce(p_target, distributed.ReduceOp.SUM)
+        collectives.all_reduce(p_target, distributed.ReduceOp.SUM)
         ctx.save_for_backward(embeddings, weight, index, rows, labels[rows], global_max, sum_exp)
         bounds = torch.stack(bounds)
         # chunks with a cosine outside [-1, 1], where the clamp stops part of the gradient
@@ -180,7 +182,7 @@ class FusedMarginSoftmaxFunc(torch.autograd.Function):
                 grad_logits.masked_fill_(outside, 0.0)
             grad_embeddings.addmm_(grad_logits, unit)
             write_centre_grad(grad_weight, index, start, stop, grad_logits.t() @ embeddings, unit, norm)
-        return grad_embeddings, grad_weight, None, None, None, None
+        return grad_embeddings, grad_weight, None, None, None, None, None
 
 
 def write_centre_grad(grad_weight, index, start, stop, grad_unit, unit, norm) -> None:
@@ -206,10 +208,10 @@ class FusedPartialFC(PartialFC):
         embedding_size: int,
         num_classes: int,
         sample_rate: float = 1.0,
-        peers: EmulatedPeers | None = None,
+        collectives: Collectives = PROCESS_GROUP,
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
-        super().__init__(margin_loss, embedding_size, num_classes, sample_rate, peers)
+        super().__init__(margin_loss, embedding_size, num_classes, sample_rate, collectives)
         self.fused_margin = FusedMarginSoftmax(margin_loss)
         self.budget_bytes = budget_bytes
 
@@ -218,5 +220,9 @@ class FusedPartialFC(PartialFC):
         max_cols = CPU_MAX_CHUNK_COLS if embeddings.device.type == "cpu" else None
         plan = plan_chunks(embeddings.size(0), num_cols, self.embedding_size, self.budget_bytes, max_cols)
         return FusedMarginSoftmaxFunc.apply(
-            normalize(embeddings), self.weight, labels.view(-1), index, self.fused_margin, plan
+            normalize(embeddings), self.weight, labels.view(-1), index, self.fused_margin, plan, self.collectives
         )
+
+
+IMPL = Impl(step=TrainStep, classifier=FusedPartialFC, decays_centres=True)
+"""fused: train_v2.py with the fused classifier, the centres' weight decay added in place."""

@@ -12,6 +12,7 @@ labels drawn from the same distribution, so this rank sees as many positives as 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from unittest import mock
 
@@ -34,7 +35,37 @@ from torch.utils._pytree import tree_flatten, tree_leaves, tree_map_only
 
 from bench.config import Cell
 from bench.memory import ACTIVATIONS, BACKBONE_STATE, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES
+from bench.workload.base_step import BaseStep, build_step
 from bench.workload.partial_fc import shard_of
+
+PRIVATE_TORCH_NAMES = (
+    "torch.testing._internal.distributed.fake_pg",
+    "torch._C._distributed_c10d.FakeStore",
+    "torch._subclasses.fake_tensor.DataDependentOutputException",
+    "torch._subclasses.fake_tensor.DynamicOutputShapeException",
+    "torch._subclasses.fake_tensor.FakeTensor",
+    "torch._subclasses.fake_tensor.FakeTensorMode",
+    "torch._subclasses.fake_tensor.unset_fake_temporarily",
+    "torch.distributed._tools.mem_tracker.MemTracker",
+    "torch.distributed._tools.mem_tracker.MemTracker._track",
+    "torch.distributed._tools.mem_tracker.MemTracker._update_and_maybe_create_winfos",
+    "torch.distributed._tools.mem_tracker.MemTracker._update_snap",
+    "torch.distributed._tools.mem_tracker.MemTracker._update_peak_stats",
+    "torch.distributed._tools.mem_tracker.MemTracker.reset_mod_stats",
+    "torch.distributed._tools.mem_tracker._MemRefType",
+    "torch.distributed._tools.mem_tracker._UpdateType",
+    "torch.utils._python_dispatch.TorchDispatchMode",
+    "torch.utils._pytree.tree_flatten",
+    "torch.utils._pytree.tree_leaves",
+    "torch.utils._pytree.tree_map_only",
+    "torch.optim.sgd._default_to_fused_or_foreach",
+    "torch.nn.utils.clip_grad._has_foreach_support",
+    "torch.ops.aten._local_scalar_dense.default._schema",
+)
+"""The private torch names the trace uses (pyproject pins the torch versions that have them)."""
+
+PRIVATE_MEMTRACKER_ATTRIBUTES = ("_mod_tracker", "_param_to_grad_hook_handles")
+"""Attributes of a MemTracker instance the trace reads."""
 
 SHADOW_MAX_NUMEL = 1 << 24
 """Outputs up to this many elements also run for real when all their inputs have real values."""
@@ -197,6 +228,11 @@ class LocalModule(torch.nn.Module):
         pass
 
 
+def local_module(step: BaseStep, backbone: torch.nn.Module, **options) -> LocalModule:
+    """BaseStep.data_parallel under the trace: the backbone in a LocalModule."""
+    return LocalModule(backbone)
+
+
 @contextlib.contextmanager
 def tracing_patches(cell: Cell) -> Iterator[None]:
     """DDP as a plain wrapper, Module.to as a no-op (fake parameters cannot be swapped in place),
@@ -205,17 +241,8 @@ def tracing_patches(cell: Cell) -> Iterator[None]:
 
     Moving changes no byte count: the trace runs on the CPU whatever the cell's device.
     """
-    import sys
-
-    ddp = torch.nn.parallel.DistributedDataParallel
-    users = [
-        m
-        for name, m in list(sys.modules.items())
-        if name.startswith("bench.") and getattr(m, "DistributedDataParallel", None) is ddp
-    ]
     with contextlib.ExitStack() as stack:
-        for module in users:
-            stack.enter_context(mock.patch.object(module, "DistributedDataParallel", LocalModule))
+        stack.enter_context(mock.patch.object(BaseStep, "data_parallel", local_module))
         stack.enter_context(mock.patch.object(torch.nn.Module, "to", lambda self, *args, **kwargs: self))
         if cell.device == "cuda":
             stack.enter_context(
@@ -233,8 +260,6 @@ def class_rows(cell: Cell) -> set[int]:
 
 def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
     """(peak bytes, bytes per part at the peak, bytes of the backbone's trained parameters) of rank 0's step."""
-    from bench.workload.step import build_step
-
     if distributed.is_initialized():
         raise RuntimeError("the memory trace needs a process of its own (a process group is already set up)")
     distributed.init_process_group("fake", store=FakeStore(), rank=0, world_size=cell.world_size)
@@ -263,6 +288,29 @@ def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
 
 def frozen_parameter_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in module.modules() if any(not p.requires_grad for p in m.parameters(recurse=False))]
+
+
+def missing_private_names() -> list[str]:
+    """The names of PRIVATE_TORCH_NAMES and PRIVATE_MEMTRACKER_ATTRIBUTES this torch lacks."""
+    missing = [name for name in PRIVATE_TORCH_NAMES if not resolves(name)]
+    tracker = MemTracker()
+    return missing + [f"MemTracker().{name}" for name in PRIVATE_MEMTRACKER_ATTRIBUTES if not hasattr(tracker, name)]
+
+
+def resolves(name: str) -> bool:
+    """Whether a dotted name is there: the longest importable module, then attributes."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
 
 
 class NoHook:

@@ -13,7 +13,9 @@ import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
-from bench.workload.emulation import EmulatedPeers
+from bench.workload.collectives import PROCESS_GROUP, Collectives
+from bench.workload.impl import Impl
+from bench.workload.step import TrainStep
 
 
 def shard_of(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -23,20 +25,13 @@ def shard_of(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
     return class_start, num_local
 
 
-def ranks(peers: EmulatedPeers | None) -> tuple[int, int]:
-    """(rank, world size) of this process: the process group's, or rank 0 of an emulated job."""
-    if peers is not None:
-        return 0, peers.world_size
-    return distributed.get_rank(), distributed.get_world_size()
-
-
 class PartialFC(torch.nn.Module):
     """arcface_torch's PartialFC_V2: forward(local_embeddings, local_labels) returns the loss.
 
     The rank's shard of class centres is `weight`, shape (num_local, embedding_size), N(0, 0.01).
     The GEMM, softmax and loss run in fp32 whatever precision the backbone uses, as train_v2
-    builds PartialFC_V2 with fp16 off. With `peers`, this process is rank 0 of peers.world_size
-    ranks, alone: the other ranks' embeddings and labels are synthesised.
+    builds PartialFC_V2 with fp16 off. `collectives` exchanges the batch with the other ranks (or
+    makes them up, for an emulated cell).
     """
 
     def __init__(
@@ -45,13 +40,13 @@ class PartialFC(torch.nn.Module):
         embedding_size: int,
         num_classes: int,
         sample_rate: float = 1.0,
-        peers: EmulatedPeers | None = None,
+        collectives: Collectives = PROCESS_GROUP,
     ) -> None:
         super().__init__()
         if not distributed.is_initialized():
             raise RuntimeError("PartialFC needs an initialised process group")
-        self.peers = peers
-        self.rank, self.world_size = ranks(peers)
+        self.collectives = collectives
+        self.rank, self.world_size = collectives.rank, collectives.world_size
         self.embedding_size = embedding_size
         self.sample_rate = sample_rate
         self.class_start, self.num_local = shard_of(num_classes, self.world_size, self.rank)
@@ -82,21 +77,7 @@ class PartialFC(torch.nn.Module):
 
     def gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's embeddings (with a gradient path back) and labels, made local: -1 elsewhere."""
-        if self.peers is not None:
-            labels = self.peers.labels(local_labels).view(-1, 1)  # labels first, as the 2021 classifier
-            embeddings = self.peers.embeddings(local_embeddings.float())
-        else:
-            local_labels = local_labels.view(-1).long()
-            batch_size = local_embeddings.size(0)
-            gathered = [
-                torch.zeros(batch_size, self.embedding_size, device=local_embeddings.device)
-                for _ in range(self.world_size)
-            ]
-            gathered_labels = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
-            embeddings = torch.cat(AllGatherFunc.apply(local_embeddings.float(), *gathered))
-            distributed.all_gather(gathered_labels, local_labels)
-            labels = torch.cat(gathered_labels).view(-1, 1)
-
+        embeddings, labels = self.collectives.gather_batch(local_embeddings, local_labels)
         index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
         labels[~index_positive] = -1
         labels[index_positive] -= self.class_start
@@ -107,7 +88,7 @@ class PartialFC(torch.nn.Module):
         weight = self.weight if index is None else self.weight[index]
         logits = linear(normalize(embeddings), normalize(weight)).clamp(-1, 1)
         logits = self.margin_softmax(logits, labels)
-        return DistCrossEntropyFunc.apply(logits, labels)
+        return DistCrossEntropyFunc.apply(logits, labels, self.collectives)
 
 
 class DistCrossEntropyFunc(torch.autograd.Function):
@@ -118,53 +99,32 @@ class DistCrossEntropyFunc(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, label: torch.Tensor, collectives: Collectives) -> torch.Tensor:
         batch_size = logits.size(0)
         max_logits, _ = torch.max(logits, dim=1, keepdim=True)
-        distributed.all_reduce(max_logits, distributed.ReduceOp.MAX)
+        collectives.all_reduce(max_logits, distributed.ReduceOp.MAX)
         logits.sub_(max_logits)
         logits.exp_()
         sum_logits_exp = torch.sum(logits, dim=1, keepdim=True)
-        distributed.all_reduce(sum_logits_exp, distributed.ReduceOp.SUM)
+        collectives.all_reduce(sum_logits_exp, distributed.ReduceOp.SUM)
         logits.div_(sum_logits_exp)
         index = torch.where(label != -1)[0]
         loss = torch.zeros(batch_size, 1, device=logits.device)
         loss[index] = logits[index].gather(1, label[index])
-        distributed.all_reduce(loss, distributed.ReduceOp.SUM)
+        collectives.all_reduce(loss, distributed.ReduceOp.SUM)
         ctx.save_for_backward(index, logits, label)
         return loss.clamp_min_(1e-30).log_().mean() * (-1)
 
     @staticmethod
-    def backward(ctx, loss_gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, loss_gradient: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         index, logits, label = ctx.saved_tensors
         batch_size = logits.size(0)
         one_hot = torch.zeros(index.size(0), logits.size(1), device=logits.device)
         one_hot.scatter_(1, label[index], 1)
         logits[index] -= one_hot
         logits.div_(batch_size)
-        return logits * loss_gradient.item(), None
+        return logits * loss_gradient.item(), None, None
 
 
-class AllGatherFunc(torch.autograd.Function):
-    """all_gather whose backward hands each rank the sum of all ranks' gradients times W.
-
-    The factor W makes DDP's averaging over W ranks leave the backbone with the summed gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, *gather_list: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        gather_list = list(gather_list)
-        distributed.all_gather(gather_list, tensor)
-        return tuple(gather_list)
-
-    @staticmethod
-    def backward(ctx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_list = [g.contiguous() for g in grads]
-        rank = distributed.get_rank()
-        works = [
-            distributed.reduce(grad_list[i], i, distributed.ReduceOp.SUM, async_op=True) for i in range(len(grad_list))
-        ]
-        for work in works:
-            work.wait()
-        grad_out = grad_list[rank] * len(grad_list)
-        return (grad_out, *[None] * len(grad_list))
+IMPL = Impl(step=TrainStep, classifier=PartialFC)
+"""arcface_torch: train_v2.py with PartialFC_V2."""

@@ -21,12 +21,10 @@ import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
-from bench.workload.emulation import EmulatedPeers
-from bench.workload.partial_fc import ranks, shard_of
+from bench.workload.collectives import PROCESS_GROUP, Collectives
+from bench.workload.partial_fc import shard_of
 
 SCALE = 64.0
-MARGINS_2021 = {"arcface": 0.5, "cosface": 0.4}
-"""The margin m of each 2021 loss; the scale s is 64 for both."""
 
 
 def arcface_2021(cosine: torch.Tensor, labels: torch.Tensor, m: float = 0.5, s: float = SCALE) -> torch.Tensor:
@@ -81,18 +79,18 @@ class PartialFC2021(torch.nn.Module):
     """The rank's shard of class centres (`weight`) and their momentum (`weight_mom`), N(0, 0.01) and 0.
 
     `sub_weight` is the Parameter the classifier's optimizer holds: the sampled rows of this step.
-    With `peers`, this process is rank 0 of peers.world_size ranks, alone (see PartialFC).
+    `collectives` exchanges with the other ranks, or makes them up (see PartialFC).
     """
 
     def __init__(
         self, margin: str, embedding_size: int, num_classes: int, sample_rate: float, batch_size: int,
-        device: torch.device, peers: EmulatedPeers | None = None,
+        device: torch.device, collectives: Collectives = PROCESS_GROUP,
     ) -> None:  # fmt: skip
         super().__init__()
         if not distributed.is_initialized():
             raise RuntimeError("PartialFC2021 needs an initialised process group")
-        self.peers = peers
-        self.rank, self.world_size = ranks(peers)
+        self.collectives = collectives
+        self.rank, self.world_size = collectives.rank, collectives.world_size
         self.margin_softmax = MARGIN_FUNCTIONS_2021[margin]
         self.embedding_size = embedding_size
         self.sample_rate = sample_rate
@@ -147,11 +145,7 @@ class PartialFC2021(torch.nn.Module):
         with self.side_stream():
             if ready is not None:
                 self.stream.wait_event(ready)
-            if self.peers is not None:
-                total_labels = self.peers.labels(labels)
-            else:
-                total_labels = torch.zeros(self.batch_size * self.world_size, device=self.device, dtype=torch.long)
-                distributed.all_gather(list(total_labels.chunk(self.world_size)), labels)
+            total_labels = self.collectives.gather_labels(labels)
             self.sample(total_labels)
             group = optimizer.param_groups[-1]
             optimizer.state.pop(group["params"][0], None)
@@ -165,11 +159,7 @@ class PartialFC2021(torch.nn.Module):
     ) -> Forward2021:  # fmt: skip
         """Logits, margin, and the loss and logits' gradient of the softmax cross-entropy across ranks."""
         total_labels, norm_weight = self.prepare(labels, optimizer, ready)
-        if self.peers is not None:
-            total_features = self.peers.embeddings(features.data)
-        else:
-            total_features = torch.zeros(self.batch_size * self.world_size, self.embedding_size, device=self.device)
-            distributed.all_gather(list(total_features.chunk(self.world_size)), features.data)
+        total_features = self.collectives.gather_features(features.data)
         total_features.requires_grad = True
         if self.stream is not None:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
@@ -181,17 +171,17 @@ class PartialFC2021(torch.nn.Module):
     def softmax_cross_entropy(self, logits: torch.Tensor, total_labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(softmax - one_hot) / global batch, the loss, and the one-hot; the max and sums are all-reduced."""
         max_logits = torch.max(logits, dim=1, keepdim=True)[0]
-        distributed.all_reduce(max_logits, distributed.ReduceOp.MAX)
+        self.collectives.all_reduce(max_logits, distributed.ReduceOp.MAX)
         grad = torch.exp(logits - max_logits)
         sum_exp = grad.sum(dim=1, keepdim=True)
-        distributed.all_reduce(sum_exp, distributed.ReduceOp.SUM)
+        self.collectives.all_reduce(sum_exp, distributed.ReduceOp.SUM)
         grad.div_(sum_exp)
         index = torch.where(total_labels != -1)[0]
         one_hot = torch.zeros(index.size(0), grad.size(1), device=grad.device)
         one_hot.scatter_(1, total_labels[index, None], 1)
         loss = torch.zeros(grad.size(0), 1, device=grad.device)
         loss[index] = grad[index].gather(1, total_labels[index, None])
-        distributed.all_reduce(loss, distributed.ReduceOp.SUM)
+        self.collectives.all_reduce(loss, distributed.ReduceOp.SUM)
         loss_value = loss.clamp_min_(1e-30).log_().mean() * (-1)
         grad[index] -= one_hot
         grad.div_(self.batch_size * self.world_size)
@@ -200,11 +190,7 @@ class PartialFC2021(torch.nn.Module):
     def backward(self, forward: Forward2021, features: torch.Tensor) -> torch.Tensor:
         """Backward through the margin and the GEMM; returns this rank's embeddings' gradient times W."""
         forward.logits.backward(forward.logits_grad)
-        if self.peers is not None:
-            return forward.total_features.grad[: features.size(0)] * self.world_size  # the others' share dropped
-        x_grad = torch.zeros_like(features)
-        distributed.reduce_scatter(x_grad, list(forward.total_features.grad.chunk(self.world_size)))
-        return x_grad * self.world_size
+        return self.collectives.scatter_gradient(forward.total_features.grad, features) * self.world_size
 
     def forward_backward(
         self, labels: torch.Tensor, features: torch.Tensor, optimizer: torch.optim.Optimizer

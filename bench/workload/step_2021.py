@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import torch
 from torch.nn.functional import normalize
-from torch.nn.parallel import DistributedDataParallel
 
-from bench.config import Cell
-from bench.workload.backbones import build_backbone
-from bench.workload.emulation import EmulatedPeers
+from bench.workload.base_step import BaseStep
+from bench.workload.impl import Impl
 from bench.workload.partial_fc_2021 import PartialFC2021
-from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_torch, memory_format
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
@@ -44,8 +41,10 @@ class MaxClipGradScaler(torch.amp.GradScaler):
     Like the original it reads its scale on the host each time it scales.
     """
 
-    def __init__(self, device: str, init_scale: float, max_scale: float, growth_interval: int = 100) -> None:
-        super().__init__(device, init_scale=init_scale, growth_interval=growth_interval)
+    def __init__(
+        self, device: str, init_scale: float, max_scale: float, growth_interval: int = 100, enabled: bool = True
+    ) -> None:
+        super().__init__(device, init_scale=init_scale, growth_interval=growth_interval, enabled=enabled)
         self.max_scale = max_scale
 
     def scale_clip(self) -> None:
@@ -65,22 +64,14 @@ class MaxClipGradScaler(torch.amp.GradScaler):
         return super().scale(outputs)
 
 
-class TrainStep2021:
-    """DDP backbone + Partial FC v1 + two SGDs on synthetic data; `phase` says where a step is."""
+class TrainStep2021(BaseStep):
+    """DDP backbone (default settings) + Partial FC v1 + two SGDs on synthetic data."""
 
-    def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
-        self.cell = cell
-        self.phase = "setup"
-        configure_torch(cell, rank)
-
-        backbone = build_backbone(cell.backbone, cell.embedding_size, AUTOCAST_DTYPES[cell.precision])
-        backbone = backbone.to(device=device, memory_format=memory_format(cell)).train()
-        self.backbone = DistributedDataParallel(
-            backbone, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
+    def build_training(self) -> None:
+        cell = self.cell
         self.partial_fc = PartialFC2021(
-            cell.margin, cell.embedding_size, cell.classes, cell.sample_rate, cell.per_gpu_batch, device,
-            EmulatedPeers(cell, device) if cell.emulated else None,
+            cell.margin, cell.embedding_size, cell.classes, cell.sample_rate, cell.per_gpu_batch, self.device,
+            self.collectives,
         )  # fmt: skip
         self.opt_backbone = torch.optim.SGD(
             [
@@ -93,12 +84,10 @@ class TrainStep2021:
             ]
         )
         self.opt_pfc = classifier_optimizer(self.partial_fc, cell.batch_size)
-        batch = cell.per_gpu_batch
-        self.scaler = MaxClipGradScaler(device.type, batch, 128 * batch, growth_interval=100) if cell.fp16 else None
-        self.num_skipped_steps = 0
-        """fp16 steps whose backbone step the scaler skipped (inf or nan gradients)."""
-        self.batch = SyntheticBatch(cell, device, rank)
-        self.device = device
+
+    def make_scaler(self) -> MaxClipGradScaler:
+        batch = self.cell.per_gpu_batch
+        return MaxClipGradScaler(self.device.type, batch, 128 * batch, growth_interval=100, enabled=self.cell.fp16)
 
     def labels_ready(self) -> torch.cuda.Event | None:
         """An event after this step's labels (and the last step's update) for the side stream to wait on."""
@@ -119,23 +108,15 @@ class TrainStep2021:
         x_grad = self.partial_fc.backward(forward, features)
         loss = forward.loss
         del forward  # the logits and their gradient go before the backbone's backward, as in 2021
-        if self.scaler is not None:
-            features.backward(self.scaler.scale(x_grad))
-            self.phase = "optimizer"
-            self.scaler.unscale_(self.opt_backbone)
-            torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), max_norm=5, norm_type=2)
-            scale_before = self.scaler.get_scale()
-            self.scaler.step(self.opt_backbone)
-            self.scaler.update()
-            self.num_skipped_steps += self.scaler.get_scale() < scale_before  # the scaler backs off on a skip
-        else:
-            features.backward(x_grad)
-            self.phase = "optimizer"
-            torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), max_norm=5, norm_type=2)
-            self.opt_backbone.step()
+        features.backward(self.scaler.scale(x_grad))
+        self.step_backbone(self.opt_backbone)
         self.opt_pfc.step()
         self.partial_fc.update()
         self.opt_backbone.zero_grad()
         self.opt_pfc.zero_grad()
         self.phase = "between steps"
         return loss
+
+
+IMPL = Impl(step=TrainStep2021, classifier=PartialFC2021)
+"""arcface_torch_2021: the August 2021 train.py with Partial FC v1."""

@@ -1,4 +1,4 @@
-"""One rank of a benchmark cell: `torchrun ... -m bench.worker --cell cell.json --out DIR`.
+"""One rank of a benchmark cell: `torchrun ... -m bench.rank.worker --cell cell.json --out DIR`.
 
 Each rank writes DIR/rank-N.json: status ok, oom or error, where it happened and its figures.
 A failing rank writes its file and leaves with a non-zero code at once, so that torchrun tears
@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import resource
 import signal
 import socket
 import sys
@@ -27,16 +26,16 @@ from typing import NoReturn
 import torch
 from torch import distributed
 
-from bench import peers
 from bench.config import Cell
 from bench.lifetime import die_with_parent
 from bench.machine import describe_machine
-from bench.measure import prepare_flop_counting, time_windows
-from bench.oom import mentions_oom
+from bench.rank import fanout
+from bench.rank.measure import prepare_flop_counting, time_windows
+from bench.rank.memcap import cap_memory, cuda_overhead_bytes, failure_status
+from bench.rank.telemetry import GpuSampler, cpu_peak_rss_mib
 from bench.results import write_atomic
-from bench.telemetry import GpuSampler, cpu_peak_rss_mib
 from bench.watchdog import PG_TIMEOUT_ENV
-from bench.workload.step import Step, build_step
+from bench.workload.base_step import BaseStep, build_step
 
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")
 UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -68,79 +67,9 @@ class Heartbeat:
         self.last_beat = time.monotonic()
 
 
-ONEDNN_FAILURE = "could not create a primitive"
-"""oneDNN's error for a CPU convolution it cannot set up, which under an address-space cap is a
-failed allocation (it gives the same text for other causes, so without a cap it stays an error)."""
-
-
-def classify(exc: BaseException) -> str:
-    """oom for a failed allocation anywhere (torch, cuBLAS, cuDNN, NCCL, the CPU allocator), else error."""
-    # torch.cuda.OutOfMemoryError is torch.OutOfMemoryError from torch 2.5 on, and exists before it.
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return "oom"
-    if isinstance(exc, RuntimeError) and mentions_oom(str(exc)):
-        return "oom"
-    capped = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
-    if isinstance(exc, RuntimeError) and capped and ONEDNN_FAILURE in str(exc):
-        return "oom"
-    return "error"
-
-
 def bytes_asked(exc: BaseException) -> int | None:
     match = BYTES_ASKED.search(str(exc))
     return int(float(match.group(1)) * UNITS[match.group(2).lower()]) if match else None
-
-
-def address_space_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
-
-
-def cuda_overhead_bytes(device: torch.device) -> int:
-    """Device memory in use outside torch's caching allocator once NCCL, cuBLAS and cuDNN are up.
-
-    The CUDA context, the NCCL communicator's buffers and the cuBLAS/cuDNN handles are created on
-    first use, so one small collective, matmul and convolution run first. Memory other processes
-    hold on the device counts too: it is not there for this rank either.
-    """
-    x = torch.ones(8, 8, device=device)
-    distributed.all_reduce(x)
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        (x.to(dtype) @ x.to(dtype)).sum().item()
-    torch.nn.functional.conv2d(torch.ones(1, 3, 8, 8, device=device), torch.ones(4, 3, 3, 3, device=device))
-    torch.cuda.synchronize(device)
-    free_bytes, total_bytes = torch.cuda.mem_get_info(device)
-    return total_bytes - free_bytes - torch.cuda.memory_reserved(device)
-
-
-def memory_fraction(cap_bytes: int, overhead_bytes: int, total_bytes: int) -> float:
-    """The caching allocator's share of a device, so that it and the overhead together fill the cap."""
-    if cap_bytes <= overhead_bytes:
-        raise torch.cuda.OutOfMemoryError(
-            f"CUDA out of memory: a cap of {cap_bytes / MIB:.0f} MiB leaves nothing beyond the "
-            f"{overhead_bytes / MIB:.0f} MiB that the CUDA context, NCCL, cuBLAS and cuDNN hold"
-        )
-    return min(1.0, (cap_bytes - overhead_bytes) / total_bytes)
-
-
-def cap_memory(cell: Cell, device: torch.device, overhead_bytes: int) -> None:
-    """Emulate a smaller memory: a device of max_memory_gib in all on CUDA, an address-space limit on the CPU.
-
-    On CUDA the cap is the device's whole memory, as a smaller card has it: the caching allocator
-    gets what is left after the overhead outside it. On the CPU the cap is what the rank may map
-    beyond what it holds once torch and the process group are up, so that it means the same
-    whatever the size of the libraries.
-    """
-    cap_bytes = int(cell.max_memory_gib * 2**30)
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(memory_fraction(cap_bytes, overhead_bytes, total), device)
-    else:
-        limit = address_space_bytes() + cap_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def peak_memory(device: torch.device) -> dict:
@@ -157,7 +86,7 @@ def pg_timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get(PG_TIMEOUT_ENV, 1800)))
 
 
-def set_up(cell: Cell, out: Path, figures: dict) -> tuple[Step, Heartbeat]:
+def set_up(cell: Cell, out: Path, figures: dict) -> tuple[BaseStep, Heartbeat]:
     """Join the process group, apply the memory cap and build the step; returns it and a heartbeat.
 
     On CUDA, figures gets the overhead outside the caching allocator (cuda_overhead_mib).
@@ -195,7 +124,7 @@ def cuda_device(device: torch.device) -> dict:
     return {"uuid": str(props.uuid), "name": props.name, "memory_mib": props.total_memory // MIB}
 
 
-def measure(cell: Cell, step: Step, beat: Callable[[], None]) -> dict:
+def measure(cell: Cell, step: BaseStep, beat: Callable[[], None]) -> dict:
     """Time the step and return this rank's figures: times, losses, memory, its GPU's telemetry.
 
     Peak memory is reset after warm-up: cuDNN's autotuning tries workspaces sized from the free
@@ -227,7 +156,7 @@ def measure(cell: Cell, step: Step, beat: Callable[[], None]) -> dict:
     )
     gpus = [{**d, **{k: v for k, v in nvml.items() if v is not None}} for d, nvml in zip(devices, sampler.summary())]
     scaler = {}
-    if step.scaler is not None:
+    if step.scaler.is_enabled():
         scaler = {
             "grad_scale": step.scaler.get_scale(),
             "skipped_steps": step.num_skipped_steps - warmup["warmup_skipped_steps"],
@@ -255,19 +184,19 @@ def main(argv: list[str] | None = None) -> None:
     step = None
     try:
         step, beat = set_up(cell, args.out, record)
-        peers.watch(record["world_size"], rank, lambda found: leave_after_peer(record, step, found, args.out))
+        fanout.watch(record["world_size"], rank, lambda found: leave_after_peer(record, step, found, args.out))
         record.update(measure(cell, step, beat), status="ok")
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then the rank leaves
         record.update(
-            status=classify(exc),
+            status=failure_status(exc),
             phase=step.phase if step else "setup",
             exception=type(exc).__name__,
             error=str(exc)[-2000:],
             traceback=traceback.format_exc()[-4000:],
             oom_bytes=bytes_asked(exc),
         )
-        peers.announce(record)
-        leave_failed(dict(record, peer_failures=peers.failures(record["world_size"], rank)), args.out)
+        fanout.announce(record)
+        leave_failed(dict(record, peer_failures=fanout.failures(record["world_size"], rank)), args.out)
     with LEAVING:  # a peer's failure seen from now on is the collectives' to report
         write_atomic(args.out / f"rank-{rank}.json", json.dumps(record))
     share_with_every_node(record, args.out)
@@ -300,7 +229,7 @@ def leave_failed(record: dict, out: Path) -> NoReturn:
     os._exit(1)
 
 
-def leave_after_peer(record: dict, step: Step, found: list[dict], out: Path) -> None:
+def leave_after_peer(record: dict, step: BaseStep, found: list[dict], out: Path) -> None:
     """Another rank failed (on this node or another): record its failure beside this rank's and leave."""
     first = found[0]
     error = f"rank {first['rank']} on {first['host']} failed first: {first['status']} in {first['phase']}"

@@ -67,4 +67,4 @@ def watch(world_size: int, own_rank: int, on_failure: Callable[[list[dict]], Non
                 return
             threading.Event().wait(POLL_S)
 
-    threading.Thread(target=poll, name="pfcbench-peers", daemon=True).start()
+    threading.Thread(target=poll, name="pfcbench-fanout", daemon=True).start()

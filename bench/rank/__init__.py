@@ -1,0 +1,1 @@
+"""The rank side: what runs inside each torchrun rank of a cell (imports torch)."""

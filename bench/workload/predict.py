@@ -1,0 +1,48 @@
+"""The memory model's torch side: trace a cell's step and add what the trace cannot see.
+
+`python -m bench.workload.predict` reads a JSON list of cell configs on stdin and prints a JSON
+list of predictions; bench.memory.predict_cells runs it in subprocesses, so that the parent never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+from bench.config import Cell
+from bench.memory import (
+    CPU_FIRST_STEP_BYTES,
+    CPU_ONLY,
+    DDP_BUCKET_CAP_BYTES,
+    DDP_BUCKETS,
+    GPU_ONLY,
+    GPU_RUNTIME,
+    PARTS,
+    Prediction,
+)
+from bench.workload.memtrace import trace
+
+
+def predict(cell: Cell) -> Prediction:
+    """Trace the cell's step in this process (which must have no process group) and model the rest."""
+    peak_bytes, traced_parts, backbone_grad_bytes = trace(cell)
+    ddp = backbone_grad_bytes + 2 * DDP_BUCKET_CAP_BYTES if cell.backbone != "none" else 0
+    parts = dict(traced_parts)
+    parts[DDP_BUCKETS] = ddp
+    parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell, peak_bytes + ddp)
+    parts[CPU_ONLY] = CPU_FIRST_STEP_BYTES if cell.device == "cpu" else 0
+    return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
+
+
+def main() -> int:
+    """Read a JSON list of cell configs on stdin; print a JSON list of predictions."""
+    warnings.filterwarnings("ignore")
+    cells = [Cell.from_dict(data) for data in json.loads(sys.stdin.read())]
+    print(json.dumps([predict(cell).to_dict() for cell in cells]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
