@@ -68,7 +68,7 @@ def test_a_matrix_by_name_from_any_folder(tmp_path, monkeypatch):
     unknown = CliRunner().invoke(main, ["plan", "rtx9090"])
     assert unknown.exit_code == 2
     assert unknown.output.strip() == (
-        "Error: rtx9090: no such matrix file, nor a packaged matrix (example, impls, rtx3080, smoke)"
+        "Error: rtx9090: no such matrix file, nor a packaged matrix (a10, a100, a30, example, impls, rtx3080, rtx3090, smoke, v100)"
     )
 
 
