@@ -27,7 +27,9 @@ def test_kill_9_mid_cell_loses_nothing_and_the_next_run_completes(tmp_path):
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
 
-    assert wait_until(lambda: not pids_with("bench.rank.worker", str(tmp_path)), timeout_s=15), "ranks outlived the runner"
+    assert wait_until(lambda: not pids_with("bench.rank.worker", str(tmp_path)), timeout_s=15), (
+        "ranks outlived the runner"
+    )
     assert not pids_with("torch.distributed.run", str(tmp_path))
     assert read_records(results_file) == first
 

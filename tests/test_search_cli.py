@@ -43,7 +43,9 @@ def stop_during_probe(results, signum: int, num_recorded: int) -> subprocess.Com
     assert running, f"the search never got to probe {num_recorded + 1}"
     os.kill(search.pid, signum)
     stdout, stderr = search.communicate(timeout=60)
-    assert wait_until(lambda: not pids_with("bench.rank.worker", str(results)), timeout_s=15), "ranks outlived the search"
+    assert wait_until(lambda: not pids_with("bench.rank.worker", str(results)), timeout_s=15), (
+        "ranks outlived the search"
+    )
     return subprocess.CompletedProcess(search.args, search.returncode, stdout, stderr)
 
 
