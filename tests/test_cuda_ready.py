@@ -96,7 +96,7 @@ def test_an_nccl_watchdog_abort_that_leaves_no_rank_file_is_read_from_the_log():
 
 @pytest.mark.slow
 def test_fp16_records_gradscalers_scale_and_skipped_steps():
-    done = pfcbench("cell", "--backbone", "mbf", "--classes", "1000", "--batch-size", "4", "--nproc", "2",
+    done = pfcbench("cell", "--backbone", "none", "--classes", "1000", "--batch-size", "4", "--nproc", "2",
                     "--device", "cpu", "--precision", "fp16", "--warmup-steps", "1", "--num-windows", "1",
                     "--steps-per-window", "3", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -173,7 +173,13 @@ def test_make_refuses_a_non_empty_folder_and_writes_nothing(made, tmp_path):
 def test_make_interrupted_leaves_no_half_dataset(tmp_path):
     root = tmp_path / "faces"
     command = [sys.executable, "-m", "bench.cli", "dataset", "make", str(root), "--images", "20000", "--classes", "10"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # SIGINT reset: a suite started as a shell background job passes SIGINT on as ignored.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".faces.") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)
