@@ -32,7 +32,8 @@ from bench.options import (
     with_launcher,
     with_matrix,
 )
-from bench.results import Results, ResultsError, emulated_mark, latest_by_cell
+from bench.report.marks import emulated_mark
+from bench.results import Results, ResultsError, latest_by_cell
 from bench.search import FIELDS, PROBE_STEPS, PROBES_PER_SEARCH, Probe
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell, check_number
-from bench.results import ReportError, Results, is_ok, latest_by_cell, read_results, speed_text
+from bench.report.marks import speed_text
+from bench.results import ReportError, Results, is_ok, read_results
 
 MAX_THRESHOLD = 100.0
 """Largest --threshold: a change of samples/sec by a factor of 101."""
@@ -120,11 +121,6 @@ def load_results(path: Path) -> Results:
     if not results.exists():
         raise ReportError(f"{results}: no such results file or directory")
     return read_results(results)
-
-
-def load_latest(path: Path) -> dict[str, dict]:
-    """The latest record per cell of a results directory (or of a results.jsonl file given directly)."""
-    return latest_by_cell(load_results(path).records)
 
 
 def no_shared_cell(

@@ -13,6 +13,7 @@ from typing import Any
 from bench.impls import IMPLS
 
 BACKBONES = ("r18", "r34", "r50", "r100", "r200", "mbf", "none")
+"""Backbone names, with arcface_torch's spelling (bench.workload.backbones builds each)."""
 PRECISIONS = ("fp32", "fp16", "bf16")
 MARGINS = ("arcface", "cosface")
 LABEL_MODES = ("uniform", "constant")

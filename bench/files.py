@@ -11,7 +11,9 @@ import os
 import stat
 from pathlib import Path
 
-MAX_TEXT_BYTES = 4 << 20
+from bench.units import MIB
+
+MAX_TEXT_BYTES = 4 * MIB
 """Largest matrix or environment file read: far above any real one (the RTX 3080 matrix is 4 KiB)."""
 
 RESULTS_FILES = ("results.jsonl", "env.json", "matrix.toml")

@@ -17,11 +17,12 @@ import psutil
 from bench.config import Cell, check_seconds
 from bench.lifetime import die_with_parent
 from bench.oom import oom_line
-from bench.records import LOG_SCAN_CHARS, build_record, classify, log_tail, read_ranks
+from bench.records import LOG_SCAN_CHARS, build_record, cell_status, log_tail, read_ranks
+from bench.units import MIB
 from bench.watchdog import PG_TIMEOUT_ENV, Watchdog, pg_timeout_s
 
 KILL_GRACE_S = 5.0
-POLL_S = 0.1
+PROCESS_POLL_S = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +93,7 @@ def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
     if cell.device == "cpu" and cell.max_memory_gib is not None:
         # A fixed threshold maps every tensor of 1 MiB or more apart and unmaps it when freed, so the
         # address space a cap counts is the live tensors, the same from step to step and run to run.
-        env["MALLOC_MMAP_THRESHOLD_"] = str(2**20)
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MIB)
     return env
 
 
@@ -160,7 +161,7 @@ def run_torchrun(argv: list[str], env: dict[str, str], workdir: Path, launch: La
             reason = watchdog.expired()
             if reason:
                 return None, reason
-            time.sleep(POLL_S)
+            time.sleep(PROCESS_POLL_S)
         return proc.returncode, None
     finally:
         kill_tree(proc.pid)
@@ -177,7 +178,7 @@ def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
     returncode, timeout = run_torchrun(argv, worker_env(cell, launch), workdir, launch)
     ranks = read_ranks(workdir)
     log = log_tail(workdir, LOG_SCAN_CHARS)
-    status = classify(ranks, cell.launched_ranks, returncode, timeout, log)
+    status = cell_status(ranks, cell.launched_ranks, returncode, timeout, log)
     clean = returncode == 0 and not timeout and status == "ok"
     error = None if clean else timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
     return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import nvml
+from bench.units import GIB, KIB, MIB
 
-_MIB = 2**20
 _CPUINFO = Path("/proc/cpuinfo")
 _MEMINFO = Path("/proc/meminfo")
 _OS_RELEASE = Path("/etc/os-release")
@@ -83,7 +83,7 @@ def _nvml_inventory() -> dict[str, Any]:
 def gpu_memory_gib() -> float | None:
     """Memory of this machine's smallest GPU in GiB, as NVML sees it; None without a GPU."""
     sizes = [gpu["memory_mib"] for gpu in _nvml_inventory()["gpus"] if gpu["memory_mib"] is not None]
-    return min(sizes) * _MIB / 2**30 if sizes else None
+    return min(sizes) * MIB / GIB if sizes else None
 
 
 def _gpu_inventory() -> list[dict[str, Any]]:
@@ -98,7 +98,7 @@ def _gpu_inventory() -> list[dict[str, Any]]:
             {
                 "index": index,
                 "name": nvml.text(name) if name is not None else "unknown",
-                "memory_mib": mem.total // _MIB if mem is not None else None,
+                "memory_mib": mem.total // MIB if mem is not None else None,
             }
         )
     return gpus
@@ -188,7 +188,7 @@ def _memory_gib() -> float:
     """Total RAM in GiB from /proc/meminfo, rounded to 0.1; 0.0 when unreadable."""
     for key, value in _read_key_values(_MEMINFO, ":"):
         if key == "MemTotal":
-            return round(int(value.split()[0]) / 2**20, 1)
+            return round(int(value.split()[0]) * KIB / GIB, 1)
     return 0.0
 
 

@@ -9,14 +9,25 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_seconds, check_type, shown
+from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_seconds, shown
 from bench.files import FileError, read_text
+from bench.matrix_checks import (
+    MAX_NAME_BYTES,
+    MatrixError,
+    check_cell_fields,
+    check_keys,
+    check_value,
+    check_value_with,
+    expect,
+    is_folder_name,
+    table,
+)
+from bench.numbers import is_number
 from bench.search import FIELDS
 
 METRICS = (
@@ -58,12 +69,6 @@ ROW_EXTRA_KEYS = {"published", "published_gpu_mem_gb", "labels", "not_run"}
 
 MAX_CELLS = 100_000
 """Most grid points and rows in one matrix, counted before a grid is expanded."""
-MAX_NAME_BYTES = 100
-"""Longest matrix name: it names the results folder and the report's files (255 bytes at most on most filesystems)."""
-
-
-class MatrixError(ValueError):
-    """A matrix file that cannot be run as written."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -386,58 +391,3 @@ def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
             f"{place} not_run: must be a text saying why the row cannot run, not {shown(not_run)}",
         )
     return [(f"rows[{i}]", row) for i, row in enumerate(rows, start=1)]
-
-
-def check_cell_fields(values: dict, where: str) -> None:
-    for key, value in values.items():
-        expect(key in FIELD_TYPES, f"{where}: unknown cell field {shown(key)}")
-        check_value(key, value, f"{where} {key}")
-
-
-def check_value(key: str, value: Any, where: str) -> None:
-    try:
-        check_type(key, value)
-    except ValueError as exc:
-        raise MatrixError(f"{where}: {exc}") from None
-    expect(
-        not isinstance(value, float) or math.isfinite(value), f"{where}: must be a finite number, not {shown(value)}"
-    )
-
-
-def check_value_with(check, name: str, value: Any) -> None:
-    """Run one of config's number checks, its ValueError becoming a MatrixError."""
-    try:
-        check(name, value)
-    except ValueError as exc:
-        raise MatrixError(str(exc)) from None
-
-
-def check_keys(data: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    expect(not unknown, f"{where}: unknown key {shown(unknown[0])}" if unknown else "")
-
-
-def table(data: dict, key: str, where: str | None = None) -> dict:
-    value = data.get(key, {})
-    expect(isinstance(value, dict), f"{where or key}: must be a table")
-    return value
-
-
-def is_folder_name(name: Any) -> bool:
-    return (
-        isinstance(name, str)
-        and name == name.strip()
-        and 0 < len(name.encode()) <= MAX_NAME_BYTES
-        and re.search(r"[/\\\x00-\x1f\x7f]", name) is None
-        and name not in (".", "..")
-    )
-
-
-def is_number(value: Any) -> bool:
-    """A finite int or float; TOML's inf and nan are not."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise MatrixError(message)

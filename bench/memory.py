@@ -20,9 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from bench.config import Cell
-
-GIB = 2**30
-MIB = 2**20
+from bench.units import GIB, MIB
 
 BACKBONE_STATE = "backbone weights, gradients, optimizer"
 ACTIVATIONS = "activations"

@@ -60,7 +60,7 @@ def failures(ranks: list[dict]) -> list[dict]:
     return failed
 
 
-def classify(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None, log: str = "") -> str:
+def cell_status(ranks: list[dict], world_size: int, returncode: int | None, timeout: str | None, log: str = "") -> str:
     """oom wins over everything (a rank, or the log of one that an NCCL watchdog aborted); then ok, timeout, error.
 
     A cell whose ranks all wrote complete figures is ok even if a rank then crashed or hung in

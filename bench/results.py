@@ -20,16 +20,15 @@ from pathlib import Path
 
 from bench.files import FileError, open_regular
 from bench.records import SCHEMA
+from bench.units import MIB
 
 FINAL = ("ok", "oom", "error", "timeout", "skipped")
 FAILED = ("error", "timeout")
-MAX_RECORD_BYTES = 16 << 20
+MAX_RECORD_BYTES = 16 * MIB
 """Longest line read as a record; a record is a few kB (its step times), so a longer line is damage."""
 BOM = b"\xef\xbb\xbf"
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = MIB
 SHOWN_SKIPS = 3
-MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
-"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
 
 
 class ReportError(ValueError):
@@ -64,24 +63,6 @@ class Results:
 
 def is_ok(record: dict | None) -> bool:
     return record is not None and record.get("status") == "ok"
-
-
-def mark(record: dict | None) -> str:
-    """The printed mark of a cell that has no samples/sec: Fail, Error, Timeout, Skipped or —."""
-    return MARKS.get(record["status"] if record else None, "Error")
-
-
-def speed_text(record: dict | None) -> str:
-    """Samples/sec as the published reports print it (~2190), or the cell's mark."""
-    return f"~{round(record['samples_per_s'])}{emulated_mark(record)}" if is_ok(record) else mark(record)
-
-
-EMULATED = " (emulated)"
-"""After the samples/sec of an emulated cell, which is an estimate: rank 0 alone, no communication."""
-
-
-def emulated_mark(record: dict | None) -> str:
-    return EMULATED if record and record.get("config", {}).get("emulated") else ""
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -22,9 +22,9 @@ from typing import NamedTuple
 
 from bench.config import Cell
 from bench.launch import Launch, worker_env
-from bench.records import LOG_SCAN_CHARS, build_record, classify, log_tail, read_ranks
+from bench.records import LOG_SCAN_CHARS, build_record, cell_status, log_tail, read_ranks
 
-POLL_S = 1.0
+SLURM_POLL_S = 1.0
 COMMAND_TIMEOUT_S = 60.0
 CANCEL_WAIT_S = 120.0
 FINISHED = frozenset(
@@ -171,7 +171,7 @@ def cancel(job_id: str) -> JobState | None:
     deadline = time.monotonic() + CANCEL_WAIT_S
     state = job_state(job_id)
     while state is not None and state.name not in FINISHED and time.monotonic() < deadline:
-        time.sleep(POLL_S / 4)
+        time.sleep(SLURM_POLL_S / 4)
         state = job_state(job_id)
     return state
 
@@ -193,7 +193,7 @@ def wait_job(job_id: str, workdir: Path, launch: Launch) -> tuple[JobState | Non
             reason = watchdog.expired()
             if reason:
                 return cancel(job_id), reason, watchdog.started
-        time.sleep(POLL_S)
+        time.sleep(SLURM_POLL_S)
 
 
 def ending(job_id: str, state: JobState | None, workdir: Path) -> tuple[int | None, str | None, str]:
@@ -238,7 +238,7 @@ def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOpti
     returncode, out_of_time, error = ending(job_id, state, workdir)
     timeout = timeout or out_of_time
     ranks = read_ranks(workdir)
-    status = classify(ranks, cell.launched_ranks, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
+    status = cell_status(ranks, cell.launched_ranks, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
     note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
     clean = returncode == 0 and not timeout and status == "ok"
     return build_record(

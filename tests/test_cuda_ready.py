@@ -14,7 +14,7 @@ from bench.config import Cell
 from bench.launch import Launch, worker_env
 from bench.rank.memcap import failure_status as classify_exception
 from bench.rank.memcap import memory_fraction
-from bench.records import classify
+from bench.records import cell_status
 from bench.slurm import SlurmOptions, sbatch_argv
 from tests.cli import pfcbench
 from tests.ranks import run_ranks
@@ -88,10 +88,10 @@ E torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: -6) lo
 
 
 def test_an_nccl_watchdog_abort_that_leaves_no_rank_file_is_read_from_the_log():
-    assert classify([], 2, 1, None, NCCL_ABORT_LOG) == "oom"
-    assert classify([], 2, None, "no progress for 120 s", NCCL_ABORT_LOG) == "oom"
-    assert classify([], 2, 1, None, NCCL_ABORT_LOG.replace("out of memory", "unspecified launch failure")) == "error"
-    assert classify([], 2, None, "no progress for 120 s", "") == "timeout"
+    assert cell_status([], 2, 1, None, NCCL_ABORT_LOG) == "oom"
+    assert cell_status([], 2, None, "no progress for 120 s", NCCL_ABORT_LOG) == "oom"
+    assert cell_status([], 2, 1, None, NCCL_ABORT_LOG.replace("out of memory", "unspecified launch failure")) == "error"
+    assert cell_status([], 2, None, "no progress for 120 s", "") == "timeout"
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from bench.data.recordio import RecordError
+from bench.units import KIB, MIB
 
 
 class DataUsageError(click.ClickException):
@@ -59,7 +60,7 @@ def make(folder: Path, num_images: int, num_classes: int, seed: int) -> None:
         raise DataUsageError(str(exc)) from None
     click.echo(
         f"{made.root}: {made.num_images} images, {made.num_classes} classes, "
-        f"mean {made.mean_image_bytes / 1024:.2f} KiB per JPEG, train.rec {made.rec_bytes / 2**20:.1f} MiB"
+        f"mean {made.mean_image_bytes / KIB:.2f} KiB per JPEG, train.rec {made.rec_bytes / MIB:.1f} MiB"
     )
 
 

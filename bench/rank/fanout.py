@@ -15,7 +15,7 @@ from collections.abc import Callable
 from torch import distributed
 
 NUM_FAILED_KEY = "pfcbench/num_failed"
-POLL_S = 0.5
+STORE_POLL_S = 0.5
 BRIEF_KEYS = ("rank", "host", "status", "phase", "exception", "error", "oom_bytes")
 
 
@@ -65,6 +65,6 @@ def watch(world_size: int, own_rank: int, on_failure: Callable[[list[dict]], Non
             if found:
                 on_failure(found)
                 return
-            threading.Event().wait(POLL_S)
+            threading.Event().wait(STORE_POLL_S)
 
     threading.Thread(target=poll, name="pfcbench-fanout", daemon=True).start()

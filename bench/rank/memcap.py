@@ -14,9 +14,7 @@ from torch import distributed
 
 from bench.config import Cell
 from bench.oom import mentions_oom
-
-MIB = 2**20
-
+from bench.units import MIB
 
 ONEDNN_FAILURE = "could not create a primitive"
 """oneDNN's error for a CPU convolution it cannot set up, which under an address-space cap is a

@@ -17,14 +17,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from bench import nvml
-
-_MIB = 2**20
+from bench.units import MIB
 
 
 def cpu_peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    per_mib = _MIB if sys.platform == "darwin" else 1024
+    per_mib = MIB if sys.platform == "darwin" else 1024
     return peak / per_mib
 
 
@@ -132,7 +131,7 @@ class _GpuTrack:
         """Record used memory and, where supported, power draw."""
         mem = nvml.value(nvml.pynvml.nvmlDeviceGetMemoryInfo, self.handle)
         if mem is not None:
-            self.mem_used_samples_mib.append(mem.used / _MIB)
+            self.mem_used_samples_mib.append(mem.used / MIB)
         if self.power_supported:
             self._sample_power()
 

@@ -34,12 +34,12 @@ from bench.rank.measure import prepare_flop_counting, time_windows
 from bench.rank.memcap import cap_memory, cuda_overhead_bytes, failure_status
 from bench.rank.telemetry import GpuSampler, cpu_peak_rss_mib
 from bench.results import write_atomic
+from bench.units import GIB, KIB, MIB
 from bench.watchdog import PG_TIMEOUT_ENV
 from bench.workload.base_step import BaseStep, build_step
 
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")
-UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-MIB = 2**20
+UNITS = {"bytes": 1, "kib": KIB, "mib": MIB, "gib": GIB}
 BEAT_INTERVAL_S = 1.0
 
 

@@ -13,8 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-BACKBONES: tuple[str, ...] = ("r18", "r34", "r50", "r100", "r200", "mbf", "none")
-"""Backbone names build_backbone accepts, with arcface_torch's spelling."""
+from bench.config import BACKBONES
 
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "r18": (2, 2, 2, 2),

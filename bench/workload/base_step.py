@@ -14,6 +14,8 @@ from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_
 
 MAX_GRAD_NORM = 5.0
 """The backbone's gradient is clipped to this norm, in every arcface_torch program."""
+WEIGHT_DECAY = 5e-4
+"""SGD weight decay of backbone and classifier, in every arcface_torch program."""
 
 
 class BaseStep:

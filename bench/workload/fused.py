@@ -21,13 +21,14 @@ import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
+from bench.units import MIB
 from bench.workload.collectives import PROCESS_GROUP, Collectives
 from bench.workload.impl import Impl
 from bench.workload.margin import CombinedMarginLoss
 from bench.workload.partial_fc import PartialFC
 from bench.workload.step import TrainStep
 
-DEFAULT_BUDGET_BYTES = 256 * 2**20
+DEFAULT_BUDGET_BYTES = 256 * MIB
 """Memory for the classifier's temporaries beyond the centres, their gradient and the B x D inputs."""
 CPU_MAX_CHUNK_COLS = 4096
 """Most centres in one chunk on the CPU, where small chunks keep the elementwise passes in cache."""

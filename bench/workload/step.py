@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook, fp16_compress_hook
 
-from bench.workload.base_step import BaseStep
+from bench.workload.base_step import WEIGHT_DECAY, BaseStep
 from bench.workload.margin import CombinedMarginLoss
-
-WEIGHT_DECAY = 5e-4
 
 
 class TrainStep(BaseStep):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import normalize
 
-from bench.workload.base_step import BaseStep
+from bench.workload.base_step import WEIGHT_DECAY, BaseStep
 from bench.workload.impl import Impl
 from bench.workload.partial_fc_2021 import PartialFC2021
 
 MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4
 
 
 def learning_rate(batch_size: int) -> float:

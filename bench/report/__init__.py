@@ -1,0 +1,27 @@
+"""The report of a matrix run: result records -> markdown in the arcface_torch layout, PNG plots, flat exports.
+
+`render_markdown` (markdown) follows insightface's published speed reports; `write_report` (write)
+is what `pfcbench report` runs. The modules: read (a results folder), marks (what a cell prints
+when it has no figure), tables, markdown, plots, write. Importing this package loads none of
+them, so that the CLI answers at once; a name is loaded from its module when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+LAZY = {
+    "export": "write",
+    "write_report": "write",
+    "render_markdown": "markdown",
+    "read_run": "read",
+    "load_run": "read",
+}
+"""Names the package offers, and the module each lives in."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{LAZY[name]}"), name)

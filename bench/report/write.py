@@ -1,0 +1,69 @@
+"""What `pfcbench report` runs: a results folder read, rendered as markdown (with PNG plots) or exported flat, and written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bench.files import FileError, make_folder, refuse_results_file
+from bench.report.markdown import render_markdown
+from bench.report.read import mixed_env_note, read_envs, read_run
+from bench.results import ReportError, Results, latest_by_cell, write_atomic
+
+FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
+
+
+def export(records: list[dict], fmt: str) -> str:
+    """Records flattened to one row each (config.* columns, figures), as csv or json text."""
+    frame = pd.json_normalize(records)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=2) + "\n"
+    if fmt == "csv":
+        return frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_csv(index=False)
+    raise ValueError(f"format must be csv or json, not {fmt!r}")
+
+
+def write_report(
+    results_dir: Path,
+    *,
+    out: Path | None = None,
+    fmt: str = "md",
+    matrix_path: Path | None = None,
+    as_published: bool = False,
+) -> tuple[Path, Results]:
+    """Render a results directory to out (default report/<name>.<fmt>, PNG plots beside a markdown one).
+
+    Returns the path written and what was read from results.jsonl (with the lines skipped).
+    Refuses to write over the files of a results folder.
+    """
+    matrix, results = read_run(results_dir, matrix_path)
+    latest = latest_by_cell(results.records)
+    out = Path(out or Path("report") / f"{matrix.name}{FORMAT_SUFFIXES[fmt]}")
+    try:
+        refuse_results_file(out)
+        make_folder(out.parent, "-o")
+    except FileError as exc:
+        raise ReportError(str(exc)) from None
+    if fmt == "md":
+        reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
+        envs = read_envs(Path(results_dir), reported)
+        env = max(envs.values(), key=lambda pair: pair[1])[0]
+        notes = [note] if (note := mixed_env_note(envs)) else []
+        text = render_markdown(
+            matrix,
+            latest,
+            env,
+            plots_dir=out.parent,
+            markdown_dir=out.parent,
+            notes=notes,
+            as_published=as_published,
+        )
+    else:
+        text = export(list(latest.values()), fmt)
+    try:
+        write_atomic(out, text)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
+    return out, results
