@@ -11,11 +11,17 @@ import shutil
 import socket
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bench.config import CHOICES, FIELD_TYPES, Cell, check_seconds, shown
 from bench.matrix import Matrix, MatrixError, load_matrix
+from bench.results import Results, ResultsError
+
+if TYPE_CHECKING:
+    from bench.launch import Launch
+    from bench.runner import Plan
 
 
 def cell_options(func=None, *, defaults: dict | None = None):
@@ -83,6 +89,25 @@ def timeout_options(func):
         "--timeout", "timeout_s", type=float, default=None, callback=seconds, help="Wall-clock seconds a cell may take."
     )(func)
     return func
+
+
+def make_launch(
+    timeout_s: float | None, inactivity_timeout_s: float | None, defaults: dict | None = None, **rest
+) -> Launch:
+    """The Launch of a command: each timeout from its option, else from defaults (a matrix's [run]), else Launch's."""
+    from bench.launch import Launch
+
+    defaults = defaults or {}
+    try:
+        return Launch(
+            timeout_s=defaults.get("timeout_s", Launch.timeout_s) if timeout_s is None else timeout_s,
+            inactivity_timeout_s=defaults.get("inactivity_timeout_s", Launch.inactivity_timeout_s)
+            if inactivity_timeout_s is None
+            else inactivity_timeout_s,
+            **rest,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 RERUN = ("failed", "all")
@@ -285,3 +310,21 @@ def with_launcher(func):
         return func(slurm=options, **kwargs)
 
     return wrapper  # fmt: skip
+
+
+def load_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
+    """The plan of a matrix, its results file read; lines skipped in it are announced on stderr."""
+    from bench.runner import make_plan
+
+    try:
+        the_plan = make_plan(matrix, results_root, rerun)
+    except ResultsError as exc:
+        raise click.ClickException(str(exc)) from None
+    warn_skipped(the_plan.results)
+    return the_plan
+
+
+def warn_skipped(results: Results | None) -> None:
+    """Say on stderr how many lines of a results file were skipped as damaged, if any were."""
+    if results is not None and (warning := results.warning()):
+        click.echo(f"Warning: {warning}", err=True)

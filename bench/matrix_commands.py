@@ -1,0 +1,97 @@
+"""`pfcbench plan` and `pfcbench matrices`: what a matrix holds and what running it would do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from bench.options import load_plan, packaged_matrices, with_matrix
+from bench.plan import plan_entries, plan_entries_plain, plan_row
+
+if TYPE_CHECKING:
+    from bench.matrix import Matrix
+
+
+@click.command()
+@with_matrix
+@click.option(
+    "--memory-gib",
+    type=float,
+    default=None,
+    help="Predict each cell's peak memory per rank and whether it fits in this many GiB per rank.",
+)
+@click.option(
+    "--predict",
+    is_flag=True,
+    help="Predict each cell's peak memory per rank, against the matrix's max_memory_gib or this machine's GPU.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the plan as a JSON array, one object per cell, with predictions."
+)
+def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: bool, as_json: bool) -> None:
+    """List the cells of a matrix in order, and which already have a final record.
+
+    With --memory-gib, --predict or --json, each cell also gets its predicted peak memory per rank
+    (traced from its real training step on the CPU) and Fail where that exceeds the memory size.
+    MATRIX is a matrix file or the name of a packaged one (pfcbench matrices); smoke by default.
+
+    \b
+    Example:
+        pfcbench plan rtx3080
+        pfcbench plan my-matrix.toml --nproc 1
+        pfcbench plan rtx3080 --memory-gib 10
+        pfcbench plan rtx3080 --memory-gib 10 --json
+    """
+    from tabulate import tabulate
+
+    if memory_gib is not None and memory_gib <= 0:
+        raise click.UsageError(f"--memory-gib must be positive, not {memory_gib:g}")
+    the_plan = load_plan(matrix, results_root)
+    predicted = predict or as_json or memory_gib is not None
+    try:
+        entries = plan_entries(the_plan, memory_gib) if predicted else plan_entries_plain(the_plan)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    click.echo(
+        tabulate(
+            [plan_row(number, entry) for number, entry in enumerate(entries, start=1)],
+            headers="keys",
+            tablefmt="github",
+        )
+    )
+    searches = the_plan.matrix.searches()
+    and_searches = f" and {len(the_plan.pending_searches())} of {len(searches)} searches" if searches else ""
+    click.echo(
+        f"{len(the_plan.pending())} of {len(the_plan.cells)} cells to run{and_searches}; results in {the_plan.results_file}"
+    )
+    if predicted:
+        fails = sum(entry["predicted_fits"] is False for entry in entries)
+        click.echo(
+            f"predicted: {fails} Fail, {sum(e['predicted_fits'] is True for e in entries)} fit (peak of rank 0, GPU-only parts modelled)"
+        )
+
+
+@click.command()
+def matrices() -> None:
+    """List the matrices that ship with pfcbench, each with what it measures.
+
+    Give a name to plan, run or report --matrix in place of a file.
+
+    \b
+    Example:
+        pfcbench matrices
+    """
+    from bench.matrix import MatrixError, load_matrix
+
+    for name, path in packaged_matrices().items():
+        try:
+            description = load_matrix(path).description
+        except MatrixError as exc:
+            description = f"(cannot be read: {exc})"
+        click.echo(f"{name:<12} {description}")

@@ -1,0 +1,109 @@
+"""What `pfcbench plan` lists about each cell, with the memory model's predictions, and which cells
+`pfcbench run --skip-predicted-fail` records as skipped."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bench.config import Cell
+from bench.report.marks import emulated_mark
+
+if TYPE_CHECKING:
+    from bench.matrix import Matrix
+    from bench.runner import Plan
+
+
+class NoMemorySize(ValueError):
+    """No cell has a memory size per rank to predict a Fail against."""
+
+
+def plan_entries_plain(the_plan: Plan) -> list[dict]:
+    """One dict per cell: id, sections, config and status (its record's, or pending)."""
+    entries = []
+    for cell in the_plan.cells:
+        record = the_plan.latest.get(cell.cell_id)
+        entries.append({
+            "cell_id": cell.cell_id,
+            "sections": the_plan.sections_of(cell),
+            "config": cell.to_dict(),
+            "status": record["status"] if record else "pending",
+        })  # fmt: skip
+    return entries
+
+
+def plan_entries(the_plan: Plan, memory_gib: float | None) -> list[dict]:
+    """plan_entries_plain with each cell's predicted peak, parts and fit against its memory size.
+
+    Raises RuntimeError where the memory model cannot trace a cell.
+    """
+    from bench.machine import gpu_memory_gib
+    from bench.memory import memory_size_gib, predict_cells
+    from bench.units import GIB
+
+    predictions = predict_cells(the_plan.cells)
+    gpu_gib = gpu_memory_gib() if memory_gib is None else None
+    entries = plan_entries_plain(the_plan)
+    for entry, cell, prediction in zip(entries, the_plan.cells, predictions, strict=True):
+        size_gib = memory_size_gib(cell, memory_gib, gpu_gib)
+        entry.update(
+            memory_gib=size_gib,
+            predicted_peak_gib=round(prediction.peak_gib, 3),
+            predicted_fits=prediction.fits(size_gib),
+            predicted_parts_gib={part: round(n / GIB, 3) for part, n in prediction.parts.items()},
+            predicted_largest_part=prediction.largest_part(),
+        )
+    return entries
+
+
+def plan_row(number: int, entry: dict) -> dict:
+    """The table row of one plan entry."""
+    config = entry["config"]
+    row = {
+        "#": number,
+        "cell": entry["cell_id"],
+        "section": "; ".join(entry["sections"]),
+        "backbone": config["backbone"],
+        "classes": config["classes"],
+        "batch": config["batch_size"],
+        "impl": config["impl"],
+        "precision": config["precision"],
+        "sample rate": config["sample_rate"],
+        "ranks": f"{config['nnodes'] * config['nproc_per_node']}{emulated_mark(entry)}",
+        "status": entry["status"],
+    }
+    if "predicted_peak_gib" in entry:
+        fits = entry["predicted_fits"]
+        row["predicted GiB/rank"] = f"{entry['predicted_peak_gib']:.2f}"
+        row["predicted"] = "" if fits is None else ("fits" if fits else "Fail") + f" ({entry['memory_gib']:g} GiB)"
+        row["largest part"] = entry["predicted_largest_part"]
+    return row
+
+
+def predicted_failures(cells: list[Cell]) -> dict[str, str]:
+    """Cell id: the prediction, for the cells predicted not to fit in their memory per rank.
+
+    Raises NoMemorySize where no cell has a memory size, RuntimeError where a cell cannot be traced.
+    """
+    from bench.machine import gpu_memory_gib
+    from bench.memory import memory_size_gib, predict_cells, verdict
+
+    gpu_gib = gpu_memory_gib()
+    sizes = [memory_size_gib(cell, None, gpu_gib) for cell in cells]
+    if all(size is None for size in sizes):
+        raise NoMemorySize(
+            "--skip-predicted-fail needs a memory size per rank: --max-memory-gib, max_memory_gib in the matrix, or a GPU"
+        )
+    predictions = predict_cells(cells)
+    return {
+        cell.cell_id: verdict(prediction, size)
+        for cell, prediction, size in zip(cells, predictions, sizes, strict=True)
+        if prediction.fits(size) is False
+    }
+
+
+def cpu_sections_hint(matrix: Matrix) -> str:
+    """Where a matrix mixes CPU and CUDA sections, which ones run without a GPU."""
+    titles = [s.title or "untitled" for s in matrix.sections if all(row.cell.device != "cuda" for row in s.rows)]
+    if not titles:
+        return ""
+    return f" (sections that need no GPU: {'; '.join(titles)}; --section N runs section N alone)"

@@ -1,0 +1,138 @@
+"""`pfcbench report` and `pfcbench compare`: what results folders say, alone or side by side."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bench.options import matrix_file, warn_skipped
+from bench.results import latest_by_cell
+
+
+@click.command("report")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write; PNG plots go beside a markdown one.  [default: report/<matrix>.<format>]",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "csv", "json"]),
+    default="md",
+    show_default=True,
+    help="md: the report; csv, json: one flat row per cell.",
+)
+@click.option(
+    "--matrix",
+    "matrix_name",
+    default=None,
+    help="Matrix (a file or a packaged name) to lay the report out by, instead of RESULTS_DIR/matrix.toml.",
+)
+@click.option(
+    "--as-published",
+    is_flag=True,
+    help="Tables exactly as the matrix lays them out, without the Published and Ratio columns added beside rows with a published figure.",
+)
+def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_name: str | None, as_published: bool) -> None:
+    """Render a results folder (results.jsonl, env.json, matrix.toml) as a markdown report, csv or json.
+
+    Rows with a published figure show it beside the measured one, with their ratio ("both Fail"
+    where the cell and the published run both ran out of memory). Prints the path written.
+
+    \b
+    Example:
+        pfcbench report results/smoke
+        pfcbench report results/rtx3080 -o report/rtx3080.md
+        pfcbench report results/rtx3080 --format csv
+        pfcbench report results/rtx3080 --as-published
+    """
+    from bench.report import write_report
+
+    matrix_path = matrix_file(matrix_name) if matrix_name else None
+    try:
+        path, results = write_report(results_dir, out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    warn_skipped(results)
+    click.echo(path)
+
+
+@click.command("compare")
+@click.argument("results_a", type=click.Path(path_type=Path))
+@click.argument("results_b", type=click.Path(path_type=Path))
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Smallest change of samples/sec that counts (0.05 is 5%).",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Significance level of the Mann-Whitney U test on step times.",
+)
+@click.option(
+    "--ignore",
+    multiple=True,
+    help="Pair cells whose configs differ only in this field (repeatable), e.g. the field B was run with --set.",
+)
+@click.option(
+    "--fail-on",
+    default=None,
+    metavar="VERDICTS",
+    help="Exit 1, naming the cells, if any cell is one of these (comma-separated): slower, failing (newly failing), incomparable.",
+)
+def compare_command(
+    results_a: Path, results_b: Path, threshold: float, alpha: float, ignore: tuple[str, ...], fail_on: str | None
+) -> None:
+    """Compare two results folders cell by cell: faster, slower, same, newly failing, fixed or incomparable.
+
+    A change is called only when samples/sec moved by more than --threshold AND the per-step
+    times differ by a Mann-Whitney U test at --alpha. With --fail-on it is a CI gate.
+
+    \b
+    Example:
+        pfcbench compare results-main/smoke results/smoke --threshold 0.1
+        pfcbench compare fp32/smoke bf16/smoke --ignore precision
+        pfcbench compare baseline/smoke results/smoke --fail-on slower,failing
+    """
+    from bench.compare import (
+        compare_records,
+        gate_failures,
+        load_results,
+        no_shared_cell,
+        parse_gates,
+        render_comparison,
+    )
+
+    try:
+        gates = parse_gates(fail_on) if fail_on is not None else ()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        run_a, run_b = load_results(results_a), load_results(results_b)
+        latest_a, latest_b = latest_by_cell(run_a.records), latest_by_cell(run_b.records)
+        comparisons = compare_records(latest_a, latest_b, threshold=threshold, alpha=alpha, ignore=ignore)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    warn_skipped(run_a)
+    warn_skipped(run_b)
+    if problem := no_shared_cell(latest_a, latest_b, comparisons, ignore):
+        raise click.ClickException(problem)
+    click.echo(render_comparison(comparisons))
+    failures = gate_failures(comparisons, gates)
+    if failures:
+        click.echo(f"Error: --fail-on {fail_on}: {len(failures)} of {len(comparisons)} cells", err=True)
+        for line in failures:
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)

@@ -1,0 +1,95 @@
+"""`pfcbench search`: the largest batch size or class count of a cell that runs without running out of memory."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from bench.config import Cell
+from bench.lines import failure_line, record_line
+from bench.options import cell_options, make_launch, results_option, timeout_options
+from bench.search import FIELDS, PROBE_STEPS, Probe
+
+
+@click.command("search")
+@click.argument("field", type=click.Choice(FIELDS))
+@cell_options(defaults=PROBE_STEPS)
+@timeout_options
+@click.option(
+    "--start",
+    type=int,
+    default=None,
+    help="First value to probe.  [default: the memory model's prediction, else the cell's value of FIELD]",
+)
+@results_option("Probes are recorded in RESULTS/search/results.jsonl, and reused by a search run again.")
+@click.option("--json", "as_json", is_flag=True, help="Print field, largest, smallest_oom and the probes' records.")
+def search_command(
+    field: str, start: int | None, results_root: Path, as_json: bool, timeout_s, inactivity_timeout_s, **fields
+) -> None:
+    """Find the largest FIELD (batch_size or classes) of a cell that runs without running out of memory.
+
+    Each probe is a real cell with few steps in a fresh torchrun job; the search brackets the
+    answer from the start value, then bisects until the smallest value that ran out of memory is
+    within 5% of the largest that ran ok. Memory is the GPU's, or --max-memory-gib per rank (which
+    the CPU needs). Interrupted and run again, a search reuses the probes it recorded.
+
+    \b
+    Example:
+        pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
+        pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
+    """
+    from bench.results import latest_by_cell, read_records
+    from bench.runner import run_probe, sigterm_as_interrupt
+    from bench.search import Answer, ProbeFailed, search, start_value
+
+    try:
+        config = Cell(**fields)
+        if config.device == "cpu" and config.max_memory_gib is None:
+            raise ValueError("a search on the CPU needs --max-memory-gib: the memory a probe may not exceed")
+        if config.launched_nodes > 1:
+            raise ValueError("a search runs cells on this machine; give --nnodes 1")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    launch = make_launch(timeout_s, inactivity_timeout_s)
+    results_dir = results_root / "search"
+    probes = []
+    try:
+        with sigterm_as_interrupt():
+            records = latest_by_cell(read_records(results_dir / "results.jsonl"))
+            first = (lambda: start) if start else functools.partial(start_value, config, field)
+            for probe in search(config, field, first, records, run_probe(results_dir, launch)):
+                probes.append(probe)
+                if not as_json:
+                    click.echo(probe_line(field, probe))
+    except KeyboardInterrupt:
+        click.echo(
+            "\nInterrupted: the probe in flight was stopped; run again to continue from the recorded probes.", err=True
+        )
+        sys.exit(130)
+    except ProbeFailed as exc:
+        raise click.ClickException(
+            f"{field} {exc.value}: probe {exc.record['status']}: {failure_line(exc.record)}"
+        ) from None
+    answer = Answer.of(field, probes)
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), indent=2))
+    elif answer.largest is None:
+        click.echo(
+            f"No {field} fits: {answer.smallest_oom} ran out of memory, the smallest a cell of {config.world_size} ranks can have."
+        )
+    else:
+        oom = f"{answer.smallest_oom} ran out of memory" if answer.smallest_oom else "no probe ran out of memory"
+        click.echo(
+            f"Largest {field} that fits: {answer.largest} ({oom}); {len(answer.probes)} probes, records in {results_dir / 'results.jsonl'}"
+        )
+    if answer.largest is None:
+        sys.exit(1)
+
+
+def probe_line(field: str, probe: Probe) -> str:
+    recorded = " (recorded before)" if probe.recorded_before else ""
+    return f"probe {field} {probe.value}: {record_line(probe.record)}{recorded}"
