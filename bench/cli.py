@@ -70,6 +70,7 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         pfcbench cell --backbone none --classes 200000 --batch-size 128 --nproc 2 --sample-rate 0.1 --device cpu --json
         pfcbench cell --backbone r50 --classes 2000000 --batch-size 1024 --nproc 8 --nnodes 2 --rdzv-endpoint node1:29400
     """
+    from bench.data.check import data_problem
     from bench.launch import gpu_shortage, run_cell, visible_gpus
     from bench.records import holds_rank0
 
@@ -83,6 +84,8 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
     shortage = gpu_shortage([config], visible_gpus()) if config.device == "cuda" else None
     if shortage:
         raise MatrixUsageError(shortage)
+    if problem := data_problem([config]):
+        raise MatrixUsageError(problem)
     if workdir is not None:
         try:
             check_workdir(workdir)
@@ -161,6 +164,7 @@ def run(
         pfcbench run rtx3080 --skip-predicted-fail --max-memory-gib 10
         pfcbench run my-matrix.toml
     """
+    from bench.data.check import data_problem
     from bench.launch import gpu_shortage, visible_gpus
     from bench.runner import run_cells
 
@@ -181,6 +185,8 @@ def run(
         shortage = gpu_shortage(pending, visible_gpus())
     if shortage:
         raise MatrixUsageError(f"{matrix.path}: {shortage}{cpu_sections_hint(matrix)}")
+    if problem := data_problem([*pending, *(cell for cell, _ in searches)]):
+        raise MatrixUsageError(f"{matrix.path}: {problem}")
     launch = make_launch(timeout_s, inactivity_timeout_s, matrix.run, rdzv_endpoint=rdzv_endpoint)
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     and_searches = f" and {len(searches)} searches" if searches else ""

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.config import Cell, check_number
 from bench.report.marks import speed_text
 from bench.results import ReportError, Results, is_ok, read_results
+from bench.verdicts import nonfinite
 
 MAX_THRESHOLD = 100.0
 """Largest --threshold: a change of samples/sec by a factor of 101."""
@@ -40,7 +41,7 @@ class Comparison:
     p_value: float | None
     """Two-sided Mann-Whitney p-value of the per-step times; None unless both finished with samples."""
     verdict: str
-    """faster, slower, same, incomparable, newly failing or fixed."""
+    """faster, slower, same, incomparable (also where either run's loss was not finite), newly failing or fixed."""
 
 
 def mann_whitney_p(x: list[float], y: list[float]) -> float:
@@ -67,7 +68,7 @@ def compare_cell(a: dict | None, b: dict | None, threshold: float, alpha: float)
     """The verdict for one cell; a and b are its latest records in the two runs (None where absent)."""
     config = (a or b)["config"]
     cell_id = (a or b)["cell_id"]
-    if a is None or b is None or not (is_ok(a) or is_ok(b)):
+    if a is None or b is None or not (is_ok(a) or is_ok(b)) or nonfinite(a) or nonfinite(b):
         return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict="incomparable")
     if not is_ok(b) or not is_ok(a):
         verdict = "newly failing" if is_ok(a) else "fixed"

@@ -18,6 +18,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 MARGINS = ("arcface", "cosface")
 LABEL_MODES = ("uniform", "constant")
 DEVICES = ("cuda", "cpu")
+DATA_KINDS = ("synthetic", "records")
 CHOICES = {
     "backbone": BACKBONES,
     "precision": PRECISIONS,
@@ -25,6 +26,7 @@ CHOICES = {
     "impl": IMPLS,
     "label_mode": LABEL_MODES,
     "device": DEVICES,
+    "data": DATA_KINDS,
 }
 """The text fields of a cell that take one of a few values."""
 
@@ -75,6 +77,12 @@ class Cell:
     """Run only rank 0 of the job, alone in one process on one device: its batch and class shard, fed
     the other ranks' embeddings and labels synthesised, collectives local. Its memory is rank 0's;
     its samples/sec an estimate without communication."""
+    data: str = "synthetic"
+    """synthetic (a batch made on the device) or records (train.rec + train.idx in data_path, as the A10, A30 and A100 reports)."""
+    data_path: str = ""
+    """Folder holding train.rec + train.idx when data is records (pfcbench dataset make writes one)."""
+    num_workers: int = 2
+    """DataLoader worker processes per rank reading records (arcface_torch: 2); 0 reads in the step's process."""
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -94,6 +102,8 @@ class Cell:
             raise ValueError("an emulated cell needs a job of at least 2 ranks (nnodes x nproc_per_node) to emulate")
         if self.classes < self.world_size:
             raise ValueError(f"classes ({self.classes}) must be at least the number of ranks ({self.world_size})")
+        if "\x00" in self.data_path:
+            raise ValueError(f"data_path must be a folder name, not {shown(self.data_path)}")
         if self.max_memory_gib is not None:
             check_number(
                 "max_memory_gib",
@@ -169,7 +179,7 @@ class Cell:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-HASHED_ONLY_WHEN_SET = {"emulated": False}
+HASHED_ONLY_WHEN_SET = {"emulated": False, "data": "synthetic", "data_path": "", "num_workers": 2}
 """Fields that a cell id includes only when they differ from this value."""
 
 WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
@@ -182,6 +192,7 @@ WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
     "num_windows": (1, 10**5),
     "steps_per_window": (1, 10**6),
     "seed": (0, 2**63 - 1),
+    "num_workers": (0, 256),
 }
 """Least and most of each whole-number field: far past any real run, so that a slip of the keyboard
 (classes = 10**30) is refused before anything starts instead of failing deep inside torch."""

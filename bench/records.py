@@ -24,6 +24,7 @@ RANK_KEYS = (
     "rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib",
     "warmup_peak_allocated_mib", "warmup_peak_reserved_mib", "cuda_overhead_mib",
     "grad_scale", "skipped_steps", "warmup_skipped_steps",
+    "step_time_s_median", "forward_time_s_median", "nonfinite_losses", "loader_wait_s",
 )  # fmt: skip
 """What a record keeps of each rank's file."""
 
@@ -192,6 +193,21 @@ def figures(cell: Cell, ranks: list[dict]) -> dict:
     )
     names = [r["gpus"][0].get("name") if r.get("gpus") else None for r in ranks]
     result.update(mfu_figures(result["flops_per_sample"], result["samples_per_s"], names, cell.precision, cell.tf32))
+    result.update(data_figures(ranks, measured_s))
+    return result
+
+
+def data_figures(ranks: list[dict], measured_s: float) -> dict:
+    """Non-finite losses (the most of any rank) and, when the ranks read records, their loader waits.
+
+    loader_wait_s_windows: per window, the longest any rank waited for its batches;
+    loader_wait_fraction: their sum over the measured time.
+    """
+    result = {"nonfinite_losses": max_or_none(r.get("nonfinite_losses") for r in ranks)}
+    waits = [r["loader_wait_s"] for r in ranks if r.get("loader_wait_s")]
+    if waits and len(waits) == len(ranks):
+        result["loader_wait_s_windows"] = [max(window) for window in zip(*waits)]
+        result["loader_wait_fraction"] = sum(result["loader_wait_s_windows"]) / measured_s if measured_s else None
     return result
 
 

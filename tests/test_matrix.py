@@ -233,6 +233,9 @@ OTHER_VALUES = {
     "max_memory_gib": 1.5,
     "seed": 5,
     "emulated": True,
+    "data": "records",
+    "data_path": "faces",
+    "num_workers": 0,
 }
 """A second valid value for every cell field (of a cell of 2 ranks)."""
 

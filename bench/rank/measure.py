@@ -27,6 +27,7 @@ def time_windows(
     heartbeat: Callable[[], None],
     measured: AbstractContextManager | None = None,
     after_warmup: Callable[[], None] | None = None,
+    batch_wait_s: Callable[[], float | None] | None = None,
 ) -> dict:
     """Run the loop and return this rank's figures; window times are the slowest rank's.
 
@@ -37,6 +38,8 @@ def time_windows(
     `measured` is entered around the timed windows alone (a GPU power sampler, say);
     `after_warmup` runs once between warm-up and the first window (to reset peak memory, say). The
     first warm-up step (with no warm-up, one extra step before the clock starts) has its FLOPs counted.
+    `batch_wait_s` returns the seconds the steps since its last call waited for their batches (None
+    when nothing is read): the figures get this rank's loader_wait_s per window.
     """
     loss, step_flops = count_flops(step)
     losses = [loss]
@@ -47,6 +50,9 @@ def time_windows(
     synchronize(device)
     if after_warmup is not None:
         after_warmup()
+    if batch_wait_s is not None:
+        batch_wait_s()  # the warm-up's waits
+    loader_wait_s = []
     step_times_s = []
     window_times_s = []
     with measured or contextlib.nullcontext():
@@ -60,9 +66,13 @@ def time_windows(
                 heartbeat()
             synchronize(device)
             window_times_s.append(time.perf_counter() - window_start)
+            if batch_wait_s is not None and (wait_s := batch_wait_s()) is not None:
+                loader_wait_s.append(wait_s)
     slowest = torch.tensor(window_times_s, dtype=torch.float64, device=device)
     distributed.all_reduce(slowest, distributed.ReduceOp.MAX)
+    figures = {"loader_wait_s": loader_wait_s} if loader_wait_s else {}
     return {
+        **figures,
         "window_times_s": slowest.tolist(),
         "step_times_s": step_times_s,
         "losses": [float(loss) for loss in losses],

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import sys
 import threading
 import time
@@ -143,6 +144,7 @@ def measure(cell: Cell, step: BaseStep, beat: Callable[[], None]) -> dict:
             )
             torch.cuda.reset_peak_memory_stats(device)
         warmup["warmup_skipped_steps"] = step.num_skipped_steps
+        step.take_forward_times_s()
 
     figures = time_windows(
         step,
@@ -153,7 +155,10 @@ def measure(cell: Cell, step: BaseStep, beat: Callable[[], None]) -> dict:
         heartbeat=beat,
         measured=sampler,
         after_warmup=after_warmup,
+        batch_wait_s=step.batch.take_wait_s,
     )
+    step.batch.close()
+    own = own_figures(figures, step.take_forward_times_s(), cell.num_windows * cell.steps_per_window)
     gpus = [{**d, **{k: v for k, v in nvml.items() if v is not None}} for d, nvml in zip(devices, sampler.summary())]
     scaler = {}
     if step.scaler.is_enabled():
@@ -162,7 +167,17 @@ def measure(cell: Cell, step: BaseStep, beat: Callable[[], None]) -> dict:
             "skipped_steps": step.num_skipped_steps - warmup["warmup_skipped_steps"],
         }
     gpus = gpus or [dict(d, nvml="unavailable") for d in devices]
-    return {**figures, **peak_memory(device), **warmup, **scaler, "gpus": gpus}
+    return {**figures, **own, **peak_memory(device), **warmup, **scaler, "gpus": gpus}
+
+
+def own_figures(figures: dict, forward_times_s: list[float], measured_steps: int) -> dict:
+    """What sets this rank apart from the others: its median step and forward times, its non-finite losses."""
+    timed_losses = figures["losses"][-measured_steps:]
+    return {
+        "step_time_s_median": statistics.median(figures["step_times_s"]),
+        "forward_time_s_median": statistics.median(forward_times_s) if forward_times_s else None,
+        "nonfinite_losses": sum(not math.isfinite(loss) for loss in timed_losses),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from bench.numbers import is_number
 from bench.report.marks import EMULATED, LEGEND, emulated_mark, mark
 from bench.results import is_ok
 from bench.search import bounds, recorded_probes
+from bench.verdicts import NONFINITE, legend_lines, nonfinite, speed_mark
 
 AUTO_FORMATS = {
     "samples_per_s": "speed",
@@ -90,6 +91,8 @@ def metric_value(name: str, row: Row, record: dict | None) -> Any:
         return record["status"] if record else "not run"
     if name == "published_gpu_mem_gb":
         return row.published_gpu_mem_gb
+    if nonfinite(record):  # not a training speed: neither it nor figures from it are shown
+        return NONFINITE if name == "samples_per_s" else None
     if name == "ratio":
         return speed_ratio(row, record)
     if name == "gpu_mem_ratio":
@@ -158,7 +161,11 @@ def cell_text(column: Column, row: Row, record: dict | None) -> str:
     if str(value) in column.labels:
         return column.labels[str(value)]
     text = format_value(value, column.format, column.field)
-    return text + emulated_mark(record) if column.field == "samples_per_s" and is_number(value) else text
+    return (
+        text + emulated_mark(record) + speed_mark(record)
+        if column.field == "samples_per_s" and is_number(value)
+        else text
+    )
 
 
 def row_records(section: Section, records_by_id: dict[str, dict]) -> list[dict | None]:
@@ -204,4 +211,4 @@ def legend(frame: pd.DataFrame, records: list[dict | None]) -> str:
         if text in shown:
             detail = f" ({'; '.join(reasons)})" if text == "Skipped" and reasons else ""
             parts.append(f"{text}: {meaning}{detail}.")
-    return " ".join(parts)
+    return " ".join(parts + legend_lines(records))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -10,6 +12,7 @@ from bench.config import Cell
 from bench.impls import load_impl
 from bench.workload.backbones import build_backbone
 from bench.workload.collectives import Collectives, collectives_for
+from bench.workload.faults import Faults
 from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_torch, memory_format
 
 MAX_GRAD_NORM = 5.0
@@ -43,7 +46,34 @@ class BaseStep:
         self.scaler = self.make_scaler()
         self.num_skipped_steps = 0
         """fp16 steps whose backbone step the scaler skipped (inf or nan gradients)."""
-        self.batch = SyntheticBatch(cell, device, rank)
+        self.faults = Faults(rank, device)
+        self.forward_times_s: list[float] = []
+        """Host seconds of each backbone forward (device-synchronised on CUDA only when read)."""
+        self._forward_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.batch = make_batch(cell, device, rank)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's forward, timed: the local work of a step, which no collective evens out across ranks.
+
+        On CUDA the time comes from events, read by take_forward_times_s after the device is synchronised.
+        """
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            embeddings = self.faults.after_forward(self.backbone(images))
+            end.record()
+            self._forward_events.append((start, end))
+            return embeddings
+        start_s = time.perf_counter()
+        embeddings = self.faults.after_forward(self.backbone(images))
+        self.forward_times_s.append(time.perf_counter() - start_s)
+        return embeddings
+
+    def take_forward_times_s(self) -> list[float]:
+        """The forward times since the last call, cleared; on CUDA call it with the device synchronised."""
+        times = self.forward_times_s + [a.elapsed_time(b) / 1000 for a, b in self._forward_events]
+        self.forward_times_s, self._forward_events = [], []
+        return times
 
     def build_training(self) -> None:
         """Build the classifier and the optimizers."""
@@ -71,6 +101,15 @@ class BaseStep:
 
     def before_optimizer_step(self) -> None:
         """Work on the gradients between clipping and the optimizer step; none by default."""
+
+
+def make_batch(cell: Cell, device: torch.device, rank: int):
+    """Where the step's batches come from: made on the device, or read from the cell's record files."""
+    if cell.data == "records":
+        from bench.workload.data import RecordBatch
+
+        return RecordBatch(cell, device, rank)
+    return SyntheticBatch(cell, device, rank)
 
 
 def build_step(cell: Cell, device: torch.device, rank: int) -> BaseStep:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from bench.config import Cell
 from bench.data.faces import FaceRecords
 
 PREFETCH_BATCHES = 6
@@ -183,3 +184,36 @@ class _Prefetcher:
         while not self.queue.empty():
             self.queue.get_nowait()
         self.thread.join(timeout=5)
+
+
+class RecordBatch:
+    """A step's batches read from the cell's record files (data = "records"), labels from the records."""
+
+    def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
+        self.cell = cell
+        options = LoaderOptions(
+            batch_size=cell.per_gpu_batch,
+            num_workers=cell.num_workers,
+            rank=rank,
+            world_size=cell.world_size,
+            seed=cell.seed,
+        )
+        self.loader = record_loader(Path(cell.data_path), options, device)
+        self.memory_format = torch.channels_last if cell.channels_last else torch.contiguous_format
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch; a label at or above the cell's classes is a ValueError naming it."""
+        images, labels = next(self.loader)
+        top = int(labels.max())
+        if top >= self.cell.classes:
+            raise ValueError(
+                f"{self.cell.data_path}: label {top} is not below the cell's classes ({self.cell.classes})"
+            )
+        return images.contiguous(memory_format=self.memory_format), labels
+
+    def take_wait_s(self) -> float:
+        """Seconds the steps since the last call waited for their batches."""
+        return sum(self.loader.take_waits())
+
+    def close(self) -> None:
+        self.loader.close()

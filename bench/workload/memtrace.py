@@ -12,6 +12,7 @@ labels drawn from the same distribution, so this rank sees as many positives as 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 from collections.abc import Iterator
 from unittest import mock
@@ -268,7 +269,8 @@ def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
         tracker = PartTracker(class_rows(cell), cell.embedding_size)
         real_values = RealValues(fake_mode)
         with fake_mode, real_values, tracing_patches(cell), tracker:
-            step = build_step(cell, torch.device("cpu"), 0)
+            # a batch read from records has the synthetic batch's shapes; the trace reads no files
+            step = build_step(dataclasses.replace(cell, data="synthetic"), torch.device("cpu"), 0)
             backbone = step.backbone.module if isinstance(step.backbone, LocalModule) else step.backbone
             for module in frozen_parameter_modules(backbone):
                 for param in module.parameters(recurse=False):

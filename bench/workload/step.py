@@ -37,9 +37,10 @@ class TrainStep(BaseStep):
 
     def __call__(self) -> float:
         """Run one step and return its loss."""
-        labels = self.batch.labels()
+        self.phase = "data"
+        images, labels = self.batch.next()
         self.phase = "forward"
-        embeddings = self.backbone(self.batch.images)
+        embeddings = self.embed(images)
         loss = self.partial_fc(embeddings, labels)
         self.phase = "backward"
         self.scaler.scale(loss).backward()

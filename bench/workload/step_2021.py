@@ -98,10 +98,11 @@ class TrainStep2021(BaseStep):
 
     def __call__(self) -> torch.Tensor:
         """Run one step and return its loss, left on the device."""
-        labels = self.batch.labels()
+        self.phase = "data"
+        images, labels = self.batch.next()
         ready = self.labels_ready()
         self.phase = "forward"
-        features = normalize(self.backbone(self.batch.images))
+        features = normalize(self.embed(images))
         forward = self.partial_fc.forward(labels, features, self.opt_pfc, ready)
         self.phase = "backward"
         x_grad = self.partial_fc.backward(forward, features)

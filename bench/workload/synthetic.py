@@ -37,6 +37,17 @@ class SyntheticBatch:
         image = (pixels.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
         self.images = image.expand(cell.per_gpu_batch, -1, -1, -1).contiguous(memory_format=memory_format(cell))
 
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's images and labels."""
+        return self.images, self.labels()
+
+    def take_wait_s(self) -> float | None:
+        """Seconds the steps since the last call waited for their batches: None, nothing is read."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
     def labels(self) -> torch.Tensor:
         """Labels of this rank's batch: uniform over all classes, or arcface_torch's constant 1."""
         if self.cell.label_mode == "constant":

@@ -1,0 +1,92 @@
+"""What an ok record's figures mean: a training speed or not, loader-bound or step-bound, a rank far from the others.
+
+Small functions of one record each, for the report (a mark after samples/sec and its line under the
+table) and for compare (a record whose loss was not finite is never called faster or slower).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+LOADER_BOUND_FRACTION = 0.2
+"""A cell is loader-bound when its steps spent more than this fraction of the measured time waiting
+for their batches (the slowest rank's wait per window, summed over the windows). Below it the step
+is the limit: more loader workers would not make it faster."""
+
+MIN_GRAD_SCALE = 1.0
+"""An fp16 cell whose GradScaler scale fell below this has collapsed (insightface issue 2262, "Grad
+Scale 0"): its steps skip their updates."""
+
+RANK_OUTLIER_RATIO = 1.5
+"""A rank is named when its peak memory or its backbone forward time is more than this times the median
+of the other ranks'. The forward is timed, not the whole step: a synchronous job's collectives make
+every rank's step as long as the slowest one's, while the forward, which has no collective, shows
+which rank is slow."""
+
+NONFINITE = "NaN"
+LOADER_BOUND = "(loader-bound)"
+MEMORY_KEYS = ("peak_reserved_mib", "peak_rss_mib")
+
+
+def nonfinite(record: dict | None) -> bool:
+    """Whether an ok record's samples/sec are not a training speed: a non-finite loss, or a collapsed fp16 scale."""
+    if not record or record.get("status") != "ok":
+        return False
+    scale = record.get("grad_scale")
+    return bool(record.get("nonfinite_losses")) or (scale is not None and not scale >= MIN_GRAD_SCALE)
+
+
+def nonfinite_reason(record: dict) -> str:
+    """Why nonfinite(record) holds, in a few words."""
+    count = record.get("nonfinite_losses")
+    if count:
+        return f"{count} of {record.get('measured_steps')} timed steps had a NaN or infinite loss"
+    return f"the fp16 loss scale collapsed to {record.get('grad_scale')}"
+
+
+def loader_bound(record: dict | None) -> bool:
+    """Whether an ok record's steps waited for their batches more than LOADER_BOUND_FRACTION of the time."""
+    fraction = (record or {}).get("loader_wait_fraction")
+    return isinstance(fraction, (int, float)) and fraction > LOADER_BOUND_FRACTION
+
+
+def outlier_ranks(record: dict | None) -> list[str]:
+    """One phrase per rank whose peak memory or forward time is far above the other ranks' median."""
+    ranks = (record or {}).get("ranks") or []
+    found: dict[str, list[str]] = {"peak memory": [], "forward time": []}
+    for key, what in [*((k, "peak memory") for k in MEMORY_KEYS), ("forward_time_s_median", "forward time")]:
+        values = {r["rank"]: r.get(key) for r in ranks if isinstance(r.get(key), (int, float))}
+        if len(values) < 2 or found[what]:  # reserved memory, where there is some, names the rank; RSS need not
+            continue
+        for rank, value in values.items():
+            median = statistics.median(v for r, v in values.items() if r != rank)
+            if median > 0 and value > RANK_OUTLIER_RATIO * median and math.isfinite(value):
+                found[what].append(f"rank {rank} {what} {value / median:.1f}x the others'")
+    return found["peak memory"] + found["forward time"]
+
+
+def speed_mark(record: dict | None) -> str:
+    """What follows samples/sec in a table: " (loader-bound)", " (rank N ...)", or nothing."""
+    marks = [LOADER_BOUND] if loader_bound(record) else []
+    marks += [f"({phrase})" for phrase in outlier_ranks(record)]
+    return "".join(f" {m}" for m in marks)
+
+
+def legend_lines(records: list[dict | None]) -> list[str]:
+    """The lines under a table for the marks of speed_mark and for NaN cells."""
+    lines = []
+    if any(nonfinite(r) for r in records):
+        reasons = "; ".join(dict.fromkeys(nonfinite_reason(r) for r in records if nonfinite(r)))
+        lines.append(f"{NONFINITE}: the loss was not finite, so samples/sec are not a training speed ({reasons}).")
+    if any(loader_bound(r) for r in records):
+        lines.append(
+            f"{LOADER_BOUND}: the steps waited for their batches more than {LOADER_BOUND_FRACTION:.0%} of the "
+            "measured time; the loader, not the step, set the speed."
+        )
+    if any(outlier_ranks(r) for r in records):
+        lines.append(
+            f"(rank N ...): that rank's peak memory or backbone forward time is more than {RANK_OUTLIER_RATIO}x "
+            "the median of the other ranks'."
+        )
+    return lines
