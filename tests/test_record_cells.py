@@ -127,11 +127,12 @@ def test_a_records_cell_runs_and_records_its_loader_wait_per_window(made):
 
 @pytest.mark.slow
 def test_reading_in_the_steps_process_is_slower_and_loader_bound(tmp_path):
-    # 1024x1024 noise decodes in tens of ms; a step of 0.15 s of sleep is about one batch's decode
+    # 1024x1024 noise decodes in tens of ms, about 0.15 s a batch of 4: a step of 0.3 s of sleep keeps 2
+    # workers ahead even on a machine three times slower, while reading in the step waits a third of the time
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8) for _ in range(32)]
     write_dataset(tmp_path / "big", images, labels=[i % 4 for i in range(32)], num_classes=4)
-    slow = "slow@0=0.15,slow@1=0.15"
+    slow = "slow@0=0.3,slow@1=0.3"
     none = run_cell("--data-path", str(tmp_path / "big"), "--num-workers", "0", faults=slow)
     two = run_cell("--data-path", str(tmp_path / "big"), "--num-workers", "2", faults=slow)
     assert none["status"] == two["status"] == "ok"
