@@ -18,12 +18,12 @@ from bench.files import FileError, make_folder, refuse_results_file
 from bench.machine import server_spec
 from bench.matrix import load_matrix
 from bench.numbers import is_number
+from bench.options import PACKAGED
 from bench.report.marks import mark, speed_text
 from bench.report.read import read_envs, read_run
 from bench.report.tables import markdown_table
 from bench.results import ReportError, Results, is_ok, latest_by_cell, write_atomic
 
-PACKAGED = Path(__file__).resolve().parent.parent / "matrices"
 ROW_FIELDS = ("backbone", "classes", "batch_size", "precision", "sample_rate", "impl", "world_size", "device")
 """Cell fields a row may name; those that vary among the rows become columns."""
 
