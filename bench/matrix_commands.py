@@ -70,6 +70,10 @@ def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: 
     click.echo(
         f"{len(the_plan.pending())} of {len(the_plan.cells)} cells to run{and_searches}; results in {the_plan.results_file}"
     )
+    for section, row in the_plan.matrix.not_run_rows():
+        click.echo(
+            f"not run: {section.title or 'table'}, {', '.join(row.labels.values()) or row.cell.cell_id}: {row.not_run}"
+        )
     if predicted:
         fails = sum(entry["predicted_fits"] is False for entry in entries)
         click.echo(

@@ -11,8 +11,14 @@ from bench.options import matrix_file, warn_skipped
 from bench.results import latest_by_cell
 
 
+class ReportUsageError(click.ClickException):
+    """Report options that cannot be meant: one line, exit code 2."""
+
+    exit_code = 2
+
+
 @click.command("report")
-@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.argument("results_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -38,13 +44,28 @@ from bench.results import latest_by_cell
 @click.option(
     "--as-published",
     is_flag=True,
-    help="Tables exactly as the matrix lays them out, without the Published and Ratio columns added beside rows with a published figure.",
+    help="Tables exactly as the matrix lays them out, without the Published and Ratio columns added beside rows with a published figure, under the published server's spec.",
 )
-def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_name: str | None, as_published: bool) -> None:
+@click.option("--train-on", default=None, help="Add hours per training run on this dataset (webface42m, ms1mv3, ...).")
+@click.option("--images", type=int, default=None, help="Add hours per training run of N images (with --epochs).")
+@click.option("--epochs", type=int, default=None, help="Epochs of that run  [default: the dataset's config's].")
+@click.option("--gpu-hour-price", type=float, default=None, help="Add the cost of that run: hours x GPUs x PRICE.")
+def report_command(
+    results_dirs: tuple[Path, ...],
+    out: Path | None,
+    fmt: str,
+    matrix_name: str | None,
+    as_published: bool,
+    train_on: str | None,
+    images: int | None,
+    epochs: int | None,
+    gpu_hour_price: float | None,
+) -> None:
     """Render a results folder (results.jsonl, env.json, matrix.toml) as a markdown report, csv or json.
 
     Rows with a published figure show it beside the measured one, with their ratio ("both Fail"
-    where the cell and the published run both ran out of memory). Prints the path written.
+    where the cell and the published run both ran out of memory). Several folders (from several
+    machines) render as one table, a column per machine. Prints the path written.
 
     \b
     Example:
@@ -52,12 +73,37 @@ def report_command(results_dir: Path, out: Path | None, fmt: str, matrix_name: s
         pfcbench report results/rtx3080 -o report/rtx3080.md
         pfcbench report results/rtx3080 --format csv
         pfcbench report results/rtx3080 --as-published
+        pfcbench report results/a100 --train-on webface42m --epochs 20 --gpu-hour-price 2.5
+        pfcbench report results/a100 results/h200
     """
+    from bench.report.training import training_columns
+
+    try:
+        added = training_columns(train_on, images, epochs, gpu_hour_price)
+    except ValueError as exc:
+        raise ReportUsageError(str(exc)) from None
+    if len(results_dirs) > 1:
+        if fmt != "md" or matrix_name or as_published or added:
+            raise ReportUsageError(
+                "several results folders render one markdown table: no --format, --matrix, --as-published or --train-on"
+            )
+        from bench.report.machines import write_machines_report
+
+        try:
+            path, read = write_machines_report(list(results_dirs), out=out)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        for results in read:
+            warn_skipped(results)
+        click.echo(path)
+        return
     from bench.report import write_report
 
     matrix_path = matrix_file(matrix_name) if matrix_name else None
     try:
-        path, results = write_report(results_dir, out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published)
+        path, results = write_report(
+            results_dirs[0], out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published, added=added
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     warn_skipped(results)

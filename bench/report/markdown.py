@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from bench.config import Cell
 from bench.machine import server_spec
 from bench.matrix import Matrix, Section
 from bench.report.plots import plot_section
-from bench.report.tables import legend, markdown_table, row_records, section_frame
+from bench.report.tables import Added, legend, markdown_table, row_records, section_frame
 from bench.search import recorded_probes
 
 
@@ -83,6 +85,13 @@ def listed(values) -> str:
     return ", ".join(dict.fromkeys(str(v) for v in values if v is not None))
 
 
+def published_server(matrix: Matrix) -> Matrix:
+    """The matrix with the published server's spec and its note where a run's report describes the machine."""
+    report = dict(matrix.report, spec=matrix.report.get("published_spec", matrix.report.get("spec", {})))
+    report["spec_note"] = report.get("published_spec_note", report.get("spec_note", ""))
+    return dataclasses.replace(matrix, report=report)
+
+
 def render_markdown(
     matrix: Matrix,
     records_by_id: dict[str, dict],
@@ -92,13 +101,14 @@ def render_markdown(
     markdown_dir: Path | None = None,
     notes: list[str] | None = None,
     as_published: bool = False,
+    added: Sequence[Added] = (),
 ) -> str:
     """The report of a matrix: records_by_id maps cell id -> latest record, env is describe_machine().
 
     With plots_dir, each section with a finished cell gets a PNG there, linked relative to
     markdown_dir (default plots_dir), where the markdown is meant to be saved. notes are added
     after the matrix's own. as_published leaves out the Published and Ratio columns a matrix does
-    not ask for itself.
+    not ask for itself; added columns (hours per training run) go into every table.
     """
     report = matrix.report
     notes = [*report.get("notes", []), *(notes or []), provenance(matrix, records_by_id)]
@@ -116,15 +126,22 @@ def render_markdown(
         plot = None
         if plots_dir is not None:
             plot = plot_section(section, records_by_id, Path(plots_dir) / f"{matrix.name}-section-{number}.png")
-        parts += section_parts(section, records_by_id, plot, Path(markdown_dir or plots_dir or "."), as_published)
+        parts += section_parts(
+            section, records_by_id, plot, Path(markdown_dir or plots_dir or "."), as_published, added
+        )
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def section_parts(
-    section: Section, records_by_id: dict[str, dict], plot: Path | None, markdown_dir: Path, as_published: bool
+    section: Section,
+    records_by_id: dict[str, dict],
+    plot: Path | None,
+    markdown_dir: Path,
+    as_published: bool,
+    added: Sequence[Added],
 ) -> list[str]:
-    frame = section_frame(section, records_by_id, as_published=as_published)
-    records = row_records(section, records_by_id)
+    frame = section_frame(section, records_by_id, as_published=as_published, added=added)
+    records = row_records(section, records_by_id, as_published=as_published)
     link = f"![{section.title or 'plot'}]({Path(os.path.relpath(plot, markdown_dir)).as_posix()})" if plot else ""
     heading = f"### {section.title}" if section.title else ""
     return [heading, section.text.strip(), markdown_table(frame), legend(frame, records), link]

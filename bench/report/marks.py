@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from bench.results import is_ok
 
-MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", None: "—"}
-"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet."""
+NOT_RUN = "Not run"
+MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", "not_run": NOT_RUN, None: "—"}
+"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet,
+"not_run" a published row pfcbench does not run (the matrix says why)."""
 
 EMULATED = " (emulated)"
 """After the samples/sec of an emulated cell, which is an estimate: rank 0 alone, no communication."""
@@ -30,6 +32,7 @@ LEGEND = {
     "Timeout": "the job was stopped at the wall-clock or inactivity limit",
     "Skipped": "not run",
     "—": "not run yet",
+    NOT_RUN: "a published row pfcbench does not run, shown with its published figures",
     EMULATED.strip(): "only rank 0 of the cell's ranks ran, alone on one device, fed made-up embeddings of the "
     "others: its memory is rank 0's, its samples/sec an estimate without communication",
 }

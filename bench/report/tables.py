@@ -5,14 +5,15 @@ The tables are pandas DataFrames printed by tabulate in GitHub's markdown.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import pandas as pd
 
 from bench.config import Cell
 from bench.matrix import METRICS, SEARCH_METRICS, Column, Row, Section
 from bench.numbers import is_number
-from bench.report.marks import EMULATED, LEGEND, emulated_mark, mark
+from bench.report.marks import EMULATED, LEGEND, NOT_RUN, emulated_mark, mark
 from bench.results import is_ok
 from bench.search import bounds, recorded_probes
 from bench.verdicts import NONFINITE, legend_lines, nonfinite, speed_mark
@@ -168,11 +169,27 @@ def cell_text(column: Column, row: Row, record: dict | None) -> str:
     )
 
 
-def row_records(section: Section, records_by_id: dict[str, dict]) -> list[dict | None]:
-    """The record each row shows: its cell's, or in a search section its search's answer."""
-    if section.search is None:
-        return [records_by_id.get(row.cell.cell_id) for row in section.rows]
-    return [search_answer(row.cell, section.search, records_by_id) for row in section.rows]
+def row_records(section: Section, records_by_id: dict[str, dict], *, as_published: bool = False) -> list[dict | None]:
+    """The record each row shows: its cell's, in a search section its search's answer, in a row
+    pfcbench does not run its published figures (as_published) or its not_run mark."""
+    if section.search is not None:
+        return [search_answer(row.cell, section.search, records_by_id) for row in section.rows]
+    return [
+        records_by_id.get(row.cell.cell_id) if row.not_run is None else not_run_record(row, as_published)
+        for row in section.rows
+    ]
+
+
+def not_run_record(row: Row, as_published: bool) -> dict:
+    """What a row pfcbench does not run shows: its published figures as a record, or the not_run mark."""
+    record = {"cell_id": row.cell.cell_id, "config": row.cell.to_dict(), "status": "not_run", "not_run": row.not_run}
+    if as_published and row.published is not None:
+        record["status"] = "oom" if row.published == "Fail" else "ok"
+        if is_number(row.published):
+            record["samples_per_s"] = float(row.published)
+        if row.published_gpu_mem_gb is not None:
+            record["gpu_mem_used_mib_max"] = row.published_gpu_mem_gb * 1024
+    return record
 
 
 def search_answer(cell: Cell, field: str, records_by_id: dict[str, dict]) -> dict | None:
@@ -185,15 +202,33 @@ def search_answer(cell: Cell, field: str, records_by_id: dict[str, dict]) -> dic
     return dict(shown, largest=largest, smallest_oom=smallest_oom, num_probes=len(probes))
 
 
-def section_frame(section: Section, records_by_id: dict[str, dict], *, as_published: bool = False) -> pd.DataFrame:
+def section_frame(
+    section: Section, records_by_id: dict[str, dict], *, as_published: bool = False, added: Sequence[Added] = ()
+) -> pd.DataFrame:
     """The section's table as text, one row per matrix row, columns in the matrix's order.
 
     Unless as_published, rows with a published figure get it and the ratio beside the measured one.
+    The added columns (hours per training run, say) follow the samples/sec column, or end the table.
     """
     columns = section.columns if as_published else with_published(section)
-    records = row_records(section, records_by_id)
+    records = row_records(section, records_by_id, as_published=as_published)
     rows = [[cell_text(c, row, record) for c in columns] for row, record in zip(section.rows, records)]
-    return pd.DataFrame(rows, columns=[c.header for c in columns])
+    frame = pd.DataFrame(rows, columns=[c.header for c in columns])
+    fields = [c.field for c in columns]
+    place = fields.index("samples_per_s") + 1 if "samples_per_s" in fields else len(columns)
+    for extra in added:
+        for header, texts in reversed(extra.columns(section.rows, records).items()):
+            frame.insert(place, header, texts)
+    return frame
+
+
+class Added(Protocol):
+    """Columns a report adds to every table, computed from each row and the record it shows."""
+
+    note: str
+    """A note under the report's others saying how the columns are computed."""
+
+    def columns(self, rows: Sequence[Row], records: Sequence[dict | None]) -> dict[str, list[str]]: ...
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -206,9 +241,13 @@ def legend(frame: pd.DataFrame, records: list[dict | None]) -> str:
     if any(emulated_mark(record) for record in records):
         shown.add(EMULATED.strip())
     reasons = list(dict.fromkeys(r["reason"] for r in records if r and r["status"] == "skipped" and r.get("reason")))
+    not_run = list(dict.fromkeys(r["not_run"] for r in records if r and r.get("not_run")))
+    if not_run:
+        shown.add(NOT_RUN)
     parts = []
     for text, meaning in LEGEND.items():
         if text in shown:
             detail = f" ({'; '.join(reasons)})" if text == "Skipped" and reasons else ""
+            detail = f" ({'; '.join(not_run)})" if text == NOT_RUN else detail
             parts.append(f"{text}: {meaning}{detail}.")
     return " ".join(parts + legend_lines(records))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from bench.files import FileError, make_folder, refuse_results_file
-from bench.report.markdown import render_markdown
+from bench.report.markdown import published_server, render_markdown
 from bench.report.read import mixed_env_note, read_envs, read_run
+from bench.report.tables import Added
 from bench.results import ReportError, Results, latest_by_cell, write_atomic
 
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
@@ -32,11 +34,14 @@ def write_report(
     fmt: str = "md",
     matrix_path: Path | None = None,
     as_published: bool = False,
+    added: Sequence[Added] = (),
 ) -> tuple[Path, Results]:
     """Render a results directory to out (default report/<name>.<fmt>, PNG plots beside a markdown one).
 
     Returns the path written and what was read from results.jsonl (with the lines skipped).
-    Refuses to write over the files of a results folder.
+    Refuses to write over the files of a results folder. as_published prints the published
+    server's spec (the matrix's published_spec) in place of the machine that ran; added columns
+    (hours per training run) go into every table.
     """
     matrix, results = read_run(results_dir, matrix_path)
     latest = latest_by_cell(results.records)
@@ -51,14 +56,16 @@ def write_report(
         envs = read_envs(Path(results_dir), reported)
         env = max(envs.values(), key=lambda pair: pair[1])[0]
         notes = [note] if (note := mixed_env_note(envs)) else []
+        notes += [extra.note for extra in added]
         text = render_markdown(
-            matrix,
+            published_server(matrix) if as_published else matrix,
             latest,
             env,
             plots_dir=out.parent,
             markdown_dir=out.parent,
             notes=notes,
             as_published=as_published,
+            added=added,
         )
     else:
         text = export(list(latest.values()), fmt)

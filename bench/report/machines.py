@@ -1,0 +1,161 @@
+"""One table across machines: the cells of several results folders side by side, one column per machine.
+
+Each folder is one machine, named from its env (GPU model and count, the CPU model where it has no
+GPU). A row is a cell that any folder ran, in the order the folders' matrices list them; a cell a
+machine lacks prints "—" in its column. Beside them: the published figure of any packaged report
+with the same cell, and samples/sec per watt where a machine measured its power.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import Cell
+from bench.files import FileError, make_folder, refuse_results_file
+from bench.machine import server_spec
+from bench.matrix import load_matrix
+from bench.numbers import is_number
+from bench.options import PACKAGED
+from bench.report.marks import mark, speed_text
+from bench.report.read import read_envs, read_run
+from bench.report.tables import markdown_table
+from bench.results import ReportError, Results, is_ok, latest_by_cell, write_atomic
+
+ROW_FIELDS = ("backbone", "classes", "batch_size", "precision", "sample_rate", "impl", "world_size", "device")
+"""Cell fields a row may name; those that vary among the rows become columns."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One results folder: the machine that ran it, its cells in matrix order, its latest records."""
+
+    name: str
+    folder: Path
+    cells: list[Cell]
+    latest: dict[str, dict]
+    results: Results
+
+
+def machine_name(env: dict) -> str:
+    """ "8 x NVIDIA A100-SXM4-80GB" from an env; the CPU model where there is no GPU."""
+    if env.get("gpus"):
+        return dict(server_spec(env))["GPU"]
+    return str(env.get("cpu_model") or env.get("hostname") or "unknown machine")
+
+
+def read_machine(folder: Path) -> Machine:
+    matrix, results = read_run(folder)
+    latest = latest_by_cell(results.records)
+    cells = [c for c in matrix.cells() if c.cell_id in latest]
+    envs = read_envs(Path(folder), [latest[c.cell_id] for c in cells])
+    env = max(envs.values(), key=lambda pair: pair[1])[0]
+    return Machine(machine_name(env), Path(folder), cells, latest, results)
+
+
+def read_machines(folders: list[Path]) -> list[Machine]:
+    """The machines of the folders, each name made unique by its folder where two share one."""
+    machines = [read_machine(folder) for folder in folders]
+    names = [m.name for m in machines]
+    return [
+        Machine(f"{m.name} ({m.folder})", m.folder, m.cells, m.latest, m.results) if names.count(m.name) > 1 else m
+        for m in machines
+    ]
+
+
+def published_figures() -> dict[str, float | str]:
+    """Published samples/sec (or "Fail") of every packaged report's rows, by cell id."""
+    figures: dict[str, float | str] = {}
+    for path in sorted(PACKAGED.glob("*.toml")):
+        for section in load_matrix(path).sections:
+            for row in section.rows:
+                if row.published is not None and row.not_run is None:
+                    figures.setdefault(row.cell.cell_id, row.published)
+    return figures
+
+
+def per_watt(record: dict | None) -> float | None:
+    power = record.get("power_w") if is_ok(record) else None
+    return record["samples_per_s"] / power if is_number(power) and power > 0 else None
+
+
+def machines_frame(machines: list[Machine]) -> pd.DataFrame:
+    """One row per cell any machine ran; per machine its samples/sec (or mark, "—" where it lacks the
+    cell) and where it measured power its samples/sec per watt; the published figure where one exists."""
+    cells = list({c.cell_id: c for m in machines for c in m.cells}.values())
+    varying = [f for f in ROW_FIELDS if len({getattr(c, f) for c in cells}) > 1] or ["backbone", "classes"]
+    published = published_figures()
+    rows = []
+    for cell in cells:
+        row = {field: str(getattr(cell, field)) for field in varying}
+        for m in machines:
+            row[m.name] = speed_text(m.latest.get(cell.cell_id)) if cell.cell_id in m.latest else mark(None)
+            if any(per_watt(r) is not None for r in m.latest.values()):
+                watt = per_watt(m.latest.get(cell.cell_id))
+                row[f"{m.name} samples/s/W"] = f"{watt:.2f}" if watt is not None else ""
+        figure = published.get(cell.cell_id)
+        row["Published"] = "" if figure is None else figure if isinstance(figure, str) else f"~{round(figure)}"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame if frame["Published"].any() else frame.drop(columns="Published")
+
+
+def plot_machines(machines: list[Machine], frame: pd.DataFrame, path: Path) -> Path | None:
+    """Samples/sec of each cell, one bar per machine (its mark where it has none); None when nothing finished."""
+    from matplotlib.figure import Figure
+
+    cells = list({c.cell_id: c for m in machines for c in m.cells}.values())
+    if not any(is_ok(m.latest.get(c.cell_id)) for m in machines for c in cells):
+        return None
+    labels = [", ".join(f"{k} {v}" for k, v in row.items() if k in ROW_FIELDS) for row in frame.to_dict("records")]
+    fig = Figure(figsize=(8, 0.4 * len(cells) * len(machines) + 2), layout="constrained")
+    ax = fig.subplots()
+    height = 0.8 / len(machines)
+    for i, m in enumerate(machines):
+        values = [m.latest[c.cell_id]["samples_per_s"] if is_ok(m.latest.get(c.cell_id)) else 0 for c in cells]
+        ax.barh([j + i * height for j in range(len(cells))], values, height=height, label=m.name)
+        for j, c in enumerate(cells):
+            if not is_ok(m.latest.get(c.cell_id)):
+                ax.annotate(frame[m.name][j], (0, j + i * height), fontsize=7, color="tab:red", va="center")
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(cells))], labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("samples/sec")
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tuple[Path, list[Results]]:
+    """Render several results folders as one table across machines, with its plot beside it."""
+    machines = read_machines(folders)
+    out = Path(out or Path("report") / "machines.md")
+    try:
+        refuse_results_file(out)
+        make_folder(out.parent, "-o")
+    except FileError as exc:
+        raise ReportError(str(exc)) from None
+    frame = machines_frame(machines)
+    plot = plot_machines(machines, frame, out.with_suffix(".png"))
+    listing = pd.DataFrame([{"Machine": m.name, "Results": str(m.folder), "Cells": len(m.cells)} for m in machines])
+    only = sum(1 for row in frame.to_dict("records") if any(row[m.name] == mark(None) for m in machines))
+    text = "\n\n".join(
+        part
+        for part in (
+            "# Samples/sec across machines",
+            markdown_table(listing),
+            markdown_table(frame),
+            f"—: the machine has no record of the cell ({only} of {len(frame)} cells not on every machine)."
+            + (" Published: the figure of the packaged report with the same cell." if "Published" in frame else ""),
+            f"![samples/sec across machines]({plot.name})" if plot else "",
+        )
+        if part
+    )
+    try:
+        write_atomic(out, text + "\n")
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
+    return out, [m.results for m in machines]

@@ -1,0 +1,81 @@
+"""The optional columns of what one training run would take at each row's samples/sec: hours, and cost.
+
+hours = images x epochs / samples per second / 3600 (bench.datasets.TrainingRun); the cost is
+hours x the cell's GPUs x the price of one GPU-hour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.datasets import TrainingRun, find_dataset
+from bench.matrix import Row
+from bench.numbers import is_number
+from bench.results import is_ok
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingColumns:
+    """Hours per training run beside samples/sec, and with a price per GPU-hour its cost."""
+
+    run: TrainingRun
+    name: str
+    """What the run trains on, as the header says it: "WebFace42M x 20 epochs"."""
+    gpu_hour_price: float | None = None
+
+    @property
+    def note(self) -> str:
+        cost = (
+            f"; Cost/run = hours x GPUs x {self.gpu_hour_price:g} per GPU-hour"
+            if self.gpu_hour_price is not None
+            else ""
+        )
+        return (
+            f"Hours/run is one training run of {self.name} ({self.run.images:,} images x {self.run.epochs} epochs) "
+            f"at the row's samples/sec: images x epochs / samples per second{cost}."
+        )
+
+    def columns(self, rows: Sequence[Row], records: Sequence[dict | None]) -> dict[str, list[str]]:
+        speeds = [r["samples_per_s"] if is_ok(r) and is_number(r.get("samples_per_s")) else None for r in records]
+        hours = [self.run.hours(s) if s else None for s in speeds]
+        columns = {f"Hours/run ({self.name})": [f"{h:,.1f}" if h is not None else "" for h in hours]}
+        if self.gpu_hour_price is not None:
+            costs = [
+                f"{h * row.cell.world_size * self.gpu_hour_price:,.0f}" if h is not None else ""
+                for row, h in zip(rows, hours)
+            ]
+            columns[f"Cost/run (at {self.gpu_hour_price:g}/GPU-h)"] = costs
+        return columns
+
+
+def training_columns(
+    train_on: str | None, images: int | None, epochs: int | None, gpu_hour_price: float | None
+) -> tuple[TrainingColumns, ...]:
+    """The columns `report --train-on / --images --epochs / --gpu-hour-price` asks for; none without them.
+
+    ValueError, one line, for a combination or a value that cannot be meant.
+    """
+    if train_on is not None and images is not None:
+        raise ValueError("give --train-on DATASET or --images N --epochs E, not both")
+    if images is not None and epochs is None:
+        raise ValueError("--images needs --epochs: how many times over the images one run goes")
+    if train_on is None and images is None:
+        if epochs is not None or gpu_hour_price is not None:
+            given = "--epochs" if epochs is not None else "--gpu-hour-price"
+            raise ValueError(f"{given} needs --train-on DATASET or --images N: what one run trains on")
+        return ()
+    if gpu_hour_price is not None and not (math.isfinite(gpu_hour_price) and gpu_hour_price >= 0):
+        raise ValueError(f"--gpu-hour-price must be a number of at least 0, not {gpu_hour_price:g}")
+    for option, value in (("--images", images), ("--epochs", epochs)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be a whole number of at least 1, not {value}")
+    if train_on is not None:
+        dataset = find_dataset(train_on)
+        run = TrainingRun.of(dataset, epochs)
+        name = f"{dataset.name} x {run.epochs} epochs"
+    else:
+        run = TrainingRun(images=images, epochs=epochs)
+        name = f"{images:,} images x {epochs} epochs"
+    return (TrainingColumns(run=run, name=name, gpu_hour_price=gpu_hour_price),)
