@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from bench.config import Cell
+from bench.config import WHOLE_NUMBER_RANGES, Cell, check_number
 from bench.lines import failure_line, record_line
-from bench.options import cell_options, make_launch, results_option, timeout_options
+from bench.options import MatrixUsageError, cell_options, make_launch, results_option, timeout_options
 from bench.search import FIELDS, PROBE_STEPS, Probe
 
 
@@ -42,6 +42,7 @@ def search_command(
         pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
+    from bench.launch import gpu_shortage, visible_gpus
     from bench.results import latest_by_cell, read_records
     from bench.runner import run_probe, sigterm_as_interrupt
     from bench.search import Answer, ProbeFailed, search, start_value
@@ -52,15 +53,20 @@ def search_command(
             raise ValueError("a search on the CPU needs --max-memory-gib: the memory a probe may not exceed")
         if config.launched_nodes > 1:
             raise ValueError("a search runs cells on this machine; give --nnodes 1")
+        if start is not None:
+            check_number("--start", start, *WHOLE_NUMBER_RANGES[field])
+            Cell(**{**fields, field: start})
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(str(exc)) from None
+    if config.device == "cuda" and (shortage := gpu_shortage([config], visible_gpus())):
+        raise MatrixUsageError(shortage)
     launch = make_launch(timeout_s, inactivity_timeout_s)
     results_dir = results_root / "search"
     probes = []
     try:
         with sigterm_as_interrupt():
             records = latest_by_cell(read_records(results_dir / "results.jsonl"))
-            first = (lambda: start) if start else functools.partial(start_value, config, field)
+            first = (lambda: start) if start is not None else functools.partial(start_value, config, field)
             for probe in search(config, field, first, records, run_probe(results_dir, launch)):
                 probes.append(probe)
                 if not as_json:
