@@ -11,7 +11,17 @@ import click
 
 from bench.config import WHOLE_NUMBER_RANGES, Cell, check_number
 from bench.lines import failure_line, record_line
-from bench.options import MatrixUsageError, cell_options, make_launch, results_option, timeout_options
+from bench.options import (
+    InputError,
+    MatrixUsageError,
+    cell_options,
+    make_launch,
+    one_line,
+    results_option,
+    timeout_options,
+    warn_skipped,
+)
+from bench.results import Results, ResultsError
 from bench.search import FIELDS, PROBE_STEPS, Probe
 
 
@@ -43,7 +53,7 @@ def search_command(
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
     from bench.launch import gpu_shortage, visible_gpus
-    from bench.results import latest_by_cell, read_records
+    from bench.results import latest_by_cell
     from bench.runner import run_probe, sigterm_as_interrupt
     from bench.search import Answer, ProbeFailed, search, start_value
 
@@ -65,7 +75,7 @@ def search_command(
     probes = []
     try:
         with sigterm_as_interrupt():
-            records = latest_by_cell(read_records(results_dir / "results.jsonl"))
+            records = latest_by_cell(read_probes(results_dir).records)
             first = (lambda: start) if start is not None else functools.partial(start_value, config, field)
             for probe in search(config, field, first, records, run_probe(results_dir, launch)):
                 probes.append(probe)
@@ -99,3 +109,19 @@ def search_command(
 def probe_line(field: str, probe: Probe) -> str:
     recorded = " (recorded before)" if probe.recorded_before else ""
     return f"probe {field} {probe.value}: {record_line(probe.record)}{recorded}"
+
+
+def read_probes(results_dir: Path) -> Results:
+    """The probes recorded in results_dir, its damaged lines counted on stderr; a folder that cannot
+    hold them (a file in the way, results.jsonl not a file, a newer schema) is one line, exit 2."""
+    from bench.results import read_results
+
+    blocked = next((p for p in (results_dir, *results_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise InputError(f"--results: {one_line(str(blocked))} is a file, not a folder; give a results folder")
+    try:
+        results = read_results(results_dir / "results.jsonl")
+    except ResultsError as exc:
+        raise InputError(one_line(str(exc))) from None
+    warn_skipped(results)
+    return results

@@ -100,3 +100,22 @@ def test_a_matrix_name_that_cannot_be_a_file_is_one_escaped_line(tmp_path, name)
     line = one_line(CliRunner().invoke(main, ["run", name, "--results", str(results)]))
     assert "\n" not in line and "\x1b" not in line and "\t" not in line
     assert len(read_records(results / "smoke" / "results.jsonl")) == 1
+
+
+def test_search_refuses_a_damaged_results_folder_before_any_probe(tmp_path):
+    (tmp_path / "a" / "search" / "results.jsonl").mkdir(parents=True)
+    assert "results.jsonl: is a folder" in one_line(
+        CliRunner().invoke(main, [*SEARCH, "--results", str(tmp_path / "a")])
+    )
+    newer = tmp_path / "b" / "search" / "results.jsonl"
+    append_record(newer, {**ok_record(CELL, samples_per_s=3.0), "schema": 77})
+    assert "schema 77" in one_line(CliRunner().invoke(main, [*SEARCH, "--results", str(tmp_path / "b")]))
+    assert len(newer.read_text().splitlines()) == 1
+
+
+def test_a_recorded_probe_whose_value_is_text_is_not_taken_as_a_probe():
+    from bench.search import recorded_probes
+
+    record = ok_record(CELL, samples_per_s=3.0)
+    record["config"] = dict(record["config"], classes="many")
+    assert recorded_probes({CELL.cell_id: record}, CELL, "classes") == {}
