@@ -153,7 +153,8 @@ def run(
     """Run every pending cell of a matrix, recording each in results/<matrix>/results.jsonl.
 
     MATRIX is a matrix file or the name of a packaged one (pfcbench matrices); by default the smoke
-    matrix (CPU, 2 ranks). Cells that already have a final record are skipped; Ctrl-C loses at
+    matrix (CPU, 2 ranks); a file of that name in the working directory wins over the packaged
+    matrix, a folder does not. Cells that already have a final record are skipped; Ctrl-C loses at
     most the cell in flight.
 
     \b

@@ -64,6 +64,17 @@ def timing_samples(record: dict) -> list[float]:
     return steps if len(steps) >= 2 else record.get("samples_per_s_windows") or []
 
 
+def has_speed(record: dict) -> bool:
+    """Whether a record's samples/sec is a positive, finite number: what a ratio can be taken of."""
+    speed = record.get("samples_per_s")
+    return isinstance(speed, (int, float)) and not isinstance(speed, bool) and math.isfinite(speed) and speed > 0
+
+
+def shown_speed(record: dict | None) -> str:
+    """speed_text, or "no speed" for an ok record without a usable samples/sec."""
+    return "no speed" if is_ok(record) and not has_speed(record) else speed_text(record)
+
+
 def compare_cell(a: dict | None, b: dict | None, threshold: float, alpha: float) -> Comparison:
     """The verdict for one cell; a and b are its latest records in the two runs (None where absent)."""
     config = (a or b)["config"]
@@ -73,6 +84,8 @@ def compare_cell(a: dict | None, b: dict | None, threshold: float, alpha: float)
     if not is_ok(b) or not is_ok(a):
         verdict = "newly failing" if is_ok(a) else "fixed"
         return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict=verdict)
+    if not (has_speed(a) and has_speed(b)):
+        return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict="incomparable")
     ratio = b["samples_per_s"] / a["samples_per_s"]
     samples_a, samples_b = timing_samples(a), timing_samples(b)
     p_value = mann_whitney_p(samples_a, samples_b) if samples_a and samples_b else None
@@ -157,8 +170,8 @@ def comparison_frame(comparisons: list[Comparison]) -> pd.DataFrame:
         {
             "cell": c.cell_id,
             **{name: "" if c.config.get(name) is None else str(c.config[name]) for name in fields},
-            "A": speed_text(c.a),
-            "B": speed_text(c.b),
+            "A": shown_speed(c.a),
+            "B": shown_speed(c.b),
             "ratio": "" if c.ratio is None else f"{c.ratio:.3f}",
             "p-value": "" if c.p_value is None else f"{c.p_value:.2g}",
             "verdict": c.verdict,
@@ -199,5 +212,5 @@ def gate_failures(comparisons: list[Comparison], gates: tuple[str, ...]) -> list
         if c.verdict in verdicts:
             setting = ", ".join(f"{name} {c.config.get(name)}" for name in fields)
             ratio = f", {c.ratio:.2f}x" if c.ratio is not None else ""
-            lines.append(f"{c.verdict}: cell {c.cell_id} ({setting}{ratio}): {speed_text(c.a)} -> {speed_text(c.b)}")
+            lines.append(f"{c.verdict}: cell {c.cell_id} ({setting}{ratio}): {shown_speed(c.a)} -> {shown_speed(c.b)}")
     return lines

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.options import load_plan, packaged_matrices, with_matrix
+from bench.options import gibibytes, load_plan, packaged_matrices, with_matrix
 from bench.plan import plan_entries, plan_entries_plain, plan_row
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     "--memory-gib",
     type=float,
     default=None,
+    callback=gibibytes,
     help="Predict each cell's peak memory per rank and whether it fits in this many GiB per rank.",
 )
 @click.option(
@@ -37,6 +38,7 @@ def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: 
     With --memory-gib, --predict or --json, each cell also gets its predicted peak memory per rank
     (traced from its real training step on the CPU) and Fail where that exceeds the memory size.
     MATRIX is a matrix file or the name of a packaged one (pfcbench matrices); smoke by default.
+    A file of that name in the working directory wins over the packaged matrix; a folder does not.
 
     \b
     Example:
@@ -47,8 +49,6 @@ def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: 
     """
     from tabulate import tabulate
 
-    if memory_gib is not None and memory_gib <= 0:
-        raise click.UsageError(f"--memory-gib must be positive, not {memory_gib:g}")
     the_plan = load_plan(matrix, results_root)
     predicted = predict or as_json or memory_gib is not None
     try:

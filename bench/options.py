@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.config import CHOICES, FIELD_TYPES, Cell, check_seconds, shown
+from bench.config import (
+    CHOICES,
+    FIELD_TYPES,
+    MAX_MEMORY_GIB,
+    MAX_TIMEOUT_S,
+    WHOLE_NUMBER_RANGES,
+    Cell,
+    check_number,
+    shown,
+)
 from bench.matrix import Matrix, MatrixError, load_matrix
 from bench.results import Results, ResultsError
 
@@ -66,14 +75,30 @@ def field_docs() -> dict[str, str]:
 FIELD_DOCS = field_docs()
 
 
-def seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """Refuse a timeout that is not a positive, finite number of seconds (0, -5, nan, inf)."""
-    if value is not None:
-        try:
-            check_seconds(param.opts[0], value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
+def number_in(least: float, most: float, *, above_least: bool = False, text: str | None = None):
+    """A click callback refusing a number outside least..most, or not finite (nan, inf), by the option's name.
+
+    The one check of every number option; its bounds say what a real run could use.
+    """
+
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        if value is not None:
+            try:
+                check_number(param.opts[0], value, least, most, above_least=above_least, text=text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return check
+
+
+seconds = number_in(
+    0, MAX_TIMEOUT_S, above_least=True, text=f"a number of seconds above 0 and at most {MAX_TIMEOUT_S:,}"
+)
+"""Refuse a timeout that is not a positive, finite number of seconds (0, -5, nan, inf)."""
+
+gibibytes = number_in(0, MAX_MEMORY_GIB, above_least=True, text=f"a positive number of GiB, at most {MAX_MEMORY_GIB:,}")
+"""Refuse a memory size per rank that is not a positive, finite number of GiB (0, nan, inf, 1e30)."""
 
 
 def timeout_options(func):
@@ -135,10 +160,14 @@ def rdzv_option(help_text: str):
     return click.option("--rdzv-endpoint", default=None, callback=endpoint, help=help_text)
 
 
-class MatrixUsageError(click.ClickException):
-    """A matrix that cannot run: one line, exit code 2, nothing run or written."""
+class InputError(click.ClickException):
+    """An input that cannot be used (a file, a folder, a name): one line, exit code 2, nothing run or written."""
 
     exit_code = 2
+
+
+class MatrixUsageError(InputError):
+    """A matrix that cannot run: one line, exit code 2, nothing run or written."""
 
 
 PACKAGED = Path(__file__).parent / "matrices"
@@ -150,16 +179,37 @@ def packaged_matrices() -> dict[str, Path]:
 
 
 def matrix_file(name_or_path: str | None) -> Path:
-    """A matrix by its file, or by the name of one that ships with pfcbench (smoke when None)."""
-    path = Path(name_or_path or "smoke")
+    """A matrix by its file, or by the name of one that ships with pfcbench (smoke when None).
+
+    A file at the path wins over a packaged matrix of that name; a folder never does, so a
+    results folder named `smoke` in the working directory does not hide the packaged smoke.
+    """
+    if name_or_path is None:
+        return PACKAGED / "smoke.toml"
+    path = Path(name_or_path)
     packaged = packaged_matrices()
-    if path.exists():
+    if not name_or_path.strip():
+        raise MatrixUsageError(
+            f"MATRIX {shown(name_or_path)}: empty; give a matrix file or a packaged matrix ({', '.join(packaged)})"
+        )
+    try:
+        is_file = path.is_file() or (path.exists() and not path.is_dir())
+    except OSError as exc:
+        raise MatrixUsageError(f"MATRIX {shown(name_or_path)}: {exc.strerror}") from None
+    if is_file:
         return path
     if path.name in packaged and len(path.parts) == 1:
         return packaged[path.name]
     if path.suffix != ".toml" and len(path.parts) == 1:
-        raise MatrixUsageError(f"{path}: no such matrix file, nor a packaged matrix ({', '.join(packaged)})")
+        raise MatrixUsageError(
+            f"{one_line(name_or_path)}: no such matrix file, nor a packaged matrix ({', '.join(packaged)})"
+        )
     return path
+
+
+def one_line(text: str) -> str:
+    """text with its newlines and other control characters escaped (\\n), so that it prints as one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 def parse_settings(settings: tuple[str, ...]) -> dict:
@@ -198,11 +248,18 @@ def with_matrix(func):
     @results_option("Folder holding one results folder per matrix.")
     @click.option("--nproc", "nproc_per_node", type=int, default=None, help="Ranks per node, overriding the matrix.")
     @click.option("--nnodes", type=int, default=None, help="Nodes per cell, overriding the matrix.")
-    @click.option("--max-memory-gib", type=float, default=None, help="Memory cap per rank, overriding the matrix.")
+    @click.option(
+        "--max-memory-gib",
+        type=float,
+        default=None,
+        callback=gibibytes,
+        help="Memory cap per rank, overriding the matrix.",
+    )
     @click.option(
         "--emulate-ranks",
-        type=click.IntRange(min=2),
+        type=int,
         default=None,
+        callback=number_in(2, WHOLE_NUMBER_RANGES["nproc_per_node"][1]),
         metavar="N",
         help="Run each cell as rank 0 of N ranks on one node, alone on one device (other ranks' data made up).",
     )
@@ -236,7 +293,7 @@ def with_matrix(func):
         try:
             matrix = load_matrix(matrix_file(matrix_path), overrides)
         except MatrixError as exc:
-            raise MatrixUsageError(str(exc)) from None
+            raise MatrixUsageError(one_line(str(exc))) from None
         return func(matrix=only_sections(matrix, section_numbers), **kwargs)
 
     return wrapper  # fmt: skip

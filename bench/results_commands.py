@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bench.options import matrix_file, warn_skipped
+from bench.options import InputError, matrix_file, number_in, warn_skipped
 from bench.results import latest_by_cell
 
 
@@ -117,6 +117,7 @@ def report_command(
     "--threshold",
     type=float,
     default=0.05,
+    callback=number_in(0, 100),  # compare.MAX_THRESHOLD
     show_default=True,
     help="Smallest change of samples/sec that counts (0.05 is 5%).",
 )
@@ -124,6 +125,7 @@ def report_command(
     "--alpha",
     type=float,
     default=0.01,
+    callback=number_in(0, 1, above_least=True, text="between 0 and 1"),
     show_default=True,
     help="Significance level of the Mann-Whitney U test on step times.",
 )
@@ -167,12 +169,19 @@ def compare_command(
         raise click.UsageError(str(exc)) from None
     try:
         run_a, run_b = load_results(results_a), load_results(results_b)
-        latest_a, latest_b = latest_by_cell(run_a.records), latest_by_cell(run_b.records)
-        comparisons = compare_records(latest_a, latest_b, threshold=threshold, alpha=alpha, ignore=ignore)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     warn_skipped(run_a)
     warn_skipped(run_b)
+    if not run_a.records and not run_b.records:
+        raise InputError(f"{results_a} and {results_b}: neither run has a record: nothing to compare")
+    latest_a, latest_b = latest_by_cell(run_a.records), latest_by_cell(run_b.records)
+    warn_unmeasured(results_a, latest_a)
+    warn_unmeasured(results_b, latest_b)
+    try:
+        comparisons = compare_records(latest_a, latest_b, threshold=threshold, alpha=alpha, ignore=ignore)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if problem := no_shared_cell(latest_a, latest_b, comparisons, ignore):
         raise click.ClickException(problem)
     click.echo(render_comparison(comparisons))
@@ -182,3 +191,12 @@ def compare_command(
         for line in failures:
             click.echo(f"  {line}", err=True)
         sys.exit(1)
+
+
+def warn_unmeasured(path: Path, latest: dict[str, dict]) -> None:
+    """Name on stderr each ok record without a usable samples/sec (missing, 0, nan): it compares as incomparable."""
+    from bench.compare import has_speed
+
+    for cell_id, record in latest.items():
+        if record.get("status") == "ok" and not has_speed(record):
+            click.echo(f"Warning: {path}: cell {cell_id} is ok but has no usable samples_per_s; incomparable", err=True)

@@ -147,8 +147,10 @@ def recorded_probes(records: dict[str, dict], cell: Cell, field: str) -> dict[in
     found = {}
     for record in records.values():
         config = record.get("config", {})
-        if record.get("status") in OUTCOMES and field in config and search_key(config, field) == key:
-            found[config[field]] = record
+        value = config.get(field) if isinstance(config, dict) else None
+        whole = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        if record.get("status") in OUTCOMES and whole and search_key(config, field) == key:
+            found[value] = record
     return found
 
 

@@ -9,9 +9,19 @@ from pathlib import Path
 
 import click
 
-from bench.config import Cell
+from bench.config import WHOLE_NUMBER_RANGES, Cell, check_number
 from bench.lines import failure_line, record_line
-from bench.options import cell_options, make_launch, results_option, timeout_options
+from bench.options import (
+    InputError,
+    MatrixUsageError,
+    cell_options,
+    make_launch,
+    one_line,
+    results_option,
+    timeout_options,
+    warn_skipped,
+)
+from bench.results import Results, ResultsError
 from bench.search import FIELDS, PROBE_STEPS, Probe
 
 
@@ -42,7 +52,8 @@ def search_command(
         pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
-    from bench.results import latest_by_cell, read_records
+    from bench.launch import gpu_shortage, visible_gpus
+    from bench.results import latest_by_cell
     from bench.runner import run_probe, sigterm_as_interrupt
     from bench.search import Answer, ProbeFailed, search, start_value
 
@@ -52,15 +63,20 @@ def search_command(
             raise ValueError("a search on the CPU needs --max-memory-gib: the memory a probe may not exceed")
         if config.launched_nodes > 1:
             raise ValueError("a search runs cells on this machine; give --nnodes 1")
+        if start is not None:
+            check_number("--start", start, *WHOLE_NUMBER_RANGES[field])
+            Cell(**{**fields, field: start})
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(str(exc)) from None
+    if config.device == "cuda" and (shortage := gpu_shortage([config], visible_gpus())):
+        raise MatrixUsageError(shortage)
     launch = make_launch(timeout_s, inactivity_timeout_s)
     results_dir = results_root / "search"
     probes = []
     try:
         with sigterm_as_interrupt():
-            records = latest_by_cell(read_records(results_dir / "results.jsonl"))
-            first = (lambda: start) if start else functools.partial(start_value, config, field)
+            records = latest_by_cell(read_probes(results_dir).records)
+            first = (lambda: start) if start is not None else functools.partial(start_value, config, field)
             for probe in search(config, field, first, records, run_probe(results_dir, launch)):
                 probes.append(probe)
                 if not as_json:
@@ -93,3 +109,19 @@ def search_command(
 def probe_line(field: str, probe: Probe) -> str:
     recorded = " (recorded before)" if probe.recorded_before else ""
     return f"probe {field} {probe.value}: {record_line(probe.record)}{recorded}"
+
+
+def read_probes(results_dir: Path) -> Results:
+    """The probes recorded in results_dir, its damaged lines counted on stderr; a folder that cannot
+    hold them (a file in the way, results.jsonl not a file, a newer schema) is one line, exit 2."""
+    from bench.results import read_results
+
+    blocked = next((p for p in (results_dir, *results_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise InputError(f"--results: {one_line(str(blocked))} is a file, not a folder; give a results folder")
+    try:
+        results = read_results(results_dir / "results.jsonl")
+    except ResultsError as exc:
+        raise InputError(one_line(str(exc))) from None
+    warn_skipped(results)
+    return results
