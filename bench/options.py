@@ -264,24 +264,24 @@ def with_launcher(func):
     @functools.wraps(func)
     def wrapper(launcher, partition, account, slurm_time, sbatch_args, cpus_per_gpu, **kwargs):
         if launcher == "local":
-            if partition or account or slurm_time or sbatch_args or cpus_per_gpu:
+            if (partition, account, slurm_time, cpus_per_gpu) != (None,) * 4 or sbatch_args:
                 raise click.UsageError(
                     "--partition, --account, --slurm-time, --sbatch-arg and --cpus-per-gpu need --launcher slurm"
                 )
             return func(slurm=None, **kwargs)
         from bench.slurm import SlurmOptions
 
+        try:
+            options = SlurmOptions(
+                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args),
+                cpus_per_gpu=SlurmOptions.cpus_per_gpu if cpus_per_gpu is None else cpus_per_gpu,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         if shutil.which("sbatch") is None:
             raise click.ClickException(
                 "--launcher slurm: sbatch is not on PATH; run from a machine that submits Slurm jobs"
             )
-        try:
-            options = SlurmOptions(
-                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args),
-                cpus_per_gpu=cpus_per_gpu or SlurmOptions.cpus_per_gpu,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
         return func(slurm=options, **kwargs)
 
     return wrapper  # fmt: skip

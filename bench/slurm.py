@@ -33,6 +33,10 @@ FINISHED = frozenset(
 """Job states that end a job; every other state (PENDING, RUNNING, COMPLETING, ...) is still in the queue."""
 OUT_OF_TIME = frozenset({"TIMEOUT", "DEADLINE"})
 TIME_LIMIT = re.compile(r"(?i)(\d+-)?\d+(:\d+){0,2}|infinite|unlimited")
+NAME = re.compile(r"[\w.,:@+-]+")
+"""A partition or account name (or a comma list of them): nothing a shell or sbatch would read as more."""
+SBATCH_ARG = re.compile(r"--?[A-Za-z][\w-]*(=[\w.,:@+=/%-]*)?")
+"""One sbatch option, --name or --name=value or -x; never a bare word, which sbatch takes as its script."""
 
 
 class SlurmError(RuntimeError):
@@ -55,6 +59,15 @@ class SlurmOptions:
     """CPU cores a CUDA cell's job asks for per GPU (its ranks' data and launch threads)."""
 
     def __post_init__(self) -> None:
+        for option, value in (("--partition", self.partition), ("--account", self.account)):
+            if value is not None and not NAME.fullmatch(value):
+                raise ValueError(f"{option} {value!r}: expected a Slurm name (letters, digits, _ . - , : @ +)")
+        for arg in self.sbatch_args:
+            if not SBATCH_ARG.fullmatch(arg):
+                raise ValueError(
+                    f"--sbatch-arg {arg!r}: expected one sbatch option such as --qos=high or --exclusive "
+                    "(no spaces, quotes or shell characters; a bare word would be taken as the job script)"
+                )
         if self.cpus_per_gpu < 1:
             raise ValueError(f"--cpus-per-gpu must be at least 1, not {self.cpus_per_gpu}")
         if self.time_limit is not None and not TIME_LIMIT.fullmatch(str(self.time_limit)):
