@@ -194,7 +194,7 @@ def search_command(field, start, results_root, as_json, timeout_s, inactivity_ti
         pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
-    from bench.launch import Launch
+    from bench.launch import Launch, LocalLauncher
     from bench.results import latest_by_cell, read_records
     from bench.runner import run_probe, sigterm_as_interrupt
     from bench.search import Answer, ProbeFailed, search, start_value
@@ -217,7 +217,7 @@ def search_command(field, start, results_root, as_json, timeout_s, inactivity_ti
         with sigterm_as_interrupt():
             records = latest_by_cell(read_records(results_dir / "results.jsonl"))
             first = (lambda: start) if start else functools.partial(start_value, config, field)
-            for probe in search(config, field, first, records, run_probe(results_dir, launch)):
+            for probe in search(config, field, first, records, run_probe(results_dir, LocalLauncher(launch))):
                 probes.append(probe)
                 if not as_json:
                     click.echo(probe_line(field, probe))
@@ -403,6 +403,8 @@ def run(
     matrix: Matrix,
     results_root: Path,
     slurm: SlurmOptions | None,
+    max_jobs: int,
+    detach: bool,
     timeout_s,
     inactivity_timeout_s,
     rerun,
@@ -421,11 +423,12 @@ def run(
         pfcbench run smoke
         pfcbench run smoke --set precision=bf16 --results results-bf16
         pfcbench run rtx3080 --launcher slurm --partition gpu --account myproj --slurm-time 30
+        pfcbench run rtx3080 --launcher slurm --max-jobs 8 --detach
         pfcbench run rtx3080 --skip-predicted-fail --max-memory-gib 10
         pfcbench run my-matrix.toml
     """
-    from bench.launch import Launch, gpu_shortage, visible_gpus
-    from bench.runner import run_cells
+    from bench.launch import Launch, LocalLauncher, gpu_shortage, visible_gpus
+    from bench.runner import Tally, run_cells
 
     the_plan = load_plan(matrix, results_root, rerun)
     pending = the_plan.pending()
@@ -454,6 +457,7 @@ def run(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    launcher = LocalLauncher(launch) if slurm is None else slurm_launcher(launch, slurm, max_jobs)
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     and_searches = f" and {len(searches)} searches" if searches else ""
     predicted_fail = predicted_failures(pending) if skip_predicted_fail else {}
@@ -462,12 +466,13 @@ def run(
     )
     started = time.monotonic()
     statuses: Counter = Counter()
+    tally = Tally(waiting=len(pending))
     progress = click.progressbar(
         length=len(pending) + PROBES_PER_SEARCH * len(searches),
         label=matrix.name,
         show_eta=True,
         show_pos=True,
-        item_show_func=lambda c: c and f"{cell_line(c)} [{time.monotonic() - started:.0f} s elapsed]",
+        item_show_func=lambda c: c and f"{cell_line(c)} [{tally}, {time.monotonic() - started:.0f} s elapsed]",
         file=sys.stderr,
     )
     try:
@@ -475,12 +480,16 @@ def run(
             bar.current_item = pending[0] if pending else searches[0][0]
             bar.render_progress()
             for number, (cell, record) in enumerate(
-                run_cells(the_plan, launch, prune_after_oom=prune, slurm=slurm, predicted_fail=predicted_fail), start=1
-            ):
+                run_cells(
+                    the_plan, launcher, prune_after_oom=prune, predicted_fail=predicted_fail, wait=not detach,
+                    tally=tally,
+                ),
+                start=1,
+            ):  # fmt: skip
                 statuses[record["status"]] += 1
                 if not sys.stderr.isatty():
                     place = f"{number}/{len(pending)}" if number <= len(pending) else "search probe"
-                    click.echo(f"[{place}] {cell_line(cell)}: {record_line(record)}", err=True)
+                    click.echo(f"[{place}] {cell_line(cell)}: {record_line(record)} [{tally}]", err=True)
                 bar.update(1, pending[number] if number < len(pending) else None)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)
@@ -490,7 +499,16 @@ def run(
             f"{the_plan.results_file}: {exc}; the cells recorded before are kept, run again to continue"
         ) from None
     summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    if detach:
+        click.echo(f"{matrix.name}: detached with {tally}; pfcbench status {the_plan.results_dir} follows them")
+        return
     click.echo(f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}")  # fmt: skip
+
+
+def slurm_launcher(launch, slurm, max_jobs: int):
+    from bench.slurm import SlurmLauncher
+
+    return SlurmLauncher(launch, slurm, max_jobs)
 
 
 def predicted_failures(cells: list[Cell]) -> dict[str, str]:
@@ -683,9 +701,12 @@ def compare_command(
 
 
 from bench.data.commands import data, dataset  # noqa: E402 -- the record-data commands
+from bench.sweep_commands import collect, status  # noqa: E402 -- following a detached Slurm sweep
 
 main.add_command(dataset)
 main.add_command(data)
+main.add_command(status)
+main.add_command(collect)
 
 
 if __name__ == "__main__":
