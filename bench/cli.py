@@ -143,6 +143,8 @@ def run(
     matrix: Matrix,
     results_root: Path,
     slurm: SlurmOptions | None,
+    max_jobs: int,
+    detach: bool,
     timeout_s,
     inactivity_timeout_s,
     rerun,
@@ -166,8 +168,8 @@ def run(
         pfcbench run my-matrix.toml
     """
     from bench.data.check import data_problem
-    from bench.launch import gpu_shortage, visible_gpus
-    from bench.runner import run_cells
+    from bench.launch import LocalLauncher, gpu_shortage, visible_gpus
+    from bench.runner import Tally, run_cells
 
     the_plan = load_plan(matrix, results_root, rerun)
     pending = the_plan.pending()
@@ -189,6 +191,7 @@ def run(
     if problem := data_problem([*pending, *(cell for cell, _ in searches)]):
         raise MatrixUsageError(f"{matrix.path}: {problem}")
     launch = make_launch(timeout_s, inactivity_timeout_s, matrix.run, rdzv_endpoint=rdzv_endpoint)
+    launcher = LocalLauncher(launch) if slurm is None else slurm_launcher(launch, slurm, max_jobs)
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     and_searches = f" and {len(searches)} searches" if searches else ""
     try:
@@ -202,12 +205,13 @@ def run(
     )
     started = time.monotonic()
     statuses: Counter = Counter()
+    tally = Tally(waiting=len(pending))
     progress = click.progressbar(
         length=len(pending) + PROBES_PER_SEARCH * len(searches),
         label=matrix.name,
         show_eta=True,
         show_pos=True,
-        item_show_func=lambda c: c and f"{cell_line(c)} [{time.monotonic() - started:.0f} s elapsed]",
+        item_show_func=lambda c: c and f"{cell_line(c)} [{tally}, {time.monotonic() - started:.0f} s elapsed]",
         file=sys.stderr,
         update_min_steps=0,
     )
@@ -215,12 +219,20 @@ def run(
         with progress as bar:
             bar.update(0, pending[0] if pending else searches[0][0])
             for number, (cell, record) in enumerate(
-                run_cells(the_plan, launch, prune_after_oom=prune, slurm=slurm, predicted_fail=predicted_fail), start=1
+                run_cells(
+                    the_plan,
+                    launcher,
+                    prune_after_oom=prune,
+                    predicted_fail=predicted_fail,
+                    wait=not detach,
+                    tally=tally,
+                ),
+                start=1,
             ):
                 statuses[record["status"]] += 1
                 if not sys.stderr.isatty():
                     place = f"{number}/{len(pending)}" if number <= len(pending) else "search probe"
-                    click.echo(f"[{place}] {cell_line(cell)}: {record_line(record)}", err=True)
+                    click.echo(f"[{place}] {cell_line(cell)}: {record_line(record)} [{tally}]", err=True)
                 bar.update(1, pending[number] if number < len(pending) else None)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)
@@ -230,6 +242,9 @@ def run(
             f"{the_plan.results_file}: {exc}; the cells recorded before are kept, run again to continue"
         ) from None
     summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    if detach:
+        click.echo(f"{matrix.name}: detached with {tally}; pfcbench status {the_plan.results_dir} follows them")
+        return
     click.echo(f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}")  # fmt: skip
 
 
@@ -253,7 +268,14 @@ def env(as_json: bool) -> None:
     click.echo(tabulate(server_spec(machine), headers=["Key", "Value"], tablefmt="github"))
 
 
+def slurm_launcher(launch, slurm, max_jobs: int):
+    from bench.slurm import SlurmLauncher
+
+    return SlurmLauncher(launch, slurm, max_jobs)
+
+
 from bench.data.commands import data, dataset  # noqa: E402 -- the record-data commands
+from bench.sweep_commands import collect, status  # noqa: E402 -- following a detached Slurm sweep
 
 main.add_command(search_command)
 main.add_command(plan)
@@ -262,6 +284,8 @@ main.add_command(report_command)
 main.add_command(compare_command)
 main.add_command(dataset)
 main.add_command(data)
+main.add_command(status)
+main.add_command(collect)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,9 +17,10 @@ from pathlib import Path
 import psutil
 
 from bench.config import Cell, check_seconds
+from bench.launcher import Ended, Job, Launcher, finish_record, keep_log
 from bench.lifetime import die_with_parent
 from bench.oom import oom_line
-from bench.records import LOG_SCAN_CHARS, build_record, cell_status, log_tail, read_ranks
+from bench.records import LOG_SCAN_CHARS, holds_rank0, log_tail
 from bench.units import MIB
 from bench.watchdog import PG_TIMEOUT_ENV, Watchdog, pg_timeout_s
 
@@ -144,41 +147,63 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(alive, timeout=KILL_GRACE_S)
 
 
-def run_torchrun(argv: list[str], env: dict[str, str], workdir: Path, launch: Launch) -> tuple[int | None, str | None]:
-    """Run torchrun in its own process group; return (exit code, timeout reason or None).
+class LocalLauncher(Launcher):
+    """torchrun on this machine, one cell at a time: cells on one machine would share its GPUs and cores."""
 
-    Whatever happens, including KeyboardInterrupt in the caller, no process of the group is left.
-    """
-    log = workdir / "torchrun.log"
-    watchdog = launch.watchdog(workdir)
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=die_with_parent,
-        )  # fmt: skip
-    try:
-        while proc.poll() is None:
-            reason = watchdog.expired()
-            if reason:
-                return None, reason
-            time.sleep(PROCESS_POLL_S)
-        return proc.returncode, None
-    finally:
-        kill_tree(proc.pid)
-        proc.wait()
+    def __init__(self, launch: Launch) -> None:
+        self.launch = launch
+
+    def submit(self, cell: Cell, results_dir: Path) -> Job:
+        """Start the cell's torchrun in its own process group from a scratch folder of this node.
+
+        The folder is per node, so that the nodes of a cell of several nodes may share the results folder.
+        """
+        workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        return self.start(cell, workdir)
+
+    def start(self, cell: Cell, workdir: Path) -> Job:
+        launch = dataclasses.replace(self.launch, rdzv_id=cell.cell_id)
+        workdir.mkdir(parents=True, exist_ok=True)
+        cell_json = workdir / "cell.json"
+        cell_json.write_text(json.dumps(cell.to_dict()))
+        argv = torchrun_argv(cell, launch, cell_json, workdir)
+        with open(workdir / "torchrun.log", "wb") as log_file:
+            proc = subprocess.Popen(
+                argv, stdout=log_file, stderr=subprocess.STDOUT, env=worker_env(cell, launch), start_new_session=True,
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
+        return Job(cell=cell, workdir=workdir, watchdog=launch.watchdog(workdir), handle=proc)
+
+    def poll(self, job: Job) -> Ended | None:
+        proc = job.handle
+        timeout = None if proc.poll() is not None else job.watchdog.expired()
+        if proc.returncode is None and timeout is None:
+            return None
+        self.cancel(job, job.workdir)  # whatever ended, no process of its tree is left
+        returncode = None if timeout else proc.returncode
+        log = log_tail(job.workdir, LOG_SCAN_CHARS)
+        return Ended(returncode, timeout, f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}", {})
+
+    def cancel(self, job: Job, results_dir: Path | None = None) -> None:
+        kill_tree(job.handle.pid)
+        job.handle.wait()
+
+    def collect(self, job: Job, ended: Ended, results_dir: Path) -> tuple[dict, bool]:
+        return keep_log(finish_record(job, ended), job.workdir, results_dir), holds_rank0(job.cell, job.workdir)
 
 
 def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
-    """Run one cell in workdir (which must be empty or absent) and return its record."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    cell_json = workdir / "cell.json"
-    cell_json.write_text(json.dumps(cell.to_dict()))
-    argv = torchrun_argv(cell, launch, cell_json, workdir)
-    started = time.time()
-    returncode, timeout = run_torchrun(argv, worker_env(cell, launch), workdir, launch)
-    ranks = read_ranks(workdir)
-    log = log_tail(workdir, LOG_SCAN_CHARS)
-    status = cell_status(ranks, cell.launched_ranks, returncode, timeout, log)
-    clean = returncode == 0 and not timeout and status == "ok"
-    error = None if clean else timeout or f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}"
-    return build_record(cell, ranks, status, error=error, started=started, duration_s=time.time() - started)
+    """Run one cell in workdir (which must be empty or absent) and return its record.
+
+    Whatever happens, including KeyboardInterrupt, no process of its torchrun is left.
+    """
+    launcher = LocalLauncher(launch)
+    job = launcher.start(cell, workdir)
+    try:
+        while (ended := launcher.poll(job)) is None:
+            time.sleep(PROCESS_POLL_S)
+    except BaseException:
+        launcher.cancel(job)
+        raise
+    return finish_record(job, ended)

@@ -343,28 +343,40 @@ def with_launcher(func):
         default=None,
         help="CPU cores a CUDA cell's Slurm job asks for per GPU.  [default: 4]",
     )
+    @click.option(
+        "--max-jobs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Slurm jobs in flight at once; each cell is recorded when its job ends.  [default: 1]",
+    )
+    @click.option(
+        "--detach",
+        is_flag=True,
+        help="Submit the pending cells (up to --max-jobs) and exit; pfcbench status, collect or run picks them up.",
+    )
     @functools.wraps(func)
-    def wrapper(launcher, partition, account, slurm_time, sbatch_args, cpus_per_gpu, **kwargs):
+    def wrapper(launcher, partition, account, slurm_time, sbatch_args, cpus_per_gpu, max_jobs, detach, **kwargs):
         if launcher == "local":
-            if partition or account or slurm_time or sbatch_args or cpus_per_gpu:
+            if (partition, account, slurm_time, cpus_per_gpu, max_jobs) != (None,) * 5 or sbatch_args or detach:
                 raise click.UsageError(
-                    "--partition, --account, --slurm-time, --sbatch-arg and --cpus-per-gpu need --launcher slurm"
+                    "--partition, --account, --slurm-time, --sbatch-arg, --cpus-per-gpu, --max-jobs and --detach "
+                    "need --launcher slurm (a local run is one cell at a time)"
                 )
-            return func(slurm=None, **kwargs)
+            return func(slurm=None, max_jobs=1, detach=False, **kwargs)
         from bench.slurm import SlurmOptions
 
+        try:
+            options = SlurmOptions(
+                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args),
+                cpus_per_gpu=SlurmOptions.cpus_per_gpu if cpus_per_gpu is None else cpus_per_gpu,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         if shutil.which("sbatch") is None:
             raise click.ClickException(
                 "--launcher slurm: sbatch is not on PATH; run from a machine that submits Slurm jobs"
             )
-        try:
-            options = SlurmOptions(
-                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args),
-                cpus_per_gpu=cpus_per_gpu or SlurmOptions.cpus_per_gpu,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-        return func(slurm=options, **kwargs)
+        return func(slurm=options, max_jobs=max_jobs or 1, detach=detach, **kwargs)
 
     return wrapper  # fmt: skip
 

@@ -9,23 +9,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
-import shutil
 import signal
-import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import Cell
 from bench.files import read_text
-from bench.launch import Launch, run_cell
+from bench.launcher import Launcher
 from bench.machine import describe_machine
 from bench.matrix import Matrix
-from bench.records import holds_rank0, oom_reason, skipped_record
+from bench.records import oom_reason, skipped_record
 from bench.results import FAILED, FINAL, Results, append_record, latest_by_cell, read_results, save_env, write_atomic
 from bench.search import ProbeFailed, is_settled, search, start_value
-from bench.slurm import SlurmOptions, run_cell_slurm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,44 +117,124 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@dataclass(kw_only=True)
+class Tally:
+    """What the progress line shows: cells not yet submitted, jobs queued by the scheduler, running, done."""
+
+    waiting: int = 0
+    queued: int = 0
+    running: int = 0
+    done: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.done} done, {self.running} running, {self.queued} queued, {self.waiting} to submit"
+
+
+def run_jobs(
+    launcher: Launcher,
+    results_dir: Path,
+    cells: list[Cell],
+    finish: Callable[[Cell, dict, bool], dict],
+    *,
+    skip_reason: Callable[[Cell], str | None] = lambda cell: None,
+    submit: bool = True,
+    wait: bool = True,
+    tally: Tally | None = None,
+) -> Iterator[tuple[Cell, dict]]:
+    """The one loop: keep up to launcher.slots cells in flight, and record each job as it ends, in the order they end.
+
+    Jobs an earlier run left in flight are adopted first, never submitted again. finish(cell,
+    record, records_here) completes and appends a record. submit=False records only adopted jobs
+    (pfcbench collect); wait=False fills the slots, records what has ended and returns, leaving the
+    rest in flight (--detach). A job lost without a trace runs again, once. An interrupt cancels
+    every job in flight.
+    """
+    tally = tally or Tally()
+    in_flight = launcher.adopt(results_dir, cells)
+    adopted = {job.cell.cell_id for job in in_flight}
+    queue = [cell for cell in cells if cell.cell_id not in adopted] if submit else []
+    lost: set[str] = set()
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < launcher.slots:
+                cell = queue.pop(0)
+                reason = skip_reason(cell)
+                if reason:
+                    tally.done += 1
+                    yield cell, finish(cell, skipped_record(cell, reason), True)
+                else:
+                    in_flight.append(launcher.submit(cell, results_dir))
+            for job in list(in_flight):
+                ended = launcher.poll(job)
+                if ended is None:
+                    continue
+                in_flight.remove(job)
+                if ended.lost and job.cell.cell_id not in lost:
+                    lost.add(job.cell.cell_id)
+                    launcher.release(job, results_dir)
+                    queue[:0] = [job.cell] if submit else []
+                    continue
+                record = finish(job.cell, *launcher.collect(job, ended, results_dir))
+                launcher.release(job, results_dir)  # the record is on disk: the job is no longer in flight
+                tally.done += 1
+                yield job.cell, record
+            tally.waiting, tally.running = len(queue), sum(job.running for job in in_flight)
+            tally.queued = len(in_flight) - tally.running
+            if not wait:
+                return
+            if in_flight:
+                time.sleep(launcher.poll_s)
+    except BaseException:
+        for job in in_flight:
+            launcher.cancel(job, results_dir)
+        raise
+
+
 def run_cells(
     plan: Plan,
-    launch: Launch,
+    launcher: Launcher,
     *,
     prune_after_oom: bool = False,
-    slurm: SlurmOptions | None = None,
     predicted_fail: dict[str, str] | None = None,
+    submit: bool = True,
+    wait: bool = True,
+    tally: Tally | None = None,
 ) -> Iterator[tuple[Cell, dict]]:
-    """Run the pending cells one by one, yielding each (cell, record) once the record is on disk.
+    """Run the pending cells, yielding each (cell, record) once the record is on disk, then the searches.
 
-    With slurm, each cell is a Slurm job submitted from here instead of a torchrun on this node.
     Cells in predicted_fail (cell id: the prediction) are recorded skipped with it as the reason.
+    submit and wait are run_jobs'; the searches run only in a sweep that submits and waits.
     """
     predicted_fail = predicted_fail or {}
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     env = save_env(plan.results_dir, describe_machine())
     write_atomic(plan.results_dir / "matrix.toml", read_text(plan.matrix.path))
     latest = dict(plan.latest)
+
+    def skip_reason(cell: Cell) -> str | None:
+        cause = oom_implies(cell, latest) if prune_after_oom else None
+        return predicted_fail.get(cell.cell_id) or (oom_reason(cause) if cause else None)
+
+    def finish(cell: Cell, record: dict, records_here: bool) -> dict:
+        record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
+        record.setdefault("env", env)  # a Slurm job's record names its compute nodes' description
+        if records_here:
+            append_record(plan.results_file, record)
+            latest[cell.cell_id] = record
+        return record
+
     with sigterm_as_interrupt():
-        for cell in plan.pending():
-            cause = oom_implies(cell, latest) if prune_after_oom else None
-            reason = predicted_fail.get(cell.cell_id) or (oom_reason(cause) if cause else None)
-            record, records_here = (
-                (skipped_record(cell, reason), True) if reason else run_one(cell, plan.results_dir, launch, slurm)
-            )
-            record.update(matrix=plan.matrix.name, sections=plan.sections_of(cell), overrides=plan.matrix.overrides)
-            record.setdefault("env", env)  # a Slurm job's record names its compute nodes' description
-            if records_here:
-                append_record(plan.results_file, record)
-                latest[cell.cell_id] = record
-            yield cell, record
-        for start, field in plan.pending_searches():
+        yield from run_jobs(
+            launcher, plan.results_dir, plan.pending(), finish, skip_reason=skip_reason, submit=submit, wait=wait,
+            tally=tally,
+        )  # fmt: skip
+        for start, field in plan.pending_searches() if submit and wait else []:
             extra = {
                 "matrix": plan.matrix.name,
                 "sections": plan.search_sections_of(start, field),
                 "overrides": plan.matrix.overrides,
             }
-            probe = run_probe(plan.results_dir, launch, extra, slurm)
+            probe = run_probe(plan.results_dir, launcher, extra)
             try:
                 for found in search(start, field, functools.partial(start_value, start, field), latest, probe):
                     if not found.recorded_before:
@@ -169,60 +246,20 @@ def run_cells(
         (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
 
 
-def run_probe(
-    results_dir: Path, launch: Launch, extra: dict | None = None, slurm: SlurmOptions | None = None
-) -> Callable[[Cell, dict], dict]:
+def run_probe(results_dir: Path, launcher: Launcher, extra: dict | None = None) -> Callable[[Cell, dict], dict]:
     """A function probe(cell, more) that runs a cell, appends its record (with extra and more) and returns it."""
     results_dir.mkdir(parents=True, exist_ok=True)
     env = save_env(results_dir, describe_machine())
 
     def probe(cell: Cell, more: dict | None = None) -> dict:
-        record, records_here = run_one(cell, results_dir, launch, slurm)
-        record.update(extra or {}, **(more or {}))
-        record.setdefault("env", env)
-        if records_here:
-            append_record(results_dir / "results.jsonl", record)
+        def finish(cell: Cell, record: dict, records_here: bool) -> dict:
+            record.update(extra or {}, **(more or {}))
+            record.setdefault("env", env)
+            if records_here:
+                append_record(results_dir / "results.jsonl", record)
+            return record
+
+        [(_, record)] = run_jobs(launcher, results_dir, [cell], finish)
         return record
 
     return probe
-
-
-def describe_compute_nodes(results_dir: Path, workdir: Path, record: dict) -> None:
-    """Keep the description of the nodes a Slurm job ran on, with the GPUs its ranks used; the record points at it.
-
-    The machine that submits the jobs (a login node, often without GPUs) is named apart.
-    """
-    described = sorted(workdir.glob("machine-*.json"))
-    if not described:
-        return
-    env = json.loads(described[0].read_text())
-    env["gpus"] = [
-        {"index": i, "name": gpu.get("name"), "memory_mib": gpu.get("memory_mib"), "uuid": gpu.get("uuid"),
-         "host": gpu["host"], "rank": gpu["rank"]}
-        for i, gpu in enumerate(record["gpus"])
-    ]  # fmt: skip
-    env.update(launcher="slurm", nodes=record["hosts"], submitted_from=socket.gethostname())
-    record["env"] = save_env(results_dir, env)
-
-
-def run_one(cell: Cell, results_dir: Path, launch: Launch, slurm: SlurmOptions | None = None) -> tuple[dict, bool]:
-    """Run a cell in a scratch folder of this node; return its record and whether this node records it.
-
-    Of a cell that spans several nodes, the node that held global rank 0 records it; the scratch
-    folder is per node, so the nodes may share the results folder. The torchrun log of a cell
-    that did not finish ok is kept.
-    """
-    workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
-    shutil.rmtree(workdir, ignore_errors=True)
-    launch = dataclasses.replace(launch, rdzv_id=cell.cell_id)
-    record = run_cell_slurm(cell, workdir, launch, slurm) if slurm else run_cell(cell, workdir, launch)
-    records_here = slurm is not None or holds_rank0(cell, workdir)
-    if slurm is not None and record["status"] == "ok":
-        describe_compute_nodes(results_dir, workdir, record)
-    if record["status"] != "ok" or record.get("teardown_error"):
-        logs = results_dir / "logs"
-        logs.mkdir(exist_ok=True)
-        shutil.copyfile(workdir / "torchrun.log", logs / f"{cell.cell_id}.log")
-        record["log"] = f"logs/{cell.cell_id}.log"
-    shutil.rmtree(workdir, ignore_errors=True)
-    return record, records_here

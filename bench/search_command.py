@@ -52,7 +52,7 @@ def search_command(
         pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
-    from bench.launch import gpu_shortage, visible_gpus
+    from bench.launch import LocalLauncher, gpu_shortage, visible_gpus
     from bench.results import latest_by_cell
     from bench.runner import run_probe, sigterm_as_interrupt
     from bench.search import Answer, ProbeFailed, search, start_value
@@ -77,7 +77,7 @@ def search_command(
         with sigterm_as_interrupt():
             records = latest_by_cell(read_probes(results_dir).records)
             first = (lambda: start) if start is not None else functools.partial(start_value, config, field)
-            for probe in search(config, field, first, records, run_probe(results_dir, launch)):
+            for probe in search(config, field, first, records, run_probe(results_dir, LocalLauncher(launch))):
                 probes.append(probe)
                 if not as_json:
                     click.echo(probe_line(field, probe))

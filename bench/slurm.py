@@ -11,7 +11,9 @@ import contextlib
 import json
 import re
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +24,10 @@ from typing import NamedTuple
 
 from bench.config import Cell
 from bench.launch import Launch, worker_env
-from bench.records import LOG_SCAN_CHARS, build_record, cell_status, log_tail, read_ranks
+from bench.launcher import Ended, Job, Launcher, finish_record, keep_log
+from bench.ledger import add_job, read_ledger, remove_job
+from bench.records import log_tail, read_ranks
+from bench.results import save_env
 
 SLURM_POLL_S = 1.0
 COMMAND_TIMEOUT_S = 60.0
@@ -31,8 +36,14 @@ FINISHED = frozenset(
     {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 )
 """Job states that end a job; every other state (PENDING, RUNNING, COMPLETING, ...) is still in the queue."""
+QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED"})
+"""States of a job not (or no longer) running: its clocks wait."""
 OUT_OF_TIME = frozenset({"TIMEOUT", "DEADLINE"})
 TIME_LIMIT = re.compile(r"(?i)(\d+-)?\d+(:\d+){0,2}|infinite|unlimited")
+NAME = re.compile(r"[\w.,:@+-]+")
+"""A partition or account name (or a comma list of them): nothing a shell or sbatch would read as more."""
+SBATCH_ARG = re.compile(r"--?[A-Za-z][\w-]*(=[\w.,:@+=/%-]*)?")
+"""One sbatch option, --name or --name=value or -x; never a bare word, which sbatch takes as its script."""
 
 
 class SlurmError(RuntimeError):
@@ -55,6 +66,15 @@ class SlurmOptions:
     """CPU cores a CUDA cell's job asks for per GPU (its ranks' data and launch threads)."""
 
     def __post_init__(self) -> None:
+        for option, value in (("--partition", self.partition), ("--account", self.account)):
+            if value is not None and not NAME.fullmatch(value):
+                raise ValueError(f"{option} {value!r}: expected a Slurm name (letters, digits, _ . - , : @ +)")
+        for arg in self.sbatch_args:
+            if not SBATCH_ARG.fullmatch(arg):
+                raise ValueError(
+                    f"--sbatch-arg {arg!r}: expected one sbatch option such as --qos=high or --exclusive "
+                    "(no spaces, quotes or shell characters; a bare word would be taken as the job script)"
+                )
         if self.cpus_per_gpu < 1:
             raise ValueError(f"--cpus-per-gpu must be at least 1, not {self.cpus_per_gpu}")
         if self.time_limit is not None and not TIME_LIMIT.fullmatch(str(self.time_limit)):
@@ -70,6 +90,8 @@ class JobState(NamedTuple):
     reason: str
     exit_code: str
     time_limit: str
+    nodes: str = ""
+    """The job's nodes (NodeList), which name the node of a NODE_FAIL."""
 
 
 def slurm_command(*argv: str) -> subprocess.CompletedProcess:
@@ -91,6 +113,8 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
         "#!/bin/bash",
         f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.launched_ranks_per_node} ranks each.",
         "set -eu",
+        "# A requeued job (preempted, scontrol requeue) starts over: nothing of an earlier run may be recorded.",
+        f"rm -f {shlex.quote(str(workdir))}/rank-*.json {shlex.quote(str(workdir))}/heartbeat",
         'head_node=$(hostname)  # the batch script runs on the first node',
         "port=$((20000 + SLURM_JOB_ID % 20000))",
         f"exec {shlex.join(srun)} --cpus-per-task=$SLURM_CPUS_ON_NODE \\",
@@ -113,7 +137,7 @@ def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     return [
         "sbatch", "--parsable", f"--job-name=pfcbench-{cell.cell_id}",
         f"--nodes={cell.launched_nodes}", "--ntasks-per-node=1", *resources,
-        f"--output={str(workdir / 'torchrun.log').replace('%', '%%')}", "--export=ALL", "--no-requeue",
+        f"--output={str(workdir / 'torchrun.log').replace('%', '%%')}", "--export=ALL", "--requeue",
         *(f"{flag}={value}" for flag, value in optional.items() if value is not None),
         *options.sbatch_args,
         str(workdir / "job.sh"),
@@ -161,8 +185,11 @@ def job_state(job_id: str) -> JobState | None:
         if "Invalid job id" in done.stderr:
             return None
         return JobState("UNKNOWN", done.stderr.strip(), "", "")
-    fields = dict(re.findall(r"\b(JobState|Reason|ExitCode|TimeLimit)=(\S*)", done.stdout))
-    return JobState(fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""), fields.get("ExitCode", ""), fields.get("TimeLimit", ""))  # fmt: skip
+    fields = dict(re.findall(r"\b(JobState|Reason|ExitCode|TimeLimit|NodeList)=(\S*)", done.stdout))
+    return JobState(
+        fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""), fields.get("ExitCode", ""),
+        fields.get("TimeLimit", ""), "" if fields.get("NodeList") == "(null)" else fields.get("NodeList", ""),
+    )  # fmt: skip
 
 
 def cancel(job_id: str) -> JobState | None:
@@ -176,75 +203,117 @@ def cancel(job_id: str) -> JobState | None:
     return state
 
 
-def wait_job(job_id: str, workdir: Path, launch: Launch) -> tuple[JobState | None, str | None, float]:
-    """Poll the job until it ends; return (last state, our timeout reason or None, when it started running).
+class SlurmLauncher(Launcher):
+    """Each cell a Slurm job of its own, up to max_jobs in flight at once; pfcbench holds the throttle.
 
-    The wall-clock and inactivity clocks start when the job leaves the queue: waiting is not the
-    cell's fault. At either limit the job is cancelled.
+    Separate jobs rather than one job array: the cells of one matrix ask for different resources
+    (nodes, ranks per node, CPUs), an array would need one per shape and still tie every task of it to
+    one set of sbatch options; a job per cell maps one job id to one cell in the ledger, so that each
+    can be adopted, cancelled or submitted again alone, and its end recorded the moment Slurm reports it.
+    The cost is one sbatch per cell, which a sweep of hundreds of cells of minutes each does not notice.
     """
-    watchdog = launch.watchdog(workdir)
-    while True:
-        state = job_state(job_id)
+
+    poll_s = SLURM_POLL_S
+
+    def __init__(self, launch: Launch, options: SlurmOptions, max_jobs: int = 1) -> None:
+        if max_jobs < 1:
+            raise ValueError(f"--max-jobs must be at least 1, not {max_jobs}")
+        self.launch, self.options, self.slots = launch, options, max_jobs
+
+    def adopt(self, results_dir: Path, cells: list[Cell]) -> list[Job]:
+        by_id = {cell.cell_id: cell for cell in cells}
+        jobs = []
+        for job_id, entry in read_ledger(results_dir).items():
+            if entry["cell_id"] in by_id:
+                workdir = Path(entry["workdir"])
+                watchdog = self.launch.watchdog(workdir)
+                jobs.append(Job(cell=by_id.pop(entry["cell_id"]), workdir=workdir, watchdog=watchdog, handle=job_id))
+        return jobs
+
+    def submit(self, cell: Cell, results_dir: Path) -> Job:
+        """sbatch the cell from a fresh scratch folder; the ledger names the job before anyone waits on it."""
+        workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        cell_json = workdir / "cell.json"
+        cell_json.write_text(json.dumps(cell.to_dict()))
+        (workdir / "job.sh").write_text(job_script(cell, cell_json, workdir))
+        job = Job(cell=cell, workdir=workdir, watchdog=self.launch.watchdog(workdir))
+        try:
+            with signals_deferred():
+                job.handle = submit(sbatch_argv(cell, workdir, self.options), job_env(cell, self.launch))
+                add_job(results_dir, job.handle, cell.cell_id, cell.to_dict(), workdir)
+        except SlurmError as exc:
+            job.handle = exc
+            note(workdir, f"pfcbench: sbatch refused the cell: {exc}")
+        return job
+
+    def poll(self, job: Job) -> Ended | None:
+        """The job's end, or None while it is queued or running; its clocks start when it leaves the queue."""
+        if isinstance(job.handle, SlurmError):
+            return Ended(None, None, str(job.handle), {"slurm_job_id": None, "slurm_state": None})
+        state = job_state(job.handle)
         if state is None or state.name in FINISHED:
-            return state, None, watchdog.started
-        if state.name == "PENDING":
-            watchdog.restart()
-        else:
-            reason = watchdog.expired()
-            if reason:
-                return cancel(job_id), reason, watchdog.started
-        time.sleep(SLURM_POLL_S)
+            return self.ending(job, state)
+        job.running = state.name not in QUEUED
+        if not job.running:
+            job.watchdog.restart()
+        job.started = job.watchdog.started
+        timeout = job.running and job.watchdog.expired()
+        return self.ending(job, cancel(job.handle), timeout) if timeout else None
+
+    def ending(self, job: Job, state: JobState | None, timeout: str | None = None) -> Ended:
+        """How the job ended; a job Slurm forgot that left no rank file is lost, and runs again."""
+        job_id, workdir = job.handle, job.workdir
+        fields = {"slurm_job_id": job_id, "slurm_state": state.name if state else None}
+        if state is None:
+            error = f"Slurm forgot job {job_id} before its end was seen: {log_tail(workdir)}"
+            return Ended(None, None, error, fields, lost=not read_ranks(workdir))
+        code, _, sig = state.exit_code.partition(":")
+        returncode = int(code) if code.isdigit() and sig in ("", "0") else None
+        if state.name in OUT_OF_TIME:
+            timeout = timeout or f"Slurm ended job {job_id} at its time limit ({state.time_limit})"
+        if state.name == "NODE_FAIL":
+            fields["slurm_nodes"] = state.nodes
+        where = f" on {state.nodes}" if state.nodes else ""
+        seen = f"Slurm job {job_id} {state.name}{where} (reason {state.reason}, exit code {state.exit_code})"
+        error = f"{seen}: {log_tail(workdir)}"
+        note(workdir, f"pfcbench: {seen}: {timeout or 'ended'}")
+        return Ended(returncode, timeout, error, fields)
+
+    def cancel(self, job: Job, results_dir: Path) -> None:
+        if isinstance(job.handle, str):
+            cancel(job.handle)
+            remove_job(results_dir, job.handle)
+
+    def collect(self, job: Job, ended: Ended, results_dir: Path) -> tuple[dict, bool]:
+        record = finish_record(job, ended)
+        if record["status"] == "ok":
+            describe_compute_nodes(results_dir, job.workdir, record)
+        return keep_log(record, job.workdir, results_dir), True
+
+    def release(self, job: Job, results_dir: Path) -> None:
+        if isinstance(job.handle, str):
+            remove_job(results_dir, job.handle)
+        shutil.rmtree(job.workdir, ignore_errors=True)
 
 
-def ending(job_id: str, state: JobState | None, workdir: Path) -> tuple[int | None, str | None, str]:
-    """(exit code, Slurm's time-limit reason or None, error text) of a job that has ended."""
-    if state is None:
-        return None, None, f"Slurm forgot job {job_id} before its end was seen: {log_tail(workdir)}"
-    code, _, sig = state.exit_code.partition(":")
-    returncode = int(code) if code.isdigit() and sig in ("", "0") else None
-    if state.name in OUT_OF_TIME:
-        return returncode, f"Slurm ended job {job_id} at its time limit ({state.time_limit})", ""
-    text = f"Slurm job {job_id} {state.name} (reason {state.reason}, exit code {state.exit_code}): {log_tail(workdir)}"
-    return returncode, None, text
+def describe_compute_nodes(results_dir: Path, workdir: Path, record: dict) -> None:
+    """Keep the description of the nodes a Slurm job ran on, with the GPUs its ranks used; the record points at it.
 
-
-def run_cell_slurm(cell: Cell, workdir: Path, launch: Launch, options: SlurmOptions) -> dict:
-    """Run one cell as a Slurm job from workdir (empty or absent, on a shared filesystem); return its record.
-
-    Ctrl-C or SIGTERM while the job is queued or running cancels it and waits until it has left
-    the queue before the interrupt goes on.
+    The machine that submits the jobs (a login node, often without GPUs) is named apart.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    cell_json = workdir / "cell.json"
-    cell_json.write_text(json.dumps(cell.to_dict()))
-    (workdir / "job.sh").write_text(job_script(cell, cell_json, workdir))
-    started = time.time()
-    job_id = None
-    try:
-        with signals_deferred():
-            job_id = submit(sbatch_argv(cell, workdir, options), job_env(cell, launch))
-        state, timeout, started = wait_job(job_id, workdir, launch)
-    except SlurmError as exc:
-        note(workdir, f"pfcbench: sbatch refused the cell: {exc}")
-        duration_s = time.time() - started
-        return build_record(
-            cell, [], "error", error=str(exc), started=started, duration_s=duration_s,
-            slurm_job_id=None, slurm_state=None,
-        )  # fmt: skip
-    except BaseException:
-        if job_id is not None:
-            cancel(job_id)
-        raise
-    returncode, out_of_time, error = ending(job_id, state, workdir)
-    timeout = timeout or out_of_time
-    ranks = read_ranks(workdir)
-    status = cell_status(ranks, cell.launched_ranks, returncode, timeout, log_tail(workdir, LOG_SCAN_CHARS))
-    note(workdir, f"pfcbench: Slurm job {job_id} ended {state.name if state else 'unseen'}: {timeout or status}")
-    clean = returncode == 0 and not timeout and status == "ok"
-    return build_record(
-        cell, ranks, status, error=None if clean else timeout or error, started=started,
-        duration_s=time.time() - started, slurm_job_id=job_id, slurm_state=state.name if state else None,
-    )  # fmt: skip
+    described = sorted(workdir.glob("machine-*.json"))
+    if not described:
+        return
+    env = json.loads(described[0].read_text())
+    env["gpus"] = [
+        {"index": i, "name": gpu.get("name"), "memory_mib": gpu.get("memory_mib"), "uuid": gpu.get("uuid"),
+         "host": gpu["host"], "rank": gpu["rank"]}
+        for i, gpu in enumerate(record["gpus"])
+    ]  # fmt: skip
+    env.update(launcher="slurm", nodes=record["hosts"], submitted_from=socket.gethostname())
+    record["env"] = save_env(results_dir, env)
 
 
 def note(workdir: Path, line: str) -> None:

@@ -42,9 +42,9 @@ def write_matrix(tmp_path: Path, batches: str, *, steps: int = 2, timeout_s: int
     return path
 
 
-def start_run(matrix: Path, results: Path, *extra: str) -> subprocess.Popen:
+def start_run(matrix: Path, results: Path, *extra: str, **popen: object) -> subprocess.Popen:
     """`pfcbench run MATRIX --results RESULTS ...` as a real process, its output piped."""
-    return start_pfcbench("run", str(matrix), "--results", str(results), *extra)
+    return start_pfcbench("run", str(matrix), "--results", str(results), *extra, **popen)
 
 
 def run_sweep(matrix: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:

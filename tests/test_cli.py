@@ -31,7 +31,7 @@ def test_the_group_lists_every_command():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     commands = {"cell", "search", "plan", "run", "report", "compare", "env", "matrices"}
-    assert set(main.commands) == commands | {"data", "dataset"}
+    assert set(main.commands) == commands | {"data", "dataset", "status", "collect"}
     assert all(command in result.output for command in main.commands)
 
 

@@ -104,3 +104,27 @@ def test_a_cell_over_its_slurm_time_limit_is_a_timeout(slurm_cluster, tmp_path):
     assert "time limit (00:01:00)" in record["error"]
     assert "1 timeout" in done.stdout
     assert slurm_cluster.queue() == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--partition", "gpu\nqos"),
+        ("--account", ""),
+        ("--account", "proj;id"),
+        ("--sbatch-arg", "extra-job.sh"),
+        ("--sbatch-arg", "--comment=`id`"),
+        ("--cpus-per-gpu", "0"),
+    ],
+)
+def test_a_slurm_option_sbatch_would_misread_is_refused_before_anything_is_submitted(tmp_path, option, value):
+    matrix = write_matrix(tmp_path, "8")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(tmp_path), "--launcher", "slurm",
+         option, value],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert option in line and "Traceback" not in done.stderr
+    assert not (tmp_path / "tiny").exists()

@@ -1,0 +1,101 @@
+"""The launcher interface: how the runner starts a cell, watches it, and reads its record.
+
+Two launchers implement it: `bench.launch.LocalLauncher` (torchrun on this machine, one slot, as
+cells on one machine would share it) and `bench.slurm.SlurmLauncher` (one Slurm job per cell, up to
+--max-jobs at once). The CLI picks one; the runner's single loop (bench/runner.py) fills the slots,
+polls every job, and records each as it ends, whichever launcher it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from bench.config import Cell
+from bench.records import LOG_SCAN_CHARS, build_record, cell_status, log_tail, read_ranks
+from bench.watchdog import Watchdog
+
+
+@dataclasses.dataclass(kw_only=True)
+class Job:
+    """One cell in flight: where it runs from and what the launcher needs to find it again."""
+
+    cell: Cell
+    workdir: Path
+    started: float = dataclasses.field(default_factory=time.time)
+    """When it started running (a Slurm job: when it left the queue)."""
+    watchdog: Watchdog | None = None
+    handle: object = None
+    """The launcher's own handle: a Popen, a Slurm job id."""
+    running: bool = True
+    """False while a scheduler still holds the job in its queue."""
+
+
+class Ended(NamedTuple):
+    """How a job ended, as its launcher saw it."""
+
+    returncode: int | None
+    timeout: str | None
+    """Why the watchdog or the scheduler stopped it for time, or None."""
+    error: str
+    """What the launcher saw go wrong, used when the ranks say nothing better."""
+    fields: dict
+    """Launcher fields the record carries as they are (a Slurm job id and state)."""
+    lost: bool = False
+    """The job vanished with no trace (Slurm forgot it, no rank file): the cell runs again."""
+
+
+class Launcher:
+    """Submit a cell, poll it, cancel it, and turn its end into a record; `slots` jobs at once."""
+
+    slots: int = 1
+    poll_s: float = 0.1
+
+    def adopt(self, results_dir: Path, cells: list[Cell]) -> list[Job]:
+        """The jobs of these cells that an earlier run left in flight; a local run leaves none."""
+        return []
+
+    def submit(self, cell: Cell, results_dir: Path) -> Job:
+        raise NotImplementedError
+
+    def poll(self, job: Job) -> Ended | None:
+        """How the job ended, or None while it runs (stopping it at its limits)."""
+        raise NotImplementedError
+
+    def cancel(self, job: Job, results_dir: Path) -> None:
+        """Stop the job and wait until it is gone; it is no longer in flight."""
+        raise NotImplementedError
+
+    def release(self, job: Job, results_dir: Path) -> None:
+        """Forget a job whose record is on disk: its scratch folder goes."""
+        shutil.rmtree(job.workdir, ignore_errors=True)
+
+    def collect(self, job: Job, ended: Ended, results_dir: Path) -> tuple[dict, bool]:
+        """The job's record, and whether this node records it (of a cell of several nodes, rank 0's node does)."""
+        return keep_log(finish_record(job, ended), job.workdir, results_dir), True
+
+
+def finish_record(job: Job, ended: Ended) -> dict:
+    """The record of a job that ended, from its rank files and log, whichever launcher ran it."""
+    cell, workdir = job.cell, job.workdir
+    ranks = read_ranks(workdir)
+    status = cell_status(ranks, cell.launched_ranks, ended.returncode, ended.timeout, log_tail(workdir, LOG_SCAN_CHARS))
+    clean = ended.returncode == 0 and not ended.timeout and status == "ok"
+    record = build_record(
+        cell, ranks, status, error=None if clean else ended.timeout or ended.error, started=job.started,
+        duration_s=time.time() - job.started, **ended.fields,
+    )  # fmt: skip
+    return record
+
+
+def keep_log(record: dict, workdir: Path, results_dir: Path) -> dict:
+    """Keep the torchrun log of a cell that did not finish ok in results_dir/logs; the record points at it."""
+    if (record["status"] != "ok" or record.get("teardown_error")) and (workdir / "torchrun.log").exists():
+        logs = results_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        shutil.copyfile(workdir / "torchrun.log", logs / f"{record['cell_id']}.log")
+        record["log"] = f"logs/{record['cell_id']}.log"
+    return record

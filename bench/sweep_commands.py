@@ -1,0 +1,95 @@
+"""pfcbench status and pfcbench collect: follow a Slurm sweep that no process watches (run --detach).
+
+Both read the results folder's ledger of jobs in flight (bench/ledger.py); neither submits a job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from bench.files import FileError
+
+results_dir_argument = click.argument("results_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+
+
+def ledger_of(results_dir: Path) -> dict[str, dict]:
+    from bench.ledger import read_ledger
+
+    try:
+        return read_ledger(results_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def job_word(job_id: str, workdir: Path) -> str:
+    """queued, running, done (ended, to be recorded) or lost (Slurm forgot it and it left no rank file)."""
+    from bench.records import read_ranks
+    from bench.slurm import FINISHED, QUEUED, job_state
+
+    state = job_state(job_id)
+    if state is None:
+        return "done" if read_ranks(workdir) else "lost"
+    if state.name in FINISHED:
+        return "done"
+    return "queued" if state.name in QUEUED else "running"
+
+
+@click.command("status")
+@results_dir_argument
+def status(results_dir: Path) -> None:
+    """Say per cell of a Slurm sweep whether its job is queued, running, done or lost.
+
+    A done job not yet recorded is recorded by pfcbench collect or run; a lost one runs again.
+
+    \b
+    Example:
+        pfcbench status results/rtx3080
+    """
+    from bench.results import latest_by_cell, read_records
+
+    counts: Counter = Counter()
+    for job_id, entry in ledger_of(results_dir).items():
+        word = job_word(job_id, Path(entry["workdir"]))
+        counts[word] += 1
+        click.echo(f"{entry['cell_id']}  job {job_id}  {word}")
+    results_file = results_dir / "results.jsonl"
+    recorded = latest_by_cell(read_records(results_file)) if results_file.exists() else {}
+    for cell_id, record in recorded.items():
+        counts["recorded"] += 1
+        click.echo(f"{cell_id}  recorded {record['status']}")
+    click.echo(", ".join(f"{n} {word}" for word, n in sorted(counts.items())) or "nothing in flight or recorded")
+
+
+@click.command("collect")
+@results_dir_argument
+def collect(results_dir: Path) -> None:
+    """Record the Slurm jobs of a sweep that have ended since it was submitted; submit nothing.
+
+    \b
+    Example:
+        pfcbench collect results/rtx3080
+    """
+    from bench.config import Cell
+    from bench.launch import Launch
+    from bench.matrix import load_matrix
+    from bench.results import latest_by_cell, read_results
+    from bench.runner import Plan, Tally, run_cells
+    from bench.slurm import SlurmLauncher, SlurmOptions
+
+    entries = ledger_of(results_dir)
+    try:
+        matrix = load_matrix(results_dir / "matrix.toml")
+        results = read_results(results_dir / "results.jsonl")
+    except (ValueError, OSError, FileError) as exc:
+        raise click.ClickException(f"{results_dir}: not the results folder of a sweep ({exc})") from None
+    cells = [Cell.from_dict(entry["config"]) for entry in entries.values()]
+    plan = Plan(matrix=matrix, results_dir=results_dir, cells=cells, latest=latest_by_cell(results.records))
+    launch = Launch(**{key: matrix.run[key] for key in ("timeout_s", "inactivity_timeout_s") if key in matrix.run})
+    tally = Tally()
+    recorded = list(run_cells(plan, SlurmLauncher(launch, SlurmOptions()), submit=False, wait=False, tally=tally))
+    for cell, record in recorded:
+        click.echo(f"{cell.cell_id}: {record['status']}")
+    click.echo(f"{matrix.name}: recorded {len(recorded)} cells; {tally.queued + tally.running} jobs still in flight")
