@@ -52,6 +52,7 @@ def search_command(
         pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
+    from bench.data.check import data_problem
     from bench.launch import LocalLauncher, gpu_shortage, visible_gpus
     from bench.results import latest_by_cell
     from bench.runner import run_probe, sigterm_as_interrupt
@@ -70,6 +71,8 @@ def search_command(
         raise click.UsageError(str(exc)) from None
     if config.device == "cuda" and (shortage := gpu_shortage([config], visible_gpus())):
         raise MatrixUsageError(shortage)
+    if problem := data_problem([config]):
+        raise MatrixUsageError(problem)
     launch = make_launch(timeout_s, inactivity_timeout_s)
     results_dir = results_root / "search"
     probes = []

@@ -153,3 +153,13 @@ def test_a_nan_loss_is_recorded_reported_and_never_compared(made, tmp_path):
     assert nonfinite(record) and NONFINITE in legend_lines([record])[0]
     assert outlier_ranks(record)[0].startswith("rank 1 forward time")
     assert compare_cell(record, dict(record, nonfinite_losses=0), 0.05, 0.01).verdict == "incomparable"
+
+
+def test_a_search_on_bad_data_is_refused_before_its_first_probe(faces, tmp_path):
+    (faces / "train.idx").unlink()
+    search = ["search", "classes", "--backbone", "none", "--batch-size", "8", "--nproc", "2", "--device", "cpu"]
+    results = tmp_path / "results"
+    args = ["--max-memory-gib", "1", "--data", "records", "--data-path", str(faces), "--results", str(results)]
+    line = one_line(invoke(*search, *args))
+    assert "train.idx" in line and "data_path" in line
+    assert not results.exists()
