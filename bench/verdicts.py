@@ -67,10 +67,8 @@ def outlier_ranks(record: dict | None) -> list[str]:
 
 
 def speed_mark(record: dict | None) -> str:
-    """What follows samples/sec in a table: " (loader-bound)", " (rank N ...)", or nothing."""
-    marks = [LOADER_BOUND] if loader_bound(record) else []
-    marks += [f"({phrase})" for phrase in outlier_ranks(record)]
-    return "".join(f" {m}" for m in marks)
+    """What follows samples/sec in a table: " (loader-bound)" or nothing (far-off ranks are named under the table)."""
+    return f" {LOADER_BOUND}" if loader_bound(record) else ""
 
 
 def legend_lines(records: list[dict | None]) -> list[str]:
@@ -84,9 +82,9 @@ def legend_lines(records: list[dict | None]) -> list[str]:
             f"{LOADER_BOUND}: the steps waited for their batches more than {LOADER_BOUND_FRACTION:.0%} of the "
             "measured time; the loader, not the step, set the speed."
         )
-    if any(outlier_ranks(r) for r in records):
+    if phrases := list(dict.fromkeys(phrase for r in records for phrase in outlier_ranks(r))):
         lines.append(
-            f"(rank N ...): that rank's peak memory or backbone forward time is more than {RANK_OUTLIER_RATIO}x "
-            "the median of the other ranks'."
+            f"Ranks far from the others (peak memory or backbone forward time over {RANK_OUTLIER_RATIO}x the "
+            f"median of the other ranks'): {'; '.join(phrases)}."
         )
     return lines
