@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import os
 import platform
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import nvml
+from bench.config import shown
 from bench.units import GIB, KIB, MIB
 
 _CPUINFO = Path("/proc/cpuinfo")
@@ -63,6 +65,60 @@ def server_spec(env: dict[str, Any]) -> list[tuple[str, str]]:
     installer = env.get("torch_installer")
     rows.append(("Installation", f"PyTorch {env['torch']}" + (f" ({installer})" if installer else "")))
     return rows
+
+
+TEXT = (str,)
+NUMBER = (int, float)
+ENV_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "cpu_model": (TEXT, True),
+    "cpu_sockets": ((int,), True),
+    "memory_gib": (NUMBER, True),
+    "os": (TEXT, True),
+    "python": (TEXT, True),
+    "torch": (TEXT + (type(None),), True),
+    "hostname": (TEXT, False),
+    "cpu_cores": ((int,), False),
+    "gpus": ((list,), False),
+    "gpu_driver": (TEXT + (type(None),), False),
+    "cuda_driver": (TEXT + (type(None),), False),
+    "torch_cuda": (TEXT + (type(None),), False),
+    "cudnn": (TEXT + (int, type(None)), False),
+    "torch_installer": (TEXT + (type(None),), False),
+    "kernel": (TEXT, False),
+}
+"""The keys of a machine description a report reads: (the types its value may have, whether it must be there)."""
+
+
+def env_problem(env: dict[str, Any]) -> str | None:
+    """What makes a machine description read from a file unusable for a report (a key missing, a value
+    of the wrong type, a name that is empty or holds a control character), or None."""
+    for key, (types, required) in ENV_KEYS.items():
+        if key not in env:
+            if required:
+                return f"key {key!r} is missing"
+            continue
+        problem = value_problem(env[key], types)
+        if problem:
+            return f"key {key!r}: {problem}"
+    for index, gpu in enumerate(env.get("gpus") or []):
+        if not isinstance(gpu, dict):
+            return f"gpus[{index}] is not an object"
+        problem = value_problem(gpu.get("name"), TEXT) or value_problem(gpu.get("memory_mib"), (int, type(None)))
+        if problem:
+            return f"gpus[{index}]: {problem}"
+    return None
+
+
+def value_problem(value: Any, types: tuple[type, ...]) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, types):
+        return f"{shown(value)} is not {' or '.join('null' if t is type(None) else t.__name__ for t in types)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{shown(value)} is not a finite number"
+    if isinstance(value, (int, float)) and value < 0:
+        return f"{shown(value)} is negative"
+    if isinstance(value, str) and (not value.strip() or not value.isprintable()):
+        return f"{shown(value)} is empty or holds a control character"
+    return None
 
 
 def _nvml_inventory() -> dict[str, Any]:

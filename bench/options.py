@@ -388,7 +388,7 @@ def load_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> P
     try:
         the_plan = make_plan(matrix, results_root, rerun)
     except ResultsError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise InputError(str(exc)) from None
     warn_skipped(the_plan.results)
     return the_plan
 

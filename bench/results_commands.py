@@ -92,7 +92,7 @@ def report_command(
         try:
             path, read = write_machines_report(list(results_dirs), out=out)
         except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise InputError(str(exc)) from None
         for results in read:
             warn_skipped(results)
         click.echo(path)
@@ -105,7 +105,7 @@ def report_command(
             results_dirs[0], out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published, added=added
         )
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise InputError(str(exc)) from None
     warn_skipped(results)
     click.echo(path)
 
@@ -170,7 +170,7 @@ def compare_command(
     try:
         run_a, run_b = load_results(results_a), load_results(results_b)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise InputError(str(exc)) from None
     warn_skipped(run_a)
     warn_skipped(run_b)
     if not run_a.records and not run_b.records:
@@ -183,7 +183,7 @@ def compare_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if problem := no_shared_cell(latest_a, latest_b, comparisons, ignore):
-        raise click.ClickException(problem)
+        raise InputError(problem)
     click.echo(render_comparison(comparisons))
     failures = gate_failures(comparisons, gates)
     if failures:

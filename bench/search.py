@@ -149,9 +149,28 @@ def recorded_probes(records: dict[str, dict], cell: Cell, field: str) -> dict[in
         config = record.get("config", {})
         value = config.get(field) if isinstance(config, dict) else None
         whole = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        if record.get("status") in OUTCOMES and whole and search_key(config, field) == key:
+        if (
+            record.get("status") in OUTCOMES
+            and whole
+            and search_key(config, field) == key
+            and is_cell(cell, field, value)
+        ):
             found[value] = record
     return found
+
+
+def all_probes(searches: list[tuple[Cell, str]], records: dict[str, dict]) -> list[dict]:
+    """The recorded probes of every (start cell, field) search."""
+    return [record for cell, field in searches for record in recorded_probes(records, cell, field).values()]
+
+
+def is_cell(cell: Cell, field: str, value: int) -> bool:
+    """Whether cell with field set to value is a cell a probe could have run (a damaged record's may not be)."""
+    try:
+        dataclasses.replace(cell, **{field: value})
+    except ValueError:
+        return False
+    return True
 
 
 def start_value(cell: Cell, field: str) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bench.files import FileError
+from bench.options import InputError
 
 results_dir_argument = click.argument("results_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 
@@ -21,7 +22,7 @@ def ledger_of(results_dir: Path) -> dict[str, dict]:
     try:
         return read_ledger(results_dir)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise InputError(str(exc)) from None
 
 
 def job_word(job_id: str, workdir: Path) -> str:
@@ -84,7 +85,7 @@ def collect(results_dir: Path) -> None:
         matrix = load_matrix(results_dir / "matrix.toml")
         results = read_results(results_dir / "results.jsonl")
     except (ValueError, OSError, FileError) as exc:
-        raise click.ClickException(f"{results_dir}: not the results folder of a sweep ({exc})") from None
+        raise InputError(f"{results_dir}: not the results folder of a sweep ({exc})") from None
     cells = [Cell.from_dict(entry["config"]) for entry in entries.values()]
     plan = Plan(matrix=matrix, results_dir=results_dir, cells=cells, latest=latest_by_cell(results.records))
     launch = Launch(**{key: matrix.run[key] for key in ("timeout_s", "inactivity_timeout_s") if key in matrix.run})

@@ -119,3 +119,48 @@ def test_a_recorded_probe_whose_value_is_text_is_not_taken_as_a_probe():
     record = ok_record(CELL, samples_per_s=3.0)
     record["config"] = dict(record["config"], classes="many")
     assert recorded_probes({CELL.cell_id: record}, CELL, "classes") == {}
+
+
+SEARCH_MATRIX = """
+name = "s"
+[[sections]]
+columns = [{ header = "Batch-size", field = "batch_size" }, { header = "Largest", field = "largest" },
+           { header = "Probes", field = "num_probes" }]
+[sections.set]
+device = "cpu"
+backbone = "none"
+nproc_per_node = 2
+[sections.search]
+field = "classes"
+[[sections.rows]]
+classes = 4000
+batch_size = 16
+max_memory_gib = 0.25
+"""
+
+
+@pytest.mark.parametrize("damaged", [{"classes": 3 * 10**12}, {"classes": 2**70}, {"classes": -8000}])
+def test_a_recorded_probe_that_no_cell_could_have_run_is_left_out_of_plan_and_report(tmp_path, monkeypatch, damaged):
+    import dataclasses
+    import json
+
+    from bench.matrix import load_matrix
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(SEARCH_MATRIX)
+    (start, _field), *_ = load_matrix(tmp_path / "s.toml").searches()
+    folder = tmp_path / "results" / "s"
+    probe = dataclasses.replace(start, classes=5000)
+    append_record(folder / "results.jsonl", ok_record(probe, samples_per_s=9.0))
+    append_record(
+        folder / "results.jsonl", dict(ok_record(probe), cell_id="d", config=dict(probe.to_dict(), **damaged))
+    )
+    (folder / "matrix.toml").write_text(SEARCH_MATRIX)
+    env = {"cpu_model": "c", "cpu_sockets": 1, "memory_gib": 4, "os": "o", "python": "3", "torch": "2"}
+    (folder / "env.json").write_text(json.dumps(env))
+
+    plan = CliRunner().invoke(main, ["plan", "s.toml"])
+    assert plan.exit_code == 0 and "1 of 1 searches" in plan.output, plan.output
+    report = CliRunner().invoke(main, ["report", str(folder), "-o", "r.md"])
+    assert report.exit_code == 0, report.output
+    assert "| 16           | 5000      | 1        |" in (tmp_path / "r.md").read_text()

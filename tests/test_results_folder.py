@@ -41,7 +41,7 @@ def test_report_never_writes_over_the_files_of_a_results_folder(tmp_path, monkey
     (folder / "env").mkdir()
     (folder / "env" / "0123abcd.json").write_text(json.dumps(ENV))
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    line = one_line(CliRunner().invoke(main, ["report", str(folder), "--format", fmt, "-o", str(folder / target)]), 1)
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "--format", fmt, "-o", str(folder / target)]))
     assert "is part of the results folder" in line
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
@@ -50,7 +50,7 @@ def test_report_output_under_a_file_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = results_folder(tmp_path)
     (tmp_path / "plain").write_text("x")
-    line = one_line(CliRunner().invoke(main, ["report", str(folder), "-o", str(tmp_path / "plain" / "r.md")]), 1)
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "-o", str(tmp_path / "plain" / "r.md")]))
     assert "cannot create the folder" in line
 
 
@@ -68,7 +68,7 @@ def test_a_damaged_results_file_is_one_line(tmp_path, monkeypatch, damage, said,
     folder = results_folder(tmp_path)
     damage(folder)
     args = {"report": [str(folder)], "plan": [str(folder / "matrix.toml")], "compare": [str(folder), str(folder)]}
-    assert said in one_line(CliRunner().invoke(main, [command, *args[command]]), 1)
+    assert said in one_line(CliRunner().invoke(main, [command, *args[command]]))
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,59 @@ def test_a_damaged_environment_is_one_line(tmp_path, monkeypatch, text, said):
     monkeypatch.chdir(tmp_path)
     folder = results_folder(tmp_path)
     (folder / "env.json").write_text(text)
-    assert said in one_line(CliRunner().invoke(main, ["report", str(folder)]), 1)
+    assert said in one_line(CliRunner().invoke(main, ["report", str(folder)]))
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda env: env.pop("python"), "key 'python' is missing"),
+        (lambda env: env.update(cpu_sockets="four"), "key 'cpu_sockets': 'four' is not int"),
+        (lambda env: env.update(memory_gib=float("inf")), "key 'memory_gib': inf is not a finite number"),
+        (lambda env: env.update(os="Ubuntu\x0024.04"), "key 'os': 'Ubuntu\\x0024.04' is empty or holds a control"),
+        (lambda env: env.update(cpu_model="  "), "key 'cpu_model': '  ' is empty"),
+        (lambda env: env.update(gpus=[{"name": "", "memory_mib": 81920}]), "gpus[0]: '' is empty"),
+        (lambda env: env.update(gpus=["H100"]), "gpus[0] is not an object"),
+    ],
+)  # fmt: skip
+def test_a_machine_description_a_report_cannot_use_is_one_line_naming_its_key(tmp_path, monkeypatch, damage, said):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    env = dict(ENV)
+    damage(env)
+    (folder / "env.json").write_text(json.dumps(env))
+    records = (folder / "results.jsonl").read_bytes()
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "-o", "r.md"]))
+    assert "env.json: not a machine description: " in line and said in line, line
+    assert not (tmp_path / "r.md").exists() and (folder / "results.jsonl").read_bytes() == records
+
+
+@pytest.mark.parametrize("name", ["", "env/\x00.json", "env/a\nb.json", 7, "/etc/hostname", "../elsewhere.json"])
+def test_a_record_whose_env_names_no_file_of_the_folder_is_one_line(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    first = read_records(folder / "results.jsonl")[0]
+    append_record(folder / "results.jsonl", dict(first, env=name))
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "-o", "r.md"]))
+    assert "a record's env is" in line and ("outside the results folder" in line or "not the name of a file" in line)
+    assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("link", ["env.json", "env/0123456789ab.json"])
+def test_a_machine_description_linked_from_outside_the_folder_is_not_shown(tmp_path, monkeypatch, link):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    secret = tmp_path / "elsewhere.json"
+    secret.write_text(json.dumps(dict(ENV, cpu_model="SECRET CPU")))
+    (folder / link).unlink(missing_ok=True)
+    (folder / link).parent.mkdir(exist_ok=True)
+    (folder / link).symlink_to(secret)
+    if link != "env.json":
+        first = read_records(folder / "results.jsonl")[0]
+        append_record(folder / "results.jsonl", dict(first, env=link))
+    result = CliRunner().invoke(main, ["report", str(folder), "-o", "r.md"])
+    assert "outside the results folder" in one_line(result) and "SECRET" not in result.output
+    assert not (tmp_path / "r.md").exists()
 
 
 def test_run_keeps_each_environment_and_its_records_point_at_it(tmp_path, monkeypatch):
@@ -123,6 +175,6 @@ def test_compare_of_runs_that_share_no_cell_says_so_and_names_what_differs(tmp_p
     for batch in (8, 16, 24):
         cell = Cell(backbone="none", device="cpu", nproc_per_node=2, batch_size=batch, embedding_size=64)
         append_record(b, {"cell_id": cell.cell_id, "config": cell.to_dict(), "status": "oom"})
-    line = one_line(CliRunner().invoke(main, ["compare", str(a), str(b)]), 1)
+    line = one_line(CliRunner().invoke(main, ["compare", str(a), str(b)]))
     assert "the runs share no cell (A has 2 cells, B has 3)" in line
     assert "embedding_size" in line and "--ignore" in line

@@ -15,7 +15,7 @@ from bench.machine import server_spec
 from bench.matrix import Matrix, Section
 from bench.report.plots import plot_section
 from bench.report.tables import Added, legend, markdown_table, row_records, section_frame
-from bench.search import recorded_probes
+from bench.search import all_probes
 
 
 def spec_frame(env: dict[str, Any], overrides: dict[str, str]) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def spec_frame(env: dict[str, Any], overrides: dict[str, str]) -> pd.DataFrame:
 
 def provenance(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
     """The note saying which harness, implementation and precision produced the numbers."""
-    probes = [r for cell, field in matrix.searches() for r in recorded_probes(records_by_id, cell, field).values()]
+    probes = all_probes(matrix.searches(), records_by_id)
     cells = [c for c in matrix.cells() if c.cell_id in records_by_id] + [Cell.from_dict(r["config"]) for r in probes]
     if not cells:
         return "No cell of this matrix has been run yet."

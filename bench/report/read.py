@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.config import shown
 from bench.files import FileError, read_text
+from bench.machine import env_problem
 from bench.matrix import Matrix, load_matrix
 from bench.results import ReportError, Results, read_results
 
@@ -24,16 +25,35 @@ def read_json(path: Path) -> dict:
 
 
 def read_envs(results_dir: Path, records: list[dict]) -> dict[str, tuple[dict, int]]:
-    """The machine descriptions the records point at (env.json for records that name none), with their record counts."""
+    """The machine descriptions the records point at (env.json for records that name none), with their record counts.
+
+    A name that is not a file of the results folder (empty, absolute, through "..", a symlink out
+    of it) or a description a report cannot use is one line naming the record's env or the file.
+    """
     counts: dict[str, int] = {}
     for record in records:
-        name = record.get("env") if isinstance(record.get("env"), str) else "env.json"
+        name = env_name(Path(results_dir), "env.json" if record.get("env") is None else record["env"])
         counts[name] = counts.get(name, 0) + 1
     counts = counts or {"env.json": 0}
-    for name in counts:
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ReportError(f"{results_dir}: a record points at {shown(name)}, outside the results folder")
-    return {name: (read_json(Path(results_dir) / name), count) for name, count in counts.items()}
+    return {name: (read_env(Path(results_dir) / name), count) for name, count in counts.items()}
+
+
+def env_name(results_dir: Path, name: object) -> str:
+    """A record's env, checked to name a file in the results folder."""
+    said = f"{results_dir}: a record's env is {shown(name)}"
+    if not isinstance(name, str) or not name.strip() or not name.isprintable():
+        raise ReportError(f"{said}, not the name of a file in the results folder")
+    inside = (results_dir / name).resolve().is_relative_to(results_dir.resolve())
+    if Path(name).is_absolute() or ".." in Path(name).parts or not inside:
+        raise ReportError(f"{said}, outside the results folder")
+    return name
+
+
+def read_env(path: Path) -> dict:
+    env = read_json(path)
+    if problem := env_problem(env):
+        raise ReportError(f"{path}: not a machine description: {problem}")
+    return env
 
 
 def mixed_env_note(envs: dict[str, tuple[dict, int]]) -> str | None:

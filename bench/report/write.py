@@ -13,6 +13,7 @@ from bench.report.markdown import published_server, render_markdown
 from bench.report.read import mixed_env_note, read_envs, read_run
 from bench.report.tables import Added
 from bench.results import ReportError, Results, latest_by_cell, write_atomic
+from bench.search import all_probes
 
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
 
@@ -53,6 +54,7 @@ def write_report(
         raise ReportError(str(exc)) from None
     if fmt == "md":
         reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
+        reported += all_probes(matrix.searches(), latest)
         envs = read_envs(Path(results_dir), reported)
         env = max(envs.values(), key=lambda pair: pair[1])[0]
         notes = [note] if (note := mixed_env_note(envs)) else []
