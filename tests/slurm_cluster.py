@@ -32,7 +32,8 @@ SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={munge_socket}
+# A requeued job waits cred_expire seconds before it may start again (120 by default).
+AuthInfo=socket={munge_socket},cred_expire=30
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={root}/state
@@ -46,6 +47,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/builtin
+# Look at the pending jobs every 5 s, not every minute, so that a job whose wait ended starts soon.
+SchedulerParameters=sched_interval=5
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none

@@ -48,9 +48,9 @@ def test_light_backbones_train(backbone):
 
 @pytest.mark.parametrize(
     ("backbone", "precision", "rate"),
-    # every backbone at both rates and in both precisions, each pair of those at least once
-    [("none", "fp32", "1.0"), ("none", "bf16", "0.1"), ("mbf", "fp32", "0.1"), ("mbf", "bf16", "1.0"),
-     ("r18", "fp32", "1.0"), ("r18", "bf16", "0.1")],
+    # every backbone, both precisions and both rates; the 2021 classifier's math at each rate is
+    # tests/test_partial_fc_2021.py's, so each backbone runs once
+    [("none", "bf16", "0.1"), ("mbf", "fp32", "1.0"), ("r18", "bf16", "0.1")],
 )  # fmt: skip
 def test_the_2021_impl_trains(backbone, precision, rate):
     result = pfcbench(
@@ -75,7 +75,7 @@ def test_the_2021_impl_in_fp16_with_the_constant_label():
     assert 0 < record["loss_first"] < 100
 
 
-@pytest.mark.parametrize("backbone", ["none", "mbf", "r18"])
+@pytest.mark.parametrize("backbone", ["none", "mbf"])
 def test_fused_impl_trains_with_arcface_torch_losses(backbone):
     losses = {}
     for impl in ("arcface_torch", "fused"):

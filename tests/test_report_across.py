@@ -17,7 +17,7 @@ from bench.datasets import DATASETS
 from bench.matrix import load_matrix
 from bench.options import PACKAGED
 from bench.results import append_record, latest_by_cell, read_results
-from tests.sweeps import run_sweep
+from tests.sweeps import run_sweep, write_matrix
 from tests.test_report import published_records, tables
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -156,11 +156,12 @@ def test_several_folders_refuse_single_folder_options(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_two_machines(tmp_path_factory):
-    """Section 2 of the smoke matrix run for real once; a copy of it re-described as another machine."""
-    root = tmp_path_factory.mktemp("smoke")
-    run_sweep(PACKAGED / "smoke.toml", root / "cpu", "--section", "2")
-    cpu, other = root / "cpu" / "smoke", root / "gpu" / "smoke"
+def two_machines(tmp_path_factory):
+    """A tiny matrix of two cells and an out-of-memory one, run for real once; a copy of it
+    re-described as another machine."""
+    root = tmp_path_factory.mktemp("tiny")
+    run_sweep(write_matrix(root, "8, 16", oom=True), root / "cpu")
+    cpu, other = root / "cpu" / "tiny", root / "gpu" / "tiny"
     shutil.copytree(cpu, other)
     for env in [other / "env.json", *(other / "env").glob("*.json")]:
         if env.exists():
@@ -173,8 +174,8 @@ def smoke_two_machines(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_smoke_run_on_two_machines_is_one_table(tmp_path, smoke_two_machines):
-    cpu, gpu = smoke_two_machines
+def test_a_run_on_two_machines_is_one_table(tmp_path, two_machines):
+    cpu, gpu = two_machines
     rows, markdown = across(tmp_path, [cpu, gpu])
     cpu_name = json.loads(next((cpu / "env").glob("*.json")).read_text())["cpu_model"]
     header = next(row for row in rows if cpu_name in row and A100 in row)  # under the list of machines
