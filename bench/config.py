@@ -60,7 +60,8 @@ class Cell:
     margin: str = "arcface"
     """arcface (s=64, m=0.5) or cosface (s=64, m=0.4)."""
     impl: str = "arcface_torch"
-    """Program of the step: arcface_torch (today's train_v2.py), arcface_torch_2021 (the 2021 train.py) or fused."""
+    """Program of the step: arcface_torch (today's train_v2.py), arcface_torch_2021 (the August 2021
+    train.py), arcface_torch_2022 (the January 2022 train.py) or fused."""
     label_mode: str = "uniform"
     """uniform: labels drawn over all classes; constant: label 1 forever (arcface_torch's SyntheticDataset)."""
     warmup_steps: int = 10

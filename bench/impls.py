@@ -13,10 +13,12 @@ from typing import Any
 IMPL_MODULES = {
     "arcface_torch": "bench.workload.partial_fc",
     "arcface_torch_2021": "bench.workload.step_2021",
+    "arcface_torch_2022": "bench.workload.partial_fc_2022",
     "fused": "bench.workload.fused",
 }
 """impl name -> module defining its IMPL: arcface_torch's train_v2 with PartialFC_V2, its August 2021
-train.py with Partial FC v1, and train_v2 with pfcbench's fused classifier."""
+train.py with Partial FC v1, its January 2022 train.py with the autograd Partial FC over the same
+memory bank, and train_v2 with pfcbench's fused classifier."""
 
 IMPLS = tuple(IMPL_MODULES)
 """The impl names, in the order they are listed."""

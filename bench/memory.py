@@ -41,26 +41,35 @@ class GpuRuntime:
     its traced tensor bytes): the CUDA context of PyTorch 1.9 with CUDA 11, which made the
     published tables, loads every kernel at start-up (about 1 GiB; PyTorch 2 with lazy module
     loading takes a few hundred MiB); cuDNN's autotuned convolutions (cudnn.benchmark) take a
-    workspace; NCCL keeps send and receive buffers per channel; the caching allocator rounds and
-    fragments, so that reserved memory runs some percent over allocated memory. With these
-    values the model reproduces the RTX 3080 report's Fail pattern at 10 GiB.
+    workspace; NCCL keeps send and receive buffers per channel. What the caching allocator
+    reserves beyond the tensors (rounding, fragmentation) is not a constant: the trace replays
+    the step's allocations through a model of it (bench.workload.allocator). With these values
+    the model reproduces the RTX 3080 report's Fail pattern at 10 GiB.
     """
 
     cuda_context_bytes: int = 1000 * MIB
     """CUDA context, cuBLAS handles and kernels loaded, per process (outside torch's counters)."""
     cudnn_workspace_bytes: int = 256 * MIB
     """cuDNN convolution workspace, for backbones with convolutions."""
+    cudnn_fp32_workspace_bytes_per_sample: int = 25 * 10**6
+    """More cuDNN workspace per sample of a rank's batch when convolutions run in full fp32 (fp32
+    without TF32, as on GPUs before Ampere): the autotuner then picks algorithms whose workspace
+    grows with the batch (FFT, Winograd). Calibrated on the one published pair: the A100 report's
+    IResNet-50 fp32 row at 128 per GPU shows 18.2 GB with TF32 off and 15.0 GB with it on, the same
+    tensors: 3.2 GB, 25 MB per sample."""
     nccl_bytes: int = 256 * MIB
     """NCCL communicator buffers, for cells of more than one rank."""
-    allocator_overhead: float = 0.10
-    """Reserved over allocated memory of the caching allocator (rounding and fragmentation)."""
 
-    def bytes_for(self, cell: Cell, tensor_bytes: int) -> int:
+    def bytes_for(self, cell: Cell) -> int:
+        """The GPU-only bytes of a rank of cell, beyond what its tensors reserve."""
         if cell.device != "cuda":
             return 0
-        workspace = self.cudnn_workspace_bytes if cell.backbone != "none" else 0
+        convolutions = cell.backbone != "none"
+        workspace = self.cudnn_workspace_bytes if convolutions else 0
+        if convolutions and cell.precision == "fp32" and not cell.tf32:
+            workspace += self.cudnn_fp32_workspace_bytes_per_sample * cell.per_gpu_batch
         nccl = self.nccl_bytes if cell.launched_ranks > 1 else 0
-        return self.cuda_context_bytes + workspace + nccl + int(self.allocator_overhead * tensor_bytes)
+        return self.cuda_context_bytes + workspace + nccl
 
 
 GPU_RUNTIME = GpuRuntime()

@@ -59,7 +59,8 @@ def sections(num_gpus: int) -> list[tuple[str, list[tuple[dict, str]]]]:
               "batch_size": 512 * num_gpus}, "ok")
             for rate in (1.0, 0.1) for impl in ("arcface_torch", "fused")
         ]),
-        # the memory model's verdicts at 10 GiB: 11.8 GiB for the 2021 code, 8.0 and 6.4 for the others
+        # the RTX 3080 report's fp16 Fail at 2M classes, batch 512; the memory model's verdicts at 10 GiB:
+        # 11.3 GiB for the 2021 code, 7.8 for arcface_torch and the 2022 code, 5.9 for fused
         ("6. One RTX 3080 of eight: rank 0 emulated on one GPU capped at 10 GiB", [
             ({"impl": impl, "backbone": "r50", "classes": 2_059_906, "sample_rate": 1.0, "batch_size": 512,
               "nproc_per_node": 8, "emulated": True, "max_memory_gib": 10.0, "label_mode": "constant", "tf32": True},

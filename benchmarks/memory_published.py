@@ -4,8 +4,9 @@ The V100 table (arcface_torch README of 2021, 8 x V100 32 GB, IResNet-50, fp16, 
 SyntheticDataset labels, MB per GPU as gpustat shows) is predicted with the 2021 impl and each
 figure printed beside the published one.
 
-Then every row of the six packaged reports (rtx3080, rtx3090, v100, a10, a30, a100), as `pfcbench
-plan NAME --memory-gib G` predicts it at its card's memory: the published figure or Fail, the
+Then every row of the six packaged reports (rtx3080, rtx3090, v100, a10, a30, a100), with the impl
+its matrix names (the 2021 code for the four of 2021 and the A10, the 2022 code for the A30 and
+A100), as `pfcbench plan NAME --memory-gib G` predicts it at its card's memory: the published figure or Fail, the
 predicted peak GiB per rank, whether the verdict agrees (a published Fail predicted Fail, a
 published figure predicted to fit), the part of the model that weighs most, and where the report
 gives GPU memory (the A100's), predicted / published. A row pfcbench cannot run (not_run) is
@@ -38,6 +39,7 @@ V100_MB = {
 """Published MB per GPU by (classes, sample rate); rate 1.0 is model parallel, 0.1 Partial FC."""
 
 IMPL = "arcface_torch_2021"
+"""The impl of the V100 README table (August 2021)."""
 
 CARD_GIB = {"rtx3080": 10, "rtx3090": 24, "v100": 32, "a10": 22, "a30": 24, "a100": 80}
 """Memory per GPU each report's card has, in GiB: the GB its report or NVIDIA names (the A10 report's

@@ -14,6 +14,7 @@ from bench.workload import build_classifier
 from bench.workload.collectives import EmulatedCollectives
 from bench.workload.partial_fc import shard_of
 from bench.workload.partial_fc_2021 import PartialFC2021
+from bench.workload.partial_fc_2022 import PartialFC2022
 from tests.cli import pfcbench
 from tests.ranks import run_ranks
 from tests.sweeps import run_sweep, write_matrix
@@ -39,6 +40,12 @@ def emulated_step(impl: str, margin: str) -> dict:
         x_grad, loss = module.forward_backward(labels, features, optimizer)
         features.backward(x_grad)
         weight, weight_grad = module.weight, module.sub_weight.grad
+    elif impl == "arcface_torch_2022":
+        module = PartialFC2022(margin, EMBEDDING, CLASSES, 1.0, None, peers)
+        optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]}, {"params": module.parameters()}])
+        loss = module(local, labels, optimizer)
+        loss.backward()
+        weight, weight_grad = module.weight_activated, module.weight_activated.grad
     else:
         module = build_classifier(impl, margin, EMBEDDING, CLASSES, 1.0, peers)
         loss = module(local, labels)
@@ -71,6 +78,13 @@ def test_the_emulated_classifier_holds_rank_0s_shard_and_sees_the_whole_job(tmp_
         # and the 2021 classifier: the same shard and loss (its margin's gradient differs by design)
         assert torch.equal(old["weight"], today["weight"])
         assert torch.allclose(old["loss"], today["loss"], rtol=1e-5), margin
+        # and January 2022's: the same shard and loss; CosFace's gradients too (ArcFace's margin has autograd)
+        new = steps["arcface_torch_2022", margin]
+        assert torch.equal(new["weight"].detach(), today["weight"])
+        assert torch.allclose(new["loss"], today["loss"], rtol=1e-5), margin
+        if margin == "cosface":
+            for key in ("emb_grad", "weight_grad"):
+                assert (new[key] - today[key]).norm() < 1e-5 * today[key].norm(), key
 
 
 @pytest.mark.slow

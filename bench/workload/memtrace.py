@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_flatten, tree_leaves, tree_map_only
 
 from bench.config import Cell
 from bench.memory import ACTIVATIONS, BACKBONE_STATE, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES
+from bench.workload.allocator import CachingAllocator
 from bench.workload.base_step import BaseStep, build_step
 from bench.workload.partial_fc import shard_of
 
@@ -148,8 +149,11 @@ class PartTracker(MemTracker):
     everything else is a classifier temporary.
     """
 
-    def __init__(self, class_rows: set[int], embedding_size: int) -> None:
+    def __init__(self, class_rows: set[int], embedding_size: int, allocator: CachingAllocator | None = None) -> None:
         super().__init__()
+        self.allocator = allocator
+        """Fed every storage's allocation and release, in order (a CUDA cell's); None: not modelled."""
+        self.blocks: dict = {}
         self.class_rows = class_rows
         self.embedding_size = embedding_size
         self.building = True
@@ -173,6 +177,15 @@ class PartTracker(MemTracker):
         name = self._mod_tracker.get_known_fqn(self.backbone) if self.backbone is not None else None
         return name is not None and name in self._mod_tracker.parents
 
+    def allocate(self, u_type, winfo) -> None:
+        """Pass a storage's allocation, release or resize on to the allocator model."""
+        if self.allocator is None:
+            return
+        if u_type in (_UpdateType.DEL, _UpdateType.SIZE) and winfo in self.blocks:
+            self.allocator.free(self.blocks.pop(winfo))
+        if u_type != _UpdateType.DEL and winfo not in self.blocks and winfo.mem_consumed > 0:
+            self.blocks[winfo] = self.allocator.malloc(winfo.mem_consumed)
+
     def _update_peak_stats(self, peak_state) -> None:
         pass  # the peak is kept in _update_snap; MemTracker's per-module peaks cost a pass over all modules per op
 
@@ -192,7 +205,9 @@ class PartTracker(MemTracker):
 
     def _update_snap(self, u_type, winfo, old_mem_consumed=None, old_reftype=None) -> None:
         super()._update_snap(u_type, winfo, old_mem_consumed, old_reftype)
-        if u_type == _UpdateType.ADD:
+        self.allocate(u_type, winfo)
+        # MemTracker adds no storage of 0 bytes (an empty Parameter): it is counted from its first update
+        if u_type == _UpdateType.ADD or not hasattr(winfo, "built"):
             winfo.class_shaped = self.class_shaped(self.tensor)
             winfo.built = self.building
             winfo.in_backbone = self.in_backbone()
@@ -259,14 +274,30 @@ def class_rows(cell: Cell) -> set[int]:
     return {num_local, int(cell.sample_rate * num_local)}
 
 
-def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
-    """(peak bytes, bytes per part at the peak, bytes of the backbone's trained parameters) of rank 0's step."""
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """What rank 0's step holds, from its trace."""
+
+    peak_bytes: int
+    """Bytes of live tensors at their peak."""
+    parts: dict[str, int]
+    """Those bytes per part (TRACED_PARTS)."""
+    backbone_bytes: int
+    """Bytes of the backbone's trained parameters."""
+    reserved_bytes: int | None
+    """What PyTorch's CUDA caching allocator would have reserved at most for the same tensors (a CUDA
+    cell's; None for a CPU cell)."""
+
+
+def trace(cell: Cell) -> Trace:
+    """Trace rank 0's step of cell."""
     if distributed.is_initialized():
         raise RuntimeError("the memory trace needs a process of its own (a process group is already set up)")
     distributed.init_process_group("fake", store=FakeStore(), rank=0, world_size=cell.world_size)
     try:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-        tracker = PartTracker(class_rows(cell), cell.embedding_size)
+        allocator = CachingAllocator() if cell.device == "cuda" else None
+        tracker = PartTracker(class_rows(cell), cell.embedding_size, allocator)
         real_values = RealValues(fake_mode)
         with fake_mode, real_values, tracing_patches(cell), tracker:
             # a batch read from records has the synthetic batch's shapes; the trace reads no files
@@ -283,7 +314,8 @@ def trace(cell: Cell) -> tuple[int, dict[str, int], int]:
                 step()
                 tracker.reset_mod_stats()
         backbone_bytes = sum(p.numel() * p.element_size() for p in backbone.parameters() if p.requires_grad)
-        return tracker.peak_bytes, tracker.peak_parts, backbone_bytes
+        reserved_bytes = allocator.peak_reserved_bytes if allocator is not None else None
+        return Trace(tracker.peak_bytes, tracker.peak_parts, backbone_bytes, reserved_bytes)
     finally:
         distributed.destroy_process_group()
 

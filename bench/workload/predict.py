@@ -27,11 +27,12 @@ from bench.workload.memtrace import trace
 
 def predict(cell: Cell) -> Prediction:
     """Trace the cell's step in this process (which must have no process group) and model the rest."""
-    peak_bytes, traced_parts, backbone_grad_bytes = trace(cell)
-    ddp = backbone_grad_bytes + 2 * DDP_BUCKET_CAP_BYTES if cell.backbone != "none" else 0
-    parts = dict(traced_parts)
-    parts[DDP_BUCKETS] = ddp
-    parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell, peak_bytes + ddp)
+    traced = trace(cell)
+    parts = dict(traced.parts)
+    parts[DDP_BUCKETS] = traced.backbone_bytes + 2 * DDP_BUCKET_CAP_BYTES if cell.backbone != "none" else 0
+    # on a GPU the tensors take what the caching allocator reserves for them, more than their peak
+    allocator_bytes = traced.reserved_bytes - traced.peak_bytes if traced.reserved_bytes is not None else 0
+    parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell) + allocator_bytes
     parts[CPU_ONLY] = CPU_FIRST_STEP_BYTES if cell.device == "cpu" else 0
     return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
 
