@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.options import gibibytes, load_plan, packaged_matrices, with_matrix
-from bench.plan import plan_entries, plan_entries_plain, plan_row
+from bench.options import gibibytes, load_plan, packaged_matrices, training_options, with_matrix
+from bench.plan import add_training, plan_entries, plan_entries_plain, plan_row
 
 if TYPE_CHECKING:
     from bench.matrix import Matrix
+    from bench.report.training import TrainingColumns
 
 
 @click.command()
@@ -32,11 +33,21 @@ if TYPE_CHECKING:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the plan as a JSON array, one object per cell, with predictions."
 )
-def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: bool, as_json: bool) -> None:
+@training_options
+def plan(
+    matrix: Matrix,
+    results_root: Path,
+    memory_gib: float | None,
+    predict: bool,
+    as_json: bool,
+    training: tuple[TrainingColumns, ...],
+) -> None:
     """List the cells of a matrix in order, and which already have a final record.
 
     With --memory-gib, --predict or --json, each cell also gets its predicted peak memory per rank
     (traced from its real training step on the CPU) and Fail where that exceeds the memory size.
+    With --train-on (or --images and --epochs), each cell that has run ok also gets its samples/sec
+    and the hours one training run would take at it (--gpu-hour-price: and its cost).
     MATRIX is a matrix file or the name of a packaged one (pfcbench matrices); smoke by default.
     A file of that name in the working directory wins over the packaged matrix; a folder does not.
 
@@ -46,6 +57,7 @@ def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: 
         pfcbench plan my-matrix.toml --nproc 1
         pfcbench plan rtx3080 --memory-gib 10
         pfcbench plan rtx3080 --memory-gib 10 --json
+        pfcbench plan a100 --memory-gib 80 --train-on webface42m --epochs 20
     """
     from tabulate import tabulate
 
@@ -55,16 +67,12 @@ def plan(matrix: Matrix, results_root: Path, memory_gib: float | None, predict: 
         entries = plan_entries(the_plan, memory_gib) if predicted else plan_entries_plain(the_plan)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
+    rows = [plan_row(number, entry) for number, entry in enumerate(entries, start=1)]
+    add_training(entries, rows, the_plan, training)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
-    click.echo(
-        tabulate(
-            [plan_row(number, entry) for number, entry in enumerate(entries, start=1)],
-            headers="keys",
-            tablefmt="github",
-        )
-    )
+    click.echo(tabulate(rows, headers="keys", tablefmt="github"))
     searches = the_plan.matrix.searches()
     and_searches = f" and {len(the_plan.pending_searches())} of {len(searches)} searches" if searches else ""
     click.echo(

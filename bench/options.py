@@ -228,6 +228,29 @@ def parse_settings(settings: tuple[str, ...]) -> dict:
     return fields
 
 
+def training_options(func):
+    """--train-on / --images / --epochs / --gpu-hour-price: the hours (and cost) of one training run at
+    each cell's samples/sec; passes `training`, the columns they add (none without them)."""
+
+    @click.option(
+        "--train-on", default=None, help="Add hours per training run on this dataset (webface42m, ms1mv3, ...)."
+    )
+    @click.option("--images", type=int, default=None, help="Add hours per training run of N images (with --epochs).")
+    @click.option("--epochs", type=int, default=None, help="Epochs of that run  [default: the dataset's config's].")
+    @click.option("--gpu-hour-price", type=float, default=None, help="Add the cost of that run: hours x GPUs x PRICE.")
+    @functools.wraps(func)
+    def wrapper(train_on, images, epochs, gpu_hour_price, **kwargs):
+        from bench.report.training import training_columns
+
+        try:
+            training = training_columns(train_on, images, epochs, gpu_hour_price)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return func(training=training, **kwargs)
+
+    return wrapper
+
+
 def results_option(help_text: str):
     """--results, the folder that holds results folders; passes `results_root`."""
     return click.option(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bench.config import Cell
@@ -10,6 +11,7 @@ from bench.report.marks import emulated_mark
 
 if TYPE_CHECKING:
     from bench.matrix import Matrix
+    from bench.report.training import TrainingColumns
     from bench.runner import Plan
 
 
@@ -18,7 +20,9 @@ class NoMemorySize(ValueError):
 
 
 def plan_entries_plain(the_plan: Plan) -> list[dict]:
-    """One dict per cell: id, sections, config and status (its record's, or pending)."""
+    """One dict per cell: id, sections, config, status (its record's, or pending) and, where a row of
+    the matrix gives them for the cell, the published samples/sec (or Fail) and GPU memory."""
+    published = published_figures(the_plan.matrix)
     entries = []
     for cell in the_plan.cells:
         record = the_plan.latest.get(cell.cell_id)
@@ -27,8 +31,21 @@ def plan_entries_plain(the_plan: Plan) -> list[dict]:
             "sections": the_plan.sections_of(cell),
             "config": cell.to_dict(),
             "status": record["status"] if record else "pending",
+            **published.get(cell.cell_id, {}),
         })  # fmt: skip
     return entries
+
+
+def published_figures(matrix: Matrix) -> dict[str, dict]:
+    """Cell id: the published figures of the first row that runs it and has any."""
+    figures: dict[str, dict] = {}
+    for section in matrix.sections:
+        for row in section.rows:
+            found = {"published": row.published, "published_gpu_mem_gb": row.published_gpu_mem_gb}
+            found = {key: value for key, value in found.items() if value is not None}
+            if row.not_run is None and found:
+                figures.setdefault(row.cell.cell_id, found)
+    return figures
 
 
 def plan_entries(the_plan: Plan, memory_gib: float | None) -> list[dict]:
@@ -55,6 +72,20 @@ def plan_entries(the_plan: Plan, memory_gib: float | None) -> list[dict]:
     return entries
 
 
+def add_training(entries: list[dict], rows: list[dict], the_plan: Plan, training: Sequence[TrainingColumns]) -> None:
+    """Beside each cell that has run ok: its samples/sec, and what one training run would take at it
+    (hours, and cost with a price); as numbers in the entries, as text in the table's rows."""
+    records = [the_plan.latest.get(cell.cell_id) for cell in the_plan.cells]
+    for extra in training:
+        for entry, row, cell, record in zip(entries, rows, the_plan.cells, records, strict=True):
+            figures = extra.figures(cell, record)
+            entry.update(figures, samples_per_s=record["samples_per_s"] if figures else None)
+            row["samples/s"] = f"{entry['samples_per_s']:,.0f}" if figures else ""
+        for header, texts in extra.columns(the_plan.cells, records).items():
+            for row, text in zip(rows, texts, strict=True):
+                row[header] = text
+
+
 def plan_row(number: int, entry: dict) -> dict:
     """The table row of one plan entry."""
     config = entry["config"]
@@ -71,9 +102,13 @@ def plan_row(number: int, entry: dict) -> dict:
         "ranks": f"{config['nnodes'] * config['nproc_per_node']}{emulated_mark(entry)}",
         "status": entry["status"],
     }
+    if "published" in entry:
+        row["published"] = entry["published"] if entry["published"] == "Fail" else f"~{entry['published']:g}"
     if "predicted_peak_gib" in entry:
         fits = entry["predicted_fits"]
         row["predicted GiB/rank"] = f"{entry['predicted_peak_gib']:.2f}"
+        if "published_gpu_mem_gb" in entry:
+            row["published GPU Mem(GB)"] = f"~{entry['published_gpu_mem_gb']:g}"
         row["predicted"] = "" if fits is None else ("fits" if fits else "Fail") + f" ({entry['memory_gib']:g} GiB)"
         row["largest part"] = entry["predicted_largest_part"]
     return row

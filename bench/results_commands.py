@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from bench.options import InputError, matrix_file, number_in, warn_skipped
+from bench.options import InputError, matrix_file, number_in, training_options, warn_skipped
 from bench.results import latest_by_cell
+
+if TYPE_CHECKING:
+    from bench.report.training import TrainingColumns
 
 
 class ReportUsageError(click.ClickException):
@@ -46,20 +50,14 @@ class ReportUsageError(click.ClickException):
     is_flag=True,
     help="Tables exactly as the matrix lays them out, without the Published and Ratio columns added beside rows with a published figure, under the published server's spec.",
 )
-@click.option("--train-on", default=None, help="Add hours per training run on this dataset (webface42m, ms1mv3, ...).")
-@click.option("--images", type=int, default=None, help="Add hours per training run of N images (with --epochs).")
-@click.option("--epochs", type=int, default=None, help="Epochs of that run  [default: the dataset's config's].")
-@click.option("--gpu-hour-price", type=float, default=None, help="Add the cost of that run: hours x GPUs x PRICE.")
+@training_options
 def report_command(
     results_dirs: tuple[Path, ...],
     out: Path | None,
     fmt: str,
     matrix_name: str | None,
     as_published: bool,
-    train_on: str | None,
-    images: int | None,
-    epochs: int | None,
-    gpu_hour_price: float | None,
+    training: tuple[TrainingColumns, ...],
 ) -> None:
     """Render a results folder (results.jsonl, env.json, matrix.toml) as a markdown report, csv or json.
 
@@ -76,14 +74,8 @@ def report_command(
         pfcbench report results/a100 --train-on webface42m --epochs 20 --gpu-hour-price 2.5
         pfcbench report results/a100 results/h200
     """
-    from bench.report.training import training_columns
-
-    try:
-        added = training_columns(train_on, images, epochs, gpu_hour_price)
-    except ValueError as exc:
-        raise ReportUsageError(str(exc)) from None
     if len(results_dirs) > 1:
-        if fmt != "md" or matrix_name or as_published or added:
+        if fmt != "md" or matrix_name or as_published or training:
             raise ReportUsageError(
                 "several results folders render one markdown table: no --format, --matrix, --as-published or --train-on"
             )
@@ -102,7 +94,7 @@ def report_command(
     matrix_path = matrix_file(matrix_name) if matrix_name else None
     try:
         path, results = write_report(
-            results_dirs[0], out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published, added=added
+            results_dirs[0], out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published, added=training
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

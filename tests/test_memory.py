@@ -78,3 +78,43 @@ def test_run_skip_predicted_fail_records_skipped_with_the_prediction(tmp_path):
     assert records[1000]["status"] == "ok"
     assert records[200000]["status"] == "skipped"
     assert "predicted peak" in records[200000]["reason"] and "> 0.5 GiB" in records[200000]["reason"]
+
+
+def test_plan_puts_the_published_figures_beside_the_prediction(tmp_path):
+    matrix = tmp_path / "published.toml"
+    matrix.write_text(
+        '[defaults]\nbackbone = "none"\ndevice = "cpu"\nnproc_per_node = 2\nbatch_size = 8\n'
+        '[[sections]]\ncolumns = [{ field = "classes" }]\n'
+        "[[sections.rows]]\nclasses = 1000\npublished = 2190\npublished_gpu_mem_gb = 0.3\n"
+        '[[sections.rows]]\nclasses = 200000\npublished = "Fail"\n'
+        "[[sections.rows]]\nclasses = 2000\n"
+    )
+    result = CliRunner().invoke(main, ["plan", str(matrix), "--results", str(tmp_path / "r"), "--memory-gib", "0.5"])
+    assert result.exit_code == 0, result.output
+    header, _, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in result.output.splitlines()[:5]]
+    shown = [dict(zip(header, row)) for row in rows]
+    assert [row["published"] for row in shown] == ["~2190", "Fail", ""]
+    assert [row["published GPU Mem(GB)"] for row in shown] == ["~0.3", "", ""]
+    assert [row["predicted"] for row in shown] == ["fits (0.5 GiB)", "Fail (0.5 GiB)", "fits (0.5 GiB)"]
+
+    entries = json.loads(
+        CliRunner().invoke(main, ["plan", str(matrix), "--results", str(tmp_path / "r"), "--json"]).output
+    )
+    assert [(e.get("published"), e.get("published_gpu_mem_gb")) for e in entries] == [
+        (2190, 0.3),
+        ("Fail", None),
+        (None, None),
+    ]
+
+
+@pytest.mark.parametrize("impl", ["arcface_torch_2021", "arcface_torch_2022"])
+def test_a_cells_prediction_does_not_depend_on_the_cells_traced_before_it(impl):
+    # These impls swap a new Parameter of sampled centres in each step: the last step's must be
+    # freed at the same point of every trace, whatever the garbage collector did before.
+    cell = Cell(
+        backbone="none", classes=8_000_000, batch_size=1024, nproc_per_node=8, device="cuda",
+        sample_rate=0.1, precision="fp16", impl=impl,
+    )  # fmt: skip
+    predictions = predict_cells([cell] * 4, num_workers=1)
+    assert len({p.peak_bytes for p in predictions}) == 1, [p.peak_gib for p in predictions]
+    assert len({tuple(p.parts.items()) for p in predictions}) == 1

@@ -120,6 +120,34 @@ def test_plan_lists_the_rows_it_does_not_run(tmp_path, monkeypatch):
     assert len(lines) == 3 and all("IResNet-180" in line or "IResNet-300" in line for line in lines)
 
 
+def test_plan_gives_hours_per_run_where_the_cell_has_run(tmp_path, monkeypatch):
+    rtx3080 = load_matrix(PACKAGED / "rtx3080.toml")
+    ran = [record for record in published_records(rtx3080).values() if record["status"] == "ok"][:2]
+    ran[0]["samples_per_s"] = 2190.4
+    results_folder(tmp_path / "results" / "rtx3080", "rtx3080", ran, RTX3080_ENV)
+    monkeypatch.chdir(tmp_path)
+    args = ["plan", "rtx3080", "--train-on", "WebFace42M", "--epochs", "20", "--gpu-hour-price", "2.5"]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    header, *rows = [
+        [c.strip() for c in line.strip("|").split("|")] for line in done.output.splitlines() if line.startswith("| ")
+    ]
+    assert header[-3:] == ["samples/s", "Hours/run (WebFace42M x 20 epochs)", "Cost/run (at 2.5/GPU-h)"]
+    by_cell = {row[header.index("cell")]: row[-3:] for row in rows}
+    images = DATASETS["webface42m"].num_image
+    for record in ran:
+        hours = images * 20 / record["samples_per_s"] / 3600
+        assert by_cell.pop(record["cell_id"]) == [
+            f"{record['samples_per_s']:,.0f}",
+            f"{hours:,.1f}",
+            f"{hours * 8 * 2.5:,.0f}",
+        ]
+    assert by_cell and all(figures == ["", "", ""] for figures in by_cell.values()), "cells not run have no figures"
+
+    refused = CliRunner().invoke(main, ["plan", "rtx3080", "--epochs", "20"])
+    assert refused.exit_code == 2 and "--epochs needs --train-on" in refused.output
+
+
 def across(tmp_path: Path, folders: list[Path]) -> tuple[list[list[str]], str]:
     done = report(*map(str, folders), "-o", str(tmp_path / "across.md"))
     assert done.exit_code == 0, done.output

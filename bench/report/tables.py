@@ -217,18 +217,18 @@ def section_frame(
     fields = [c.field for c in columns]
     place = fields.index("samples_per_s") + 1 if "samples_per_s" in fields else len(columns)
     for extra in added:
-        for header, texts in reversed(extra.columns(section.rows, records).items()):
+        for header, texts in reversed(extra.columns([row.cell for row in section.rows], records).items()):
             frame.insert(place, header, texts)
     return frame
 
 
 class Added(Protocol):
-    """Columns a report adds to every table, computed from each row and the record it shows."""
+    """Columns a report (or a plan) adds to every table, computed from each row's cell and the record it shows."""
 
     note: str
     """A note under the report's others saying how the columns are computed."""
 
-    def columns(self, rows: Sequence[Row], records: Sequence[dict | None]) -> dict[str, list[str]]: ...
+    def columns(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[str]]: ...
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

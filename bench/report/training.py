@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.config import Cell
 from bench.datasets import TrainingRun, find_dataset
-from bench.matrix import Row
 from bench.numbers import is_number
 from bench.results import is_ok
 
@@ -37,16 +37,23 @@ class TrainingColumns:
             f"at the row's samples/sec: images x epochs / samples per second{cost}."
         )
 
-    def columns(self, rows: Sequence[Row], records: Sequence[dict | None]) -> dict[str, list[str]]:
-        speeds = [r["samples_per_s"] if is_ok(r) and is_number(r.get("samples_per_s")) else None for r in records]
-        hours = [self.run.hours(s) if s else None for s in speeds]
-        columns = {f"Hours/run ({self.name})": [f"{h:,.1f}" if h is not None else "" for h in hours]}
+    def figures(self, cell: Cell, record: dict | None) -> dict[str, float]:
+        """hours_per_run, and cost_per_run with a price, at the record's samples/sec; none unless it ran ok."""
+        speed = record.get("samples_per_s") if is_ok(record) else None
+        if not (is_number(speed) and speed > 0):
+            return {}
+        figures = {"hours_per_run": self.run.hours(speed)}
         if self.gpu_hour_price is not None:
-            costs = [
-                f"{h * row.cell.world_size * self.gpu_hour_price:,.0f}" if h is not None else ""
-                for row, h in zip(rows, hours)
+            figures["cost_per_run"] = self.run.cost(speed, cell.world_size, self.gpu_hour_price)
+        return figures
+
+    def columns(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[str]]:
+        figures = [self.figures(cell, record) for cell, record in zip(cells, records)]
+        columns = {f"Hours/run ({self.name})": [f"{f['hours_per_run']:,.1f}" if f else "" for f in figures]}
+        if self.gpu_hour_price is not None:
+            columns[f"Cost/run (at {self.gpu_hour_price:g}/GPU-h)"] = [
+                f"{f['cost_per_run']:,.0f}" if f else "" for f in figures
             ]
-            columns[f"Cost/run (at {self.gpu_hour_price:g}/GPU-h)"] = costs
         return columns
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import importlib
 from collections.abc import Iterator
 from unittest import mock
@@ -310,14 +311,35 @@ def trace(cell: Cell) -> Trace:
             tracker.backbone = step.backbone
             tracker.building = False
             real_values.real_floats = True
-            for _ in range(NUM_STEPS):
-                step()
-                tracker.reset_mod_stats()
+            with collected_between_steps():
+                for _ in range(NUM_STEPS):
+                    step()
+                    gc.collect()
+                    tracker.reset_mod_stats()
         backbone_bytes = sum(p.numel() * p.element_size() for p in backbone.parameters() if p.requires_grad)
         reserved_bytes = allocator.peak_reserved_bytes if allocator is not None else None
         return Trace(tracker.peak_bytes, tracker.peak_parts, backbone_bytes, reserved_bytes)
     finally:
         distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def collected_between_steps() -> Iterator[None]:
+    """No cyclic garbage collection but the trace's own, after each step.
+
+    The tracker's backward hooks close a reference cycle around each step's autograd graph, which
+    holds the step's parameters: a classifier that swaps in a new Parameter each step (the 2021 and
+    2022 impls) would keep the last one alive until the collector happened to run, so that a cell's
+    peak depended on the cells traced before it in the same process. Without the tracker the graph
+    is freed when backward ends; collecting after each step frees it at the same point of the step.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def frozen_parameter_modules(module: torch.nn.Module) -> list[torch.nn.Module]:

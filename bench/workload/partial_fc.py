@@ -25,6 +25,22 @@ def shard_of(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
     return class_start, num_local
 
 
+@torch.no_grad()
+def sample_classes(labels: torch.Tensor, index_positive: torch.Tensor, num_local: int, num_sample: int) -> torch.Tensor:
+    """arcface_torch's sampling (the same in every version): the sorted indices of every local positive
+    class plus random negatives up to num_sample (only the positives if they are more); relabels the
+    positives in place to their places among the sampled. Draws from the random generator as it does."""
+    positive = torch.unique(labels[index_positive], sorted=True)
+    if num_sample >= positive.size(0):
+        perm = torch.rand(num_local, device=labels.device)
+        perm[positive] = 2.0
+        index = torch.topk(perm, k=num_sample)[1].sort()[0]
+    else:
+        index = positive
+    labels[index_positive] = torch.searchsorted(index, labels[index_positive])
+    return index
+
+
 class PartialFC(torch.nn.Module):
     """arcface_torch's PartialFC_V2: forward(local_embeddings, local_labels) returns the loss.
 
@@ -57,17 +73,8 @@ class PartialFC(torch.nn.Module):
 
     def sample(self, labels: torch.Tensor, index_positive: torch.Tensor) -> torch.Tensor:
         """Indices of every local positive plus random negatives, up to num_sample; relabel in place."""
-        with torch.no_grad():
-            positive = torch.unique(labels[index_positive], sorted=True)
-            if self.num_sample >= positive.size(0):
-                perm = torch.rand(self.num_local, device=labels.device)
-                perm[positive] = 2.0
-                index = torch.topk(perm, k=self.num_sample)[1].sort()[0]
-            else:
-                index = positive
-            self.weight_index = index
-            labels[index_positive] = torch.searchsorted(index, labels[index_positive])
-        return index
+        self.weight_index = sample_classes(labels, index_positive, self.num_local, self.num_sample)
+        return self.weight_index
 
     def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
         embeddings, labels = self.gather(local_embeddings, local_labels)

@@ -22,7 +22,7 @@ from torch import distributed
 from torch.nn.functional import linear, normalize
 
 from bench.workload.collectives import PROCESS_GROUP, Collectives
-from bench.workload.partial_fc import shard_of
+from bench.workload.partial_fc import sample_classes, shard_of
 
 SCALE = 64.0
 
@@ -122,17 +122,9 @@ class PartialFC2021(torch.nn.Module):
         total_labels[index_positive] -= self.class_start
         if not self.sampling:
             return
-        positive = torch.unique(total_labels[index_positive], sorted=True)
-        if self.num_sample - positive.size(0) >= 0:
-            perm = torch.rand(size=[self.num_local], device=self.device)
-            perm[positive] = 2.0
-            index = torch.topk(perm, k=self.num_sample)[1].sort()[0]
-        else:
-            index = positive
-        self.index = index
-        total_labels[index_positive] = torch.searchsorted(index, total_labels[index_positive])
-        self.sub_weight = torch.nn.Parameter(self.weight[index])
-        self.sub_weight_mom = self.weight_mom[index]
+        self.index = sample_classes(total_labels, index_positive, self.num_local, self.num_sample)
+        self.sub_weight = torch.nn.Parameter(self.weight[self.index])
+        self.sub_weight_mom = self.weight_mom[self.index]
 
     def prepare(
         self, labels: torch.Tensor, optimizer: torch.optim.Optimizer, ready: torch.cuda.Event | None = None

@@ -27,7 +27,7 @@ from torch.nn.functional import linear, normalize
 from bench.workload.base_step import WEIGHT_DECAY, BaseStep
 from bench.workload.collectives import PROCESS_GROUP, Collectives
 from bench.workload.impl import Impl
-from bench.workload.partial_fc import DistCrossEntropyFunc, shard_of
+from bench.workload.partial_fc import DistCrossEntropyFunc, sample_classes, shard_of
 from bench.workload.synthetic import AUTOCAST_DTYPES
 
 SCALE = 64.0
@@ -106,18 +106,9 @@ class PartialFC2022(torch.nn.Module):
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, index_positive: torch.Tensor, optimizer: torch.optim.SGD) -> None:
         """Positives + random negatives up to num_sample; relabel in place; swap them into the optimizer."""
-        device = self.weight.device
-        positive = torch.unique(labels[index_positive], sorted=True)
-        if self.num_sample - positive.size(0) >= 0:
-            perm = torch.rand(size=[self.num_local], device=device)
-            perm[positive] = 2.0
-            index = torch.topk(perm, k=self.num_sample)[1].sort()[0]
-        else:
-            index = positive
-        self.weight_index = index
-        labels[index_positive] = torch.searchsorted(index, labels[index_positive])
-        self.weight_activated = torch.nn.Parameter(self.weight[index])
-        self.weight_activated_mom = self.weight_mom[index]
+        self.weight_index = sample_classes(labels, index_positive, self.num_local, self.num_sample)
+        self.weight_activated = torch.nn.Parameter(self.weight[self.weight_index])
+        self.weight_activated_mom = self.weight_mom[self.weight_index]
         group = optimizer.param_groups[-1]
         optimizer.state.pop(group["params"][0], None)
         group["params"][0] = self.weight_activated
