@@ -108,7 +108,7 @@ def plan_row(number: int, entry: dict) -> dict:
         fits = entry["predicted_fits"]
         row["predicted GiB/rank"] = f"{entry['predicted_peak_gib']:.2f}"
         if "published_gpu_mem_gb" in entry:
-            row["published GPU Mem(GB)"] = f"~{entry['published_gpu_mem_gb']:g}"
+            row["published GPU Mem(GB)"] = f"~{entry['published_gpu_mem_gb']}"
         row["predicted"] = "" if fits is None else ("fits" if fits else "Fail") + f" ({entry['memory_gib']:g} GiB)"
         row["largest part"] = entry["predicted_largest_part"]
     return row
