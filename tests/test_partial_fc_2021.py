@@ -84,14 +84,11 @@ def dense_2021(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     return loss, embeddings.grad, weight.grad
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("margin", ["arcface", "cosface"])
-@pytest.mark.parametrize(("num_classes", "rate"), [(37, 1.0), (2001, 0.1)])
-def test_one_step_equals_dense_2021_math(tmp_path, margin, num_classes, rate):
-    run_ranks(one_step_2021, WORLD_SIZE, num_classes, margin, rate, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
-    embeddings, labels = global_inputs(num_classes)
-
+def sampled_centres(ranks: list[dict], num_classes: int, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check that each rank sampled as arcface_torch does (every local positive, sorted, as many as
+    the rate asks); return the centres the ranks sampled before the step, in class order, and the
+    global labels renumbered into them."""
+    _, labels = global_inputs(num_classes)
     sampled_classes = []
     for rank, got in enumerate(ranks):
         start, count = shard_of(num_classes, WORLD_SIZE, rank)
@@ -102,9 +99,18 @@ def test_one_step_equals_dense_2021_math(tmp_path, margin, num_classes, rate):
         sampled_classes += [start + i for i in index]
     remap = {c: i for i, c in enumerate(sampled_classes)}
     sampled_weight = torch.cat([got["weight_before"][got["index"]] for got in ranks])
-    loss, emb_grad, weight_grad = dense_2021(
-        embeddings, sampled_weight, torch.tensor([remap[int(c)] for c in labels]), margin
-    )
+    return sampled_weight, torch.tensor([remap[int(c)] for c in labels])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("margin", ["arcface", "cosface"])
+@pytest.mark.parametrize(("num_classes", "rate"), [(37, 1.0), (2001, 0.1)])
+def test_one_step_equals_dense_2021_math(tmp_path, margin, num_classes, rate):
+    run_ranks(one_step_2021, WORLD_SIZE, num_classes, margin, rate, str(tmp_path))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
+    embeddings, _ = global_inputs(num_classes)
+    sampled_weight, sampled_labels = sampled_centres(ranks, num_classes, rate)
+    loss, emb_grad, weight_grad = dense_2021(embeddings, sampled_weight, sampled_labels, margin)
 
     lr = learning_rate(WORLD_SIZE * PER_RANK_BATCH)
     offset = 0

@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.workload.base_step import WEIGHT_DECAY
-from bench.workload.partial_fc import shard_of
 from bench.workload.partial_fc_2022 import PartialFC2022
 from tests.ranks import run_ranks
-from tests.test_partial_fc_2021 import WORLD_SIZE, assert_relative, global_inputs, rows_of
+from tests.test_partial_fc_2021 import WORLD_SIZE, assert_relative, global_inputs, rows_of, sampled_centres
 
 EMBEDDING = 16
 LR, MOMENTUM = 0.1, 0.9
@@ -89,21 +88,9 @@ def dense_2022(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
 def test_one_step_equals_dense_2022_math(tmp_path, margin, num_classes, rate):
     run_ranks(one_step_2022, WORLD_SIZE, num_classes, margin, rate, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
-    embeddings, labels = global_inputs(num_classes)
-
-    sampled_classes = []
-    for rank, got in enumerate(ranks):
-        start, count = shard_of(num_classes, WORLD_SIZE, rank)
-        index = got["index"].tolist()
-        positives = {int(c) - start for c in labels if start <= c < start + count}
-        assert positives <= set(index) and index == sorted(set(index))
-        assert len(index) == (count if rate == 1.0 else max(int(rate * count), len(positives)))
-        sampled_classes += [start + i for i in index]
-    remap = {c: i for i, c in enumerate(sampled_classes)}
-    sampled_weight = torch.cat([got["weight_before"][got["index"]] for got in ranks])
-    loss, emb_grad, weight_grad = dense_2022(
-        embeddings, sampled_weight, torch.tensor([remap[int(c)] for c in labels]), margin
-    )
+    embeddings, _ = global_inputs(num_classes)
+    sampled_weight, sampled_labels = sampled_centres(ranks, num_classes, rate)
+    loss, emb_grad, weight_grad = dense_2022(embeddings, sampled_weight, sampled_labels, margin)
 
     offset = 0
     for rank, got in enumerate(ranks):
