@@ -84,11 +84,13 @@ def dense_2021(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     return loss, embeddings.grad, weight.grad
 
 
-def sampled_centres(ranks: list[dict], num_classes: int, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check that each rank sampled as arcface_torch does (every local positive, sorted, as many as
-    the rate asks); return the centres the ranks sampled before the step, in class order, and the
-    global labels renumbered into them."""
-    _, labels = global_inputs(num_classes)
+def run_against_dense(tmp_path, one_step, dense, num_classes: int, margin: str, rate: float):
+    """Run one_step on WORLD_SIZE gloo ranks and check that each sampled as arcface_torch does (every
+    local positive, sorted, as many as the rate asks). Returns the ranks' saved results and dense's
+    (loss, embeddings' gradient, centres' gradient) over the centres they sampled before the step."""
+    run_ranks(one_step, WORLD_SIZE, num_classes, margin, rate, str(tmp_path))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
+    embeddings, labels = global_inputs(num_classes)
     sampled_classes = []
     for rank, got in enumerate(ranks):
         start, count = shard_of(num_classes, WORLD_SIZE, rank)
@@ -99,24 +101,16 @@ def sampled_centres(ranks: list[dict], num_classes: int, rate: float) -> tuple[t
         sampled_classes += [start + i for i in index]
     remap = {c: i for i, c in enumerate(sampled_classes)}
     sampled_weight = torch.cat([got["weight_before"][got["index"]] for got in ranks])
-    return sampled_weight, torch.tensor([remap[int(c)] for c in labels])
+    return ranks, dense(embeddings, sampled_weight, torch.tensor([remap[int(c)] for c in labels]), margin)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("margin", ["arcface", "cosface"])
-@pytest.mark.parametrize(("num_classes", "rate"), [(37, 1.0), (2001, 0.1)])
-def test_one_step_equals_dense_2021_math(tmp_path, margin, num_classes, rate):
-    run_ranks(one_step_2021, WORLD_SIZE, num_classes, margin, rate, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
-    embeddings, _ = global_inputs(num_classes)
-    sampled_weight, sampled_labels = sampled_centres(ranks, num_classes, rate)
-    loss, emb_grad, weight_grad = dense_2021(embeddings, sampled_weight, sampled_labels, margin)
-
-    lr = learning_rate(WORLD_SIZE * PER_RANK_BATCH)
+def assert_one_step(ranks: list[dict], rate: float, lr: float, loss, emb_grad, weight_grad) -> None:
+    """Each rank's loss is the dense one and its embeddings' gradient W times the dense one (the ranks'
+    sum, for DDP's averaging over W); its sampled centres took one SGD step with momentum and weight
+    decay on the dense gradient, and the rows it did not sample kept their weights and momentum."""
     offset = 0
     for rank, got in enumerate(ranks):
         assert_relative(got["loss"], loss)
-        # reduce_scatter of the gathered gradient, times W for DDP's averaging
         assert_relative(got["emb_grad"], WORLD_SIZE * emb_grad[rows_of(rank)])
         index = got["index"]
         w, mom = got["weight_before"][index].double(), got["mom_before"][index].double()
@@ -129,6 +123,16 @@ def test_one_step_equals_dense_2021_math(tmp_path, margin, num_classes, rate):
         assert unsampled.any() == (rate < 1.0)
         assert torch.equal(got["weight"][unsampled], got["weight_before"][unsampled])
         assert torch.equal(got["mom"][unsampled], got["mom_before"][unsampled])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("margin", ["arcface", "cosface"])
+@pytest.mark.parametrize(("num_classes", "rate"), [(37, 1.0), (2001, 0.1)])
+def test_one_step_equals_dense_2021_math(tmp_path, margin, num_classes, rate):
+    ranks, (loss, emb_grad, weight_grad) = run_against_dense(
+        tmp_path, one_step_2021, dense_2021, num_classes, margin, rate
+    )
+    assert_one_step(ranks, rate, learning_rate(WORLD_SIZE * PER_RANK_BATCH), loss, emb_grad, weight_grad)
 
 
 def both_impls(rank: int, world_size: int, num_classes: int, margin: str, rate: float, out: str) -> None:

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from bench.workload.base_step import WEIGHT_DECAY
 from bench.workload.partial_fc_2022 import PartialFC2022
-from tests.ranks import run_ranks
-from tests.test_partial_fc_2021 import WORLD_SIZE, assert_relative, global_inputs, rows_of, sampled_centres
+from tests.test_partial_fc_2021 import MOMENTUM, assert_one_step, global_inputs, rows_of, run_against_dense
 
 EMBEDDING = 16
-LR, MOMENTUM = 0.1, 0.9
+LR = 0.1
+"""January 2022's train.py: one SGD, lr 0.1 (momentum 0.9 and weight decay as in 2021)."""
 MARGIN_M = {"arcface": 0.5, "cosface": 0.4}
 
 
@@ -86,28 +86,11 @@ def dense_2022(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
 @pytest.mark.parametrize("margin", ["arcface", "cosface"])
 @pytest.mark.parametrize(("num_classes", "rate"), [(37, 1.0), (2001, 0.1)])
 def test_one_step_equals_dense_2022_math(tmp_path, margin, num_classes, rate):
-    run_ranks(one_step_2022, WORLD_SIZE, num_classes, margin, rate, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
-    embeddings, _ = global_inputs(num_classes)
-    sampled_weight, sampled_labels = sampled_centres(ranks, num_classes, rate)
-    loss, emb_grad, weight_grad = dense_2022(embeddings, sampled_weight, sampled_labels, margin)
+    ranks, (loss, emb_grad, weight_grad) = run_against_dense(
+        tmp_path, one_step_2022, dense_2022, num_classes, margin, rate
+    )
 
-    offset = 0
-    for rank, got in enumerate(ranks):
-        assert_relative(got["loss"], loss)
-        # the all-gather's backward sums the ranks' gradients and multiplies by W, as arcface_torch's
-        assert_relative(got["emb_grad"], WORLD_SIZE * emb_grad[rows_of(rank)])
-        index = got["index"]
-        w, mom = got["weight_before"][index].double(), got["mom_before"][index].double()
-        mom_after = MOMENTUM * mom + weight_grad[offset : offset + len(index)] + WEIGHT_DECAY * w
-        offset += len(index)
-        assert_relative(got["mom"][index], mom_after)
-        assert_relative(got["weight"][index] - got["weight_before"][index], -LR * mom_after)
-        if rate < 1:
-            # the step trains a copy of the sampled rows; the bank takes them at the next forward
-            assert torch.equal(got["bank_after_step"], got["weight_before"])
-            unsampled = torch.ones(len(got["weight"]), dtype=torch.bool)
-            unsampled[index] = False
-            assert unsampled.any()
-            assert torch.equal(got["weight"][unsampled], got["weight_before"][unsampled])
-            assert torch.equal(got["mom"][unsampled], got["mom_before"][unsampled])
+    assert_one_step(ranks, rate, LR, loss, emb_grad, weight_grad)
+    if rate < 1:
+        # the step trains a copy of the sampled rows; the bank takes them at the next forward
+        assert all(torch.equal(got["bank_after_step"], got["weight_before"]) for got in ranks)
