@@ -28,6 +28,10 @@ START_TIMEOUT_S = 60.0
 
 SLURM_CONF = """\
 ClusterName=pfcbench-test
+# A job's c10d rendezvous listens on port 20000 + job id % 20000 of its first node (bench/slurm.py);
+# each pytest worker's cluster numbers its jobs from its own range, so that two clusters on this one
+# host never give two running jobs the same port.
+FirstJobId={first_job_id}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 AuthType=auth/munge
@@ -93,6 +97,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+JOB_IDS_PER_WORKER = 2000
+"""Job ids each pytest worker's cluster has to itself: far more than the suite submits."""
+
+
+def first_job_id() -> int:
+    """1 for a run without workers; 1 + 2000 x N for pytest-xdist's worker gwN."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 1 + JOB_IDS_PER_WORKER * int(worker.removeprefix("gw"))
+
+
 def memory_mib() -> int:
     """What slurmd may offer: the machine's memory less a tenth, so that slurmd never finds less."""
     with open("/proc/meminfo") as meminfo:
@@ -153,6 +167,7 @@ def start(binaries: dict[str, str], root: Path, procs: list[subprocess.Popen]) -
         SLURM_CONF.format(
             host=socket.gethostname().split(".")[0], root=root, munge_socket=munge_socket, cpus=os.cpu_count() or 1,
             memory_mib=memory_mib(), ctld_port=free_port(), slurmd_ports=(free_port(), free_port()),
+            first_job_id=first_job_id(),
         )
     )  # fmt: skip
     os.environ["SLURM_CONF"] = str(conf)
