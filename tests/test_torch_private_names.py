@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
-import pytest
+import ast
+import importlib
+from pathlib import Path
+
+import torch
+
+from bench.workload import private_torch
 
 
-def test_every_private_torch_name_the_memory_trace_uses_exists():
-    try:
-        from bench.workload import memtrace
-    except ImportError as exc:
-        pytest.fail(f"the memory trace cannot import a private torch name: {exc}", pytrace=False)
-    missing = memtrace.missing_private_names()
-    assert not missing, f"this torch lacks {', '.join(missing)}, which bench.workload.memtrace uses"
+def test_this_torch_has_every_private_name_the_memory_trace_uses():
+    missing = private_torch.missing_private_names()
+    assert not missing, f"torch {torch.__version__} lacks {', '.join(missing)}, which bench.workload.memtrace uses"
+    importlib.import_module("bench.workload.memtrace")
 
 
-def test_a_missing_name_is_named():
-    from bench.workload import memtrace
+def test_every_private_torch_name_the_memory_trace_imports_is_listed():
+    source = Path(private_torch.__file__).with_name("memtrace.py").read_text()
+    imported = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
+            imported += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names if alias.name.startswith("torch")]
+    private = {name for name in imported if "._" in name}
+    assert "torch.testing._internal.distributed.fake_pg.FakeStore" in private
+    unlisted = sorted(private - set(private_torch.PRIVATE_TORCH_NAMES))
+    assert not unlisted, f"bench.workload.memtrace imports {', '.join(unlisted)}, which PRIVATE_TORCH_NAMES lacks"
 
-    assert not memtrace.resolves("torch.distributed._tools.mem_tracker.MemTracker._no_such_method")
-    assert not memtrace.resolves("torch._no_such_module.thing")
-    assert memtrace.resolves("torch.distributed._tools.mem_tracker._MemRefType")
+
+def test_a_missing_name_is_named(monkeypatch):
+    assert not private_torch.resolves("torch.distributed._tools.mem_tracker.MemTracker._no_such_method")
+    assert not private_torch.resolves("torch._no_such_module.thing")
+    assert private_torch.resolves("torch.distributed._tools.mem_tracker._MemRefType")
+    names = (*private_torch.PRIVATE_TORCH_NAMES, "torch._no_such_module.thing")
+    monkeypatch.setattr(private_torch, "PRIVATE_TORCH_NAMES", names)
+    assert "torch._no_such_module.thing" in private_torch.missing_private_names()

@@ -14,14 +14,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import importlib
 from collections.abc import Iterator
 from unittest import mock
 
+# bench.workload.private_torch lists the private torch names imported and used here.
 import torch
-import torch.testing._internal.distributed.fake_pg  # noqa: F401 - registers the "fake" backend
 from torch import distributed
-from torch._C._distributed_c10d import FakeStore
 from torch._subclasses.fake_tensor import (
     DataDependentOutputException,
     DynamicOutputShapeException,
@@ -32,6 +30,7 @@ from torch._subclasses.fake_tensor import (
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _UpdateType
 from torch.nn.utils import clip_grad
 from torch.optim import sgd
+from torch.testing._internal.distributed.fake_pg import FakeStore  # importing it registers the "fake" backend
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_map_only
 
@@ -40,35 +39,6 @@ from bench.memory import ACTIVATIONS, BACKBONE_STATE, CLASSIFIER_STATE, CLASSIFI
 from bench.workload.allocator import CachingAllocator
 from bench.workload.base_step import BaseStep, build_step
 from bench.workload.partial_fc import shard_of
-
-PRIVATE_TORCH_NAMES = (
-    "torch.testing._internal.distributed.fake_pg",
-    "torch._C._distributed_c10d.FakeStore",
-    "torch._subclasses.fake_tensor.DataDependentOutputException",
-    "torch._subclasses.fake_tensor.DynamicOutputShapeException",
-    "torch._subclasses.fake_tensor.FakeTensor",
-    "torch._subclasses.fake_tensor.FakeTensorMode",
-    "torch._subclasses.fake_tensor.unset_fake_temporarily",
-    "torch.distributed._tools.mem_tracker.MemTracker",
-    "torch.distributed._tools.mem_tracker.MemTracker._track",
-    "torch.distributed._tools.mem_tracker.MemTracker._update_and_maybe_create_winfos",
-    "torch.distributed._tools.mem_tracker.MemTracker._update_snap",
-    "torch.distributed._tools.mem_tracker.MemTracker._update_peak_stats",
-    "torch.distributed._tools.mem_tracker.MemTracker.reset_mod_stats",
-    "torch.distributed._tools.mem_tracker._MemRefType",
-    "torch.distributed._tools.mem_tracker._UpdateType",
-    "torch.utils._python_dispatch.TorchDispatchMode",
-    "torch.utils._pytree.tree_flatten",
-    "torch.utils._pytree.tree_leaves",
-    "torch.utils._pytree.tree_map_only",
-    "torch.optim.sgd._default_to_fused_or_foreach",
-    "torch.nn.utils.clip_grad._has_foreach_support",
-    "torch.ops.aten._local_scalar_dense.default._schema",
-)
-"""The private torch names the trace uses (pyproject pins the torch versions that have them)."""
-
-PRIVATE_MEMTRACKER_ATTRIBUTES = ("_mod_tracker", "_param_to_grad_hook_handles")
-"""Attributes of a MemTracker instance the trace reads."""
 
 SHADOW_MAX_NUMEL = 1 << 24
 """Outputs up to this many elements also run for real when all their inputs have real values."""
@@ -344,29 +314,6 @@ def collected_between_steps() -> Iterator[None]:
 
 def frozen_parameter_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in module.modules() if any(not p.requires_grad for p in m.parameters(recurse=False))]
-
-
-def missing_private_names() -> list[str]:
-    """The names of PRIVATE_TORCH_NAMES and PRIVATE_MEMTRACKER_ATTRIBUTES this torch lacks."""
-    missing = [name for name in PRIVATE_TORCH_NAMES if not resolves(name)]
-    tracker = MemTracker()
-    return missing + [f"MemTracker().{name}" for name in PRIVATE_MEMTRACKER_ATTRIBUTES if not hasattr(tracker, name)]
-
-
-def resolves(name: str) -> bool:
-    """Whether a dotted name is there: the longest importable module, then attributes."""
-    parts = name.split(".")
-    for split in range(len(parts), 0, -1):
-        try:
-            found = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        for attribute in parts[split:]:
-            if not hasattr(found, attribute):
-                return False
-            found = getattr(found, attribute)
-        return True
-    return False
 
 
 class NoHook:
