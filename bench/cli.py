@@ -19,7 +19,7 @@ import click
 from bench import __version__
 from bench.config import Cell
 from bench.files import FileError, make_folder
-from bench.lines import cell_line, describe, failure_line, record_line
+from bench.lines import cell_line, describe, failure_line, line_fields, outcome, record_line
 from bench.matrix_commands import matrices, plan
 from bench.options import (
     RERUN,
@@ -107,6 +107,19 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         sys.exit(1)
 
 
+class LinesOnly:
+    """The progress bar where stderr is not a terminal: none (click's would print its label alone), a line per cell."""
+
+    def __enter__(self) -> LinesOnly:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def update(self, n_steps: int, current_item: object = None) -> None:
+        return None
+
+
 def check_workdir(workdir: Path) -> None:
     """Create --workdir, which must be new or empty: rank files left from another run would be read as this one's."""
     try:
@@ -126,7 +139,7 @@ def check_workdir(workdir: Path) -> None:
     "--rerun",
     type=click.Choice(RERUN),
     default=None,
-    help="Run again cells that have a record: failed (error, timeout) or all.",
+    help="Run again cells that have a record: failed (error, timeout, a NaN loss) or all.",
 )
 @click.option(
     "--prune-after-oom/--no-prune-after-oom",
@@ -185,13 +198,13 @@ def run(
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
     shortage = None
     if slurm is None and any(cell.device == "cuda" for cell in pending):
-        shortage = gpu_shortage(pending, visible_gpus())
+        shortage = gpu_shortage(pending, visible_gpus(), matrix=True)
     if shortage:
         raise MatrixUsageError(f"{matrix.path}: {shortage}{cpu_sections_hint(matrix)}")
     if problem := data_problem([*pending, *(cell for cell, _ in searches)]):
         raise MatrixUsageError(f"{matrix.path}: {problem}")
     launch = make_launch(timeout_s, inactivity_timeout_s, matrix.run, rdzv_endpoint=rdzv_endpoint)
-    launcher = LocalLauncher(launch) if slurm is None else slurm_launcher(launch, slurm, max_jobs)
+    launcher = LocalLauncher(launch) if slurm is None else slurm_launcher(launch, slurm, max_jobs, the_plan.source)
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
     and_searches = f" and {len(searches)} searches" if searches else ""
     try:
@@ -204,19 +217,20 @@ def run(
         f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run{and_searches}, results in {the_plan.results_file}"
     )
     started = time.monotonic()
+    shown = line_fields([*the_plan.cells, *(cell for cell, _ in searches)])
     statuses: Counter = Counter()
-    tally = Tally(waiting=len(pending))
+    tally = Tally(waiting=len(pending), queues=launcher.queues)
     progress = click.progressbar(
         length=len(pending) + PROBES_PER_SEARCH * len(searches),
         label=matrix.name,
         show_eta=True,
         show_pos=True,
-        item_show_func=lambda c: c and f"{cell_line(c)} [{tally}, {time.monotonic() - started:.0f} s elapsed]",
+        item_show_func=lambda c: c and f"{cell_line(c, shown)} [{tally}, {time.monotonic() - started:.0f} s elapsed]",
         file=sys.stderr,
         update_min_steps=0,
     )
     try:
-        with progress as bar:
+        with progress if sys.stderr.isatty() else LinesOnly() as bar:
             bar.update(0, pending[0] if pending else searches[0][0])
             for number, (cell, record) in enumerate(
                 run_cells(
@@ -229,10 +243,10 @@ def run(
                 ),
                 start=1,
             ):
-                statuses[record["status"]] += 1
+                statuses[outcome(record)] += 1
                 if not sys.stderr.isatty():
                     place = f"{number}/{len(pending)}" if number <= len(pending) else "search probe"
-                    click.echo(f"[{place}] {cell_line(cell)}: {record_line(record)} [{tally}]", err=True)
+                    click.echo(f"[{place}] {cell_line(cell, shown)}: {record_line(record)} [{tally}]", err=True)
                 bar.update(1, pending[number] if number < len(pending) else None)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)
@@ -251,7 +265,7 @@ def run(
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the whole description as JSON.")
 def env(as_json: bool) -> None:
-    """Print the server spec of this machine, as the report's "Test Server Spec" table shows it.
+    """Print the server spec of this machine, as the report's "Test Server Spec" table shows it, with the CPU's cores and threads.
 
     \b
     Example:
@@ -265,13 +279,13 @@ def env(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(machine, indent=2))
         return
-    click.echo(tabulate(server_spec(machine), headers=["Key", "Value"], tablefmt="github"))
+    click.echo(tabulate(server_spec(machine, cpu_counts=True), headers=["Key", "Value"], tablefmt="github"))
 
 
-def slurm_launcher(launch, slurm, max_jobs: int):
+def slurm_launcher(launch, slurm, max_jobs: int, source):
     from bench.slurm import SlurmLauncher
 
-    return SlurmLauncher(launch, slurm, max_jobs)
+    return SlurmLauncher(launch, slurm, max_jobs, source)
 
 
 from bench.data.commands import data, dataset  # noqa: E402 -- the record-data commands

@@ -20,7 +20,7 @@ import pandas as pd
 from bench.config import Cell, check_number
 from bench.report.marks import speed_text
 from bench.results import ReportError, Results, is_ok, read_results
-from bench.verdicts import nonfinite
+from bench.verdicts import not_a_speed, training_speed
 
 MAX_THRESHOLD = 100.0
 """Largest --threshold: a change of samples/sec by a factor of 101."""
@@ -42,6 +42,8 @@ class Comparison:
     """Two-sided Mann-Whitney p-value of the per-step times; None unless both finished with samples."""
     verdict: str
     """faster, slower, same, incomparable (also where either run's loss was not finite), newly failing or fixed."""
+    why: str = ""
+    """Why an incomparable cell is: "B: NaN loss", say; empty otherwise."""
 
 
 def mann_whitney_p(x: list[float], y: list[float]) -> float:
@@ -64,29 +66,29 @@ def timing_samples(record: dict) -> list[float]:
     return steps if len(steps) >= 2 else record.get("samples_per_s_windows") or []
 
 
-def has_speed(record: dict) -> bool:
-    """Whether a record's samples/sec is a positive, finite number: what a ratio can be taken of."""
-    speed = record.get("samples_per_s")
-    return isinstance(speed, (int, float)) and not isinstance(speed, bool) and math.isfinite(speed) and speed > 0
-
-
-def shown_speed(record: dict | None) -> str:
-    """speed_text, or "no speed" for an ok record without a usable samples/sec."""
-    return "no speed" if is_ok(record) and not has_speed(record) else speed_text(record)
+def incomparable_why(a: dict | None, b: dict | None) -> str:
+    """Why a cell of two runs has no verdict ("only in A", "B: NaN loss"), or "" when it has one."""
+    if a is None or b is None:
+        return "only in A" if b is None else "only in B"
+    if not (is_ok(a) or is_ok(b)):
+        return "neither ran ok"
+    return "; ".join(
+        f"{run}: {not_a_speed(r)}" for run, r in (("A", a), ("B", b)) if is_ok(r) and not training_speed(r)
+    )
 
 
 def compare_cell(a: dict | None, b: dict | None, threshold: float, alpha: float) -> Comparison:
     """The verdict for one cell; a and b are its latest records in the two runs (None where absent)."""
     config = (a or b)["config"]
     cell_id = (a or b)["cell_id"]
-    if a is None or b is None or not (is_ok(a) or is_ok(b)) or nonfinite(a) or nonfinite(b):
-        return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict="incomparable")
+    if why := incomparable_why(a, b):
+        return Comparison(
+            cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict="incomparable", why=why
+        )
     if not is_ok(b) or not is_ok(a):
         verdict = "newly failing" if is_ok(a) else "fixed"
         return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict=verdict)
-    if not (has_speed(a) and has_speed(b)):
-        return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict="incomparable")
-    ratio = b["samples_per_s"] / a["samples_per_s"]
+    ratio = training_speed(b) / training_speed(a)
     samples_a, samples_b = timing_samples(a), timing_samples(b)
     p_value = mann_whitney_p(samples_a, samples_b) if samples_a and samples_b else None
     changed = abs(ratio - 1) > threshold and p_value is not None and p_value < alpha
@@ -170,11 +172,11 @@ def comparison_frame(comparisons: list[Comparison]) -> pd.DataFrame:
         {
             "cell": c.cell_id,
             **{name: "" if c.config.get(name) is None else str(c.config[name]) for name in fields},
-            "A": shown_speed(c.a),
-            "B": shown_speed(c.b),
+            "A": speed_text(c.a),
+            "B": speed_text(c.b),
             "ratio": "" if c.ratio is None else f"{c.ratio:.3f}",
             "p-value": "" if c.p_value is None else f"{c.p_value:.2g}",
-            "verdict": c.verdict,
+            "verdict": f"{c.verdict} ({c.why})" if c.why else c.verdict,
         }
         for c in comparisons
     ]
@@ -212,5 +214,8 @@ def gate_failures(comparisons: list[Comparison], gates: tuple[str, ...]) -> list
         if c.verdict in verdicts:
             setting = ", ".join(f"{name} {c.config.get(name)}" for name in fields)
             ratio = f", {c.ratio:.2f}x" if c.ratio is not None else ""
-            lines.append(f"{c.verdict}: cell {c.cell_id} ({setting}{ratio}): {shown_speed(c.a)} -> {shown_speed(c.b)}")
+            why = f" ({c.why})" if c.why else ""
+            lines.append(
+                f"{c.verdict}: cell {c.cell_id} ({setting}{ratio}): {speed_text(c.a)} -> {speed_text(c.b)}{why}"
+            )
     return lines

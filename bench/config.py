@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -160,7 +161,7 @@ class Cell:
         """Build a cell from plain data, turning wrong types and unknown keys into ValueError."""
         unknown = sorted(set(data) - set(FIELD_TYPES))
         if unknown:
-            raise ValueError(f"unknown cell field {shown(unknown[0])}")
+            raise ValueError(unknown_field(unknown[0]))
         for name, value in data.items():
             check_type(name, value)
         values = {k: float(v) if FIELD_TYPES[k] is float and v is not None else v for k, v in data.items()}
@@ -205,6 +206,18 @@ MAX_TIMEOUT_S = 10**7
 """Longest timeout accepted, in seconds (about four months)."""
 
 SHOWN_CHARS = 60
+
+
+def unknown_field(key: Any) -> str:
+    """What to say of a key that is no cell field: its name, and the field it probably meant where one is near."""
+    said = f"unknown cell field {shown(key)}"
+    if not isinstance(key, str):
+        return said
+    squashed = {name.replace("_", ""): name for name in FIELD_TYPES}
+    near = squashed.get(key.lower().replace("-", "").replace("_", "")) or next(
+        iter(difflib.get_close_matches(key.lower().replace("-", "_"), FIELD_TYPES, n=1)), None
+    )
+    return f"{said}; did you mean {near}?" if near else said
 
 
 def shown(value: Any) -> str:

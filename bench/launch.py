@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import site
 import socket
 import subprocess
 import sys
@@ -85,9 +86,10 @@ def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> lis
 
 
 def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
-    """The ranks' environment: this one, plus the process group's timeout and CPU threading."""
+    """The ranks' environment: this one, plus the process group's timeout, CPU threading and the import path."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(same_bench_path(env.get("PYTHONPATH")))
     env[PG_TIMEOUT_ENV] = str(pg_timeout_s(launch.inactivity_timeout_s))
     if cell.device == "cpu":
         # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
@@ -98,6 +100,25 @@ def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
         # address space a cap counts is the live tensors, the same from step to step and run to run.
         env["MALLOC_MMAP_THRESHOLD_"] = str(MIB)
     return env
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder holding the bench package this process imported."""
+
+
+def same_bench_path(pythonpath: str | None) -> dict[str, str]:
+    """PYTHONSAFEPATH and PYTHONPATH under which the ranks import the bench package this process imported.
+
+    torchrun starts each rank as `python -m bench.rank.worker`, which would put the working directory
+    first on sys.path: run from a clone, the ranks would import the clone's bench, not the installed
+    one. PYTHONSAFEPATH keeps the working directory off it; a package found outside site-packages (an
+    editable install, PYTHONPATH, a source tree) goes first on PYTHONPATH.
+    """
+    entries = [entry for entry in (pythonpath or "").split(os.pathsep) if entry]
+    installed = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if PACKAGE_ROOT not in installed:
+        entries = [str(PACKAGE_ROOT), *(entry for entry in entries if Path(entry).resolve() != PACKAGE_ROOT)]
+    return {"PYTHONSAFEPATH": "1", **({"PYTHONPATH": os.pathsep.join(entries)} if entries else {})}
 
 
 def visible_gpus() -> int:
@@ -111,15 +132,31 @@ def visible_gpus() -> int:
     return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else 0
 
 
-def gpu_shortage(cells: list[Cell], num_gpus: int) -> str | None:
-    """Why some CUDA cells cannot run on a node with num_gpus visible GPUs, or None if all fit."""
+def gpu_shortage(cells: list[Cell], num_gpus: int, *, matrix: bool = False) -> str | None:
+    """Why some CUDA cells cannot run on a node with num_gpus visible GPUs, and what to give instead; None if all fit.
+
+    The advice is in the options of the command: a matrix's (run) or a cell's (cell, search). A
+    matrix is never advised onto the CPU: a matrix made for GPUs (r50 on 618K classes over 8 ranks)
+    would run for hours there, or not at all.
+    """
     short = [cell for cell in cells if cell.device == "cuda" and cell.launched_ranks_per_node > num_gpus]
     if not short:
         return None
     need = max(cell.launched_ranks_per_node for cell in short)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     shown = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES unset"
-    fix = f"give --nproc {num_gpus} or fewer" if num_gpus else "run on a GPU machine or give --set device=cpu"
+    if matrix:
+        fix = (
+            f"give --emulate-ranks {need} (rank 0 of each cell alone on one GPU) or --nproc {num_gpus} or fewer"
+            if num_gpus
+            else "run it on a GPU machine (pfcbench plan predicts each cell's memory without one)"
+        )
+    else:
+        fix = (
+            f"give --emulated (rank 0 of the cell alone on one GPU) or --nproc {num_gpus} or fewer"
+            if num_gpus
+            else "run it on a GPU machine, or give --device cpu to run it on the CPU"
+        )
     return (
         f"{len(short)} CUDA cell(s) need {need} GPUs per node but {num_gpus} are visible here ({shown}); "
         f"{fix}; nothing was run"

@@ -53,6 +53,8 @@ class Launcher:
 
     slots: int = 1
     poll_s: float = 0.1
+    queues: bool = False
+    """Whether a scheduler holds submitted jobs in a queue before they run (Slurm); this machine runs them at once."""
 
     def adopt(self, results_dir: Path, cells: list[Cell]) -> list[Job]:
         """The jobs of these cells that an earlier run left in flight; a local run leaves none."""

@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import nvml
 from bench.config import shown
 from bench.units import GIB, KIB, MIB
@@ -36,7 +38,8 @@ def describe_machine() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model,
         "cpu_sockets": cpu_sockets,
-        "cpu_cores": os.cpu_count() or 1,
+        "cpu_cores": psutil.cpu_count(logical=False),
+        "cpu_threads": os.cpu_count() or 1,
         "memory_gib": _memory_gib(),
         **_nvml_inventory(),
         **_torch_versions(),
@@ -46,14 +49,19 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-def server_spec(env: dict[str, Any]) -> list[tuple[str, str]]:
+def server_spec(env: dict[str, Any], *, cpu_counts: bool | None = None) -> list[tuple[str, str]]:
     """Rows of the "Test Server Spec" table, from a `describe_machine` dict.
 
     A list of pairs because "Installation" repeats, as in the published
-    arcface_torch reports. cuDNN and the installer (pip, conda) are shown where known.
+    arcface_torch reports. cuDNN and the installer (pip, conda) are shown where known. cpu_counts
+    adds the cores and threads to the CPU row; by default where the machine has no GPU, so that its
+    cells ran on those cores, and a GPU server's row reads as the published reports write it.
     """
+    if cpu_counts is None:
+        cpu_counts = not env.get("gpus")
+    counts = _cpu_count_text(env) if cpu_counts else ""
     rows = [
-        ("CPU", f"{env['cpu_sockets']} x {env['cpu_model']}"),
+        ("CPU", f"{env['cpu_sockets']} x {env['cpu_model']}{counts}"),
         ("Memory", f"{round(env['memory_gib'])}GB"),
         ("GPU", _gpu_summary(env.get("gpus") or [])),
         ("OS", env["os"]),
@@ -77,7 +85,8 @@ ENV_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "python": (TEXT, True),
     "torch": (TEXT + (type(None),), True),
     "hostname": (TEXT, False),
-    "cpu_cores": ((int,), False),
+    "cpu_cores": ((int, type(None)), False),
+    "cpu_threads": ((int,), False),
     "gpus": ((list,), False),
     "gpu_driver": (TEXT + (type(None),), False),
     "cuda_driver": (TEXT + (type(None),), False),
@@ -238,6 +247,17 @@ def _cpu_model_and_sockets() -> tuple[str, int]:
         elif key == "physical id":
             sockets.add(value)
     return model or platform.processor() or "unknown", max(len(sockets), 1)
+
+
+def _cpu_count_text(env: dict[str, Any]) -> str:
+    """The CPU row's " (2 cores, 4 threads)": physical cores (where known) and logical CPUs of all sockets.
+
+    A description written before cpu_threads was recorded holds the logical CPUs in cpu_cores.
+    """
+    threads, cores = env.get("cpu_threads"), env.get("cpu_cores")
+    if threads is None:
+        return f" ({cores} logical CPUs)" if cores else ""
+    return f" ({cores} cores, {threads} threads)" if cores else f" ({threads} threads)"
 
 
 def _memory_gib() -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_seconds, shown
+from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_seconds, shown, unknown_field
 from bench.files import FileError, read_text
 from bench.matrix_checks import (
     MAX_NAME_BYTES,
@@ -124,6 +124,8 @@ class Matrix:
     sections: tuple[Section, ...]
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Cell fields set from the command line over every cell (--nproc, --max-memory-gib)."""
+    section_numbers: tuple[int, ...] = ()
+    """The sections of the file kept by --section, numbered from 1; () when every section is."""
 
     def cells(self) -> list[Cell]:
         """Every distinct cell in the order it first appears; a cell in two sections runs once."""
@@ -336,7 +338,7 @@ def expand_grid(section: dict, where: str) -> list[tuple[str, dict]]:
     """Cartesian product of the grid's axes, in the order written, less the excluded points."""
     grid = table(section, "grid", f"{where} grid")
     for key, values in grid.items():
-        expect(key in FIELD_TYPES, f"{where} grid: unknown cell field {shown(key)}")
+        expect(key in FIELD_TYPES, f"{where} grid: {unknown_field(key)}")
         expect(isinstance(values, list) and values, f"{where} grid {key}: must be a non-empty list")
         for value in values:
             check_value(key, value, f"{where} grid {key}")

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-from bench.config import FIELD_TYPES, check_type, shown
+from bench.config import FIELD_TYPES, check_type, shown, unknown_field
 
 MAX_NAME_BYTES = 100
 """Longest matrix name: it names the results folder and the report's files (255 bytes at most on most filesystems)."""
@@ -18,7 +18,7 @@ class MatrixError(ValueError):
 
 def check_cell_fields(values: dict, where: str) -> None:
     for key, value in values.items():
-        expect(key in FIELD_TYPES, f"{where}: unknown cell field {shown(key)}")
+        expect(key in FIELD_TYPES, f"{where}: {unknown_field(key)}")
         check_value(key, value, f"{where} {key}")
 
 

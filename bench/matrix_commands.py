@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bench.options import gibibytes, load_plan, packaged_matrices, training_options, with_matrix
-from bench.plan import add_training, plan_entries, plan_entries_plain, plan_row
+from bench.plan import add_training, plan_entries, plan_entries_plain, plan_rows
 
 if TYPE_CHECKING:
     from bench.matrix import Matrix
@@ -67,7 +67,7 @@ def plan(
         entries = plan_entries(the_plan, memory_gib) if predicted else plan_entries_plain(the_plan)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    rows = [plan_row(number, entry) for number, entry in enumerate(entries, start=1)]
+    rows = plan_rows(the_plan, entries)
     add_training(entries, rows, the_plan, training)
     if as_json:
         click.echo(json.dumps(entries, indent=2))

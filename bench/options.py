@@ -30,6 +30,7 @@ from bench.results import Results, ResultsError
 
 if TYPE_CHECKING:
     from bench.launch import Launch
+    from bench.ledger import PlanSource
     from bench.runner import Plan
 
 
@@ -136,7 +137,7 @@ def make_launch(
 
 
 RERUN = ("failed", "all")
-"""What --rerun runs again: failed cells (error, timeout) or all."""
+"""What --rerun runs again: failed cells (error, timeout, a NaN loss) or all."""
 
 
 ENDPOINT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
@@ -332,7 +333,9 @@ def only_sections(matrix: Matrix, numbers: tuple[int, ...]) -> Matrix:
             f"{matrix.path}: --section {wrong[0]}: the matrix has sections 1 to {len(matrix.sections)}"
         )
     keep = sorted(set(numbers))
-    return dataclasses.replace(matrix, sections=tuple(matrix.sections[n - 1] for n in keep))
+    return dataclasses.replace(
+        matrix, sections=tuple(matrix.sections[n - 1] for n in keep), section_numbers=tuple(keep)
+    )
 
 
 def with_launcher(func):
@@ -412,6 +415,19 @@ def load_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> P
         the_plan = make_plan(matrix, results_root, rerun)
     except ResultsError as exc:
         raise InputError(str(exc)) from None
+    warn_skipped(the_plan.results)
+    return the_plan
+
+
+def plan_again(results_dir: Path, source: PlanSource) -> Plan:
+    """The plan a run of results_dir built: its matrix.toml and records, with what the run built it from besides."""
+    from bench.runner import plan_in
+
+    try:
+        matrix = load_matrix(results_dir / "matrix.toml", source.overrides)
+        the_plan = plan_in(only_sections(matrix, source.section_numbers), results_dir, source.rerun)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{results_dir}: not the results folder of a sweep ({one_line(str(exc))})") from None
     warn_skipped(the_plan.results)
     return the_plan
 

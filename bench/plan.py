@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bench.config import Cell
+from bench.report.fields import SAID_BY_RANKS, field_text, varying_fields
 from bench.report.marks import emulated_mark
+from bench.results import is_ok
+from bench.verdicts import not_a_speed, training_speed
 
 if TYPE_CHECKING:
     from bench.matrix import Matrix
@@ -20,8 +23,9 @@ class NoMemorySize(ValueError):
 
 
 def plan_entries_plain(the_plan: Plan) -> list[dict]:
-    """One dict per cell: id, sections, config, status (its record's, or pending) and, where a row of
-    the matrix gives them for the cell, the published samples/sec (or Fail) and GPU memory."""
+    """One dict per cell: id, sections, config, status (its record's, or pending), why an ok record is
+    no training speed ("NaN loss") and, where a row of the matrix gives them for the cell, the published
+    samples/sec (or Fail) and GPU memory."""
     published = published_figures(the_plan.matrix)
     entries = []
     for cell in the_plan.cells:
@@ -31,6 +35,7 @@ def plan_entries_plain(the_plan: Plan) -> list[dict]:
             "sections": the_plan.sections_of(cell),
             "config": cell.to_dict(),
             "status": record["status"] if record else "pending",
+            **({"not_a_speed": not_a_speed(record)} if is_ok(record) and training_speed(record) is None else {}),
             **published.get(cell.cell_id, {}),
         })  # fmt: skip
     return entries
@@ -79,15 +84,26 @@ def add_training(entries: list[dict], rows: list[dict], the_plan: Plan, training
     for extra in training:
         for entry, row, cell, record in zip(entries, rows, the_plan.cells, records, strict=True):
             figures = extra.figures(cell, record)
-            entry.update(figures, samples_per_s=record["samples_per_s"] if figures else None)
+            entry.update(figures, samples_per_s=training_speed(record) if figures else None)
             row["samples/s"] = f"{entry['samples_per_s']:,.0f}" if figures else ""
         for header, texts in extra.columns(the_plan.cells, records).items():
             for row, text in zip(rows, texts, strict=True):
                 row[header] = text
 
 
-def plan_row(number: int, entry: dict) -> dict:
-    """The table row of one plan entry."""
+PLAN_FIELDS = ("backbone", "classes", "batch_size", "impl", "precision", "sample_rate", "emulated", *SAID_BY_RANKS)
+"""Cell fields the plan's fixed columns show (emulated beside the ranks); any other that varies gets a column."""
+
+
+def plan_rows(the_plan: Plan, entries: list[dict]) -> list[dict]:
+    """The table rows of the plan's entries, with a column for each other cell field that varies among
+    its cells (tf32, data, a memory cap), so that no two rows read the same."""
+    shown = varying_fields(the_plan.cells, besides=PLAN_FIELDS)
+    return [plan_row(number, entry, shown) for number, entry in enumerate(entries, start=1)]
+
+
+def plan_row(number: int, entry: dict, shown: Sequence[str] = ()) -> dict:
+    """The table row of one plan entry, with the cell fields in shown as columns before its status."""
     config = entry["config"]
     row = {
         "#": number,
@@ -100,7 +116,8 @@ def plan_row(number: int, entry: dict) -> dict:
         "precision": config["precision"],
         "sample rate": config["sample_rate"],
         "ranks": f"{config['nnodes'] * config['nproc_per_node']}{emulated_mark(entry)}",
-        "status": entry["status"],
+        **{name.replace("_", " "): field_text(name, config[name]) for name in shown},
+        "status": entry["status"] + (f" ({entry['not_a_speed']})" if "not_a_speed" in entry else ""),
     }
     if "published" in entry:
         row["published"] = entry["published"] if entry["published"] == "Fail" else f"~{entry['published']:g}"

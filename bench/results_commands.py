@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.options import InputError, matrix_file, number_in, training_options, warn_skipped
+from bench.options import (
+    InputError,
+    matrix_file,
+    number_in,
+    one_line,
+    packaged_matrices,
+    training_options,
+    warn_skipped,
+)
 from bench.results import latest_by_cell
 
 if TYPE_CHECKING:
@@ -63,7 +71,9 @@ def report_command(
 
     Rows with a published figure show it beside the measured one, with their ratio ("both Fail"
     where the cell and the published run both ran out of memory). Several folders (from several
-    machines) render as one table, a column per machine. Prints the path written.
+    machines) render as one table, a column per machine. A matrix (a packaged name or a file) with
+    --as-published, instead of a results folder, prints the published report from the matrix alone.
+    Prints the path written.
 
     \b
     Example:
@@ -71,6 +81,7 @@ def report_command(
         pfcbench report results/rtx3080 -o report/rtx3080.md
         pfcbench report results/rtx3080 --format csv
         pfcbench report results/rtx3080 --as-published
+        pfcbench report a100 --as-published
         pfcbench report results/a100 --train-on webface42m --epochs 20 --gpu-hour-price 2.5
         pfcbench report results/a100 results/h200
     """
@@ -79,6 +90,9 @@ def report_command(
             raise ReportUsageError(
                 "several results folders render one markdown table: no --format, --matrix, --as-published or --train-on"
             )
+        for folder in results_dirs:
+            if problem := not_results_folder(folder, "report"):
+                raise InputError(problem)
         from bench.report.machines import write_machines_report
 
         try:
@@ -89,6 +103,20 @@ def report_command(
             warn_skipped(results)
         click.echo(path)
         return
+    if as_published and (published := matrix_named(results_dirs[0])) is not None:
+        if fmt != "md" or matrix_name:
+            raise ReportUsageError(
+                "the published report of a matrix is markdown from the matrix: no --format or --matrix"
+            )
+        from bench.report.write import write_published
+
+        try:
+            click.echo(write_published(published, out=out, added=training))
+        except ValueError as exc:
+            raise InputError(one_line(str(exc))) from None
+        return
+    if problem := not_results_folder(results_dirs[0], "report", as_published=as_published):
+        raise InputError(problem)
     from bench.report import write_report
 
     matrix_path = matrix_file(matrix_name) if matrix_name else None
@@ -159,6 +187,9 @@ def compare_command(
         gates = parse_gates(fail_on) if fail_on is not None else ()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    for folder in (results_a, results_b):
+        if problem := not_results_folder(folder, "compare"):
+            raise InputError(problem)
     try:
         run_a, run_b = load_results(results_a), load_results(results_b)
     except ValueError as exc:
@@ -185,10 +216,48 @@ def compare_command(
         sys.exit(1)
 
 
+def matrix_named(path: Path) -> Path | None:
+    """The matrix file a report's argument names where it is no folder: a .toml file or a packaged matrix's name."""
+    if path.is_dir():
+        return None
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    return packaged_matrices().get(path.name) if len(path.parts) == 1 else None
+
+
+def not_results_folder(path: Path, command: str, *, as_published: bool = False) -> str | None:
+    """What to say of a path given as a results folder that is none, with what was probably meant: the
+    results folders inside it, the results folder of a matrix named instead, the command that prints a
+    published report. None where it is one, or where the reader's own error says as much."""
+    if path.is_dir():
+        if (path / "results.jsonl").exists():
+            return None
+        inside = sorted(str(found.parent) for found in path.glob("*/results.jsonl"))[:3]
+        return (
+            f"{path}: not a results folder (no results.jsonl); did you mean {' or '.join(inside)}?" if inside else None
+        )
+    name = path.name
+    matrix = packaged_matrices().get(name)
+    if path.exists() or matrix is None:
+        return None
+    from bench.matrix import load_matrix
+    from bench.report.write import has_published_figures
+
+    published = has_published_figures(load_matrix(matrix))
+    hint = f"; pfcbench report {name} --as-published prints the published report" if published else ""
+    if len(path.parts) == 1:
+        made = "" if Path("results", name).is_dir() else f" (pfcbench run {name} makes it)"
+        return f"{name} is a matrix: {command} takes a results folder: results/{name}{made}{hint}"
+    if command == "report" and (as_published or published):
+        return f"{path}: no such results directory{hint}"
+    return None
+
+
 def warn_unmeasured(path: Path, latest: dict[str, dict]) -> None:
-    """Name on stderr each ok record without a usable samples/sec (missing, 0, nan): it compares as incomparable."""
-    from bench.compare import has_speed
+    """Name on stderr each ok record that is no training speed (a NaN loss; samples/sec missing, 0, nan): it
+    compares as incomparable."""
+    from bench.verdicts import not_a_speed, training_speed
 
     for cell_id, record in latest.items():
-        if record.get("status") == "ok" and not has_speed(record):
-            click.echo(f"Warning: {path}: cell {cell_id} is ok but has no usable samples_per_s; incomparable", err=True)
+        if record.get("status") == "ok" and training_speed(record) is None:
+            click.echo(f"Warning: {path}: cell {cell_id} is ok, but {not_a_speed(record)}: incomparable", err=True)

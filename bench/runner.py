@@ -17,12 +17,24 @@ from pathlib import Path
 
 from bench.config import Cell
 from bench.files import read_text
-from bench.launcher import Launcher
+from bench.launcher import Job, Launcher
+from bench.ledger import PlanSource
 from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.records import oom_reason, skipped_record
-from bench.results import FAILED, FINAL, Results, append_record, latest_by_cell, read_results, save_env, write_atomic
+from bench.results import (
+    FAILED,
+    FINAL,
+    Results,
+    append_record,
+    is_ok,
+    latest_by_cell,
+    read_results,
+    save_env,
+    write_atomic,
+)
 from bench.search import ProbeFailed, is_settled, search, start_value
+from bench.verdicts import training_speed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +62,13 @@ class Plan:
         """The searches whose recorded probes do not answer them yet."""
         return [(cell, field) for cell, field in self.matrix.searches() if not is_settled(cell, field, self.latest)]
 
+    @property
+    def source(self) -> PlanSource:
+        """What this plan was built from besides its results folder, to build it again (pfcbench collect)."""
+        return PlanSource(
+            overrides=self.matrix.overrides, section_numbers=self.matrix.section_numbers, rerun=self.rerun
+        )
+
     def sections_of(self, cell: Cell) -> list[str]:
         return self.sections.get(cell.cell_id, [])
 
@@ -63,14 +82,20 @@ class Plan:
 
 
 def needs_run(record: dict | None, rerun: str | None) -> bool:
-    """A cell runs when it has no final record, or when --rerun asks for it."""
+    """A cell runs when it has no final record, or when --rerun asks for it: "failed" runs errors,
+    timeouts and ok cells that are no training speed (a NaN loss) again."""
     if record is None or record.get("status") not in FINAL:
         return True
-    return rerun == "all" or (rerun == "failed" and record["status"] in FAILED)
+    failed = record["status"] in FAILED or (is_ok(record) and training_speed(record) is None)
+    return rerun == "all" or (rerun == "failed" and failed)
 
 
 def make_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
-    results_dir = results_root / matrix.name
+    return plan_in(matrix, results_root / matrix.name, rerun)
+
+
+def plan_in(matrix: Matrix, results_dir: Path, rerun: str | None = None) -> Plan:
+    """The plan of a matrix whose results folder is results_dir."""
     results = read_results(results_dir / "results.jsonl")
     sections: dict[str, list[str]] = {}
     for section in (s for s in matrix.sections if s.search is None):
@@ -125,8 +150,17 @@ class Tally:
     queued: int = 0
     running: int = 0
     done: int = 0
+    queues: bool = False
+    """Whether a scheduler holds jobs in a queue (Launcher.queues); a local run has cells to run, not to submit."""
+
+    def count(self, waiting: int, in_flight: list[Job]) -> None:
+        """Set the counts of the cells not started yet and of the jobs in flight, queued or running."""
+        self.waiting, self.running = waiting, sum(job.running for job in in_flight)
+        self.queued = len(in_flight) - self.running
 
     def __str__(self) -> str:
+        if not self.queues:
+            return f"{self.done} done, {self.running} running, {self.waiting} to run"
         return f"{self.done} done, {self.running} running, {self.queued} queued, {self.waiting} to submit"
 
 
@@ -161,6 +195,7 @@ def run_jobs(
                 reason = skip_reason(cell)
                 if reason:
                     tally.done += 1
+                    tally.count(len(queue), in_flight)
                     yield cell, finish(cell, skipped_record(cell, reason), True)
                 else:
                     in_flight.append(launcher.submit(cell, results_dir))
@@ -177,9 +212,9 @@ def run_jobs(
                 record = finish(job.cell, *launcher.collect(job, ended, results_dir))
                 launcher.release(job, results_dir)  # the record is on disk: the job is no longer in flight
                 tally.done += 1
+                tally.count(len(queue), in_flight)  # the job that ended is no longer counted as running
                 yield job.cell, record
-            tally.waiting, tally.running = len(queue), sum(job.running for job in in_flight)
-            tally.queued = len(in_flight) - tally.running
+            tally.count(len(queue), in_flight)
             if not wait:
                 return
             if in_flight:

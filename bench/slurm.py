@@ -25,7 +25,7 @@ from typing import NamedTuple
 from bench.config import Cell
 from bench.launch import Launch, worker_env
 from bench.launcher import Ended, Job, Launcher, finish_record, keep_log
-from bench.ledger import add_job, read_ledger, remove_job
+from bench.ledger import PlanSource, add_job, read_ledger, remove_job
 from bench.records import log_tail, read_ranks
 from bench.results import save_env
 
@@ -214,11 +214,16 @@ class SlurmLauncher(Launcher):
     """
 
     poll_s = SLURM_POLL_S
+    queues = True
 
-    def __init__(self, launch: Launch, options: SlurmOptions, max_jobs: int = 1) -> None:
+    def __init__(
+        self, launch: Launch, options: SlurmOptions, max_jobs: int = 1, source: PlanSource | None = None
+    ) -> None:
+        """source: what the run's plan was built from, which the ledger keeps beside each job it submits."""
         if max_jobs < 1:
             raise ValueError(f"--max-jobs must be at least 1, not {max_jobs}")
         self.launch, self.options, self.slots = launch, options, max_jobs
+        self.source = source or PlanSource()
 
     def adopt(self, results_dir: Path, cells: list[Cell]) -> list[Job]:
         by_id = {cell.cell_id: cell for cell in cells}
@@ -242,7 +247,7 @@ class SlurmLauncher(Launcher):
         try:
             with signals_deferred():
                 job.handle = submit(sbatch_argv(cell, workdir, self.options), job_env(cell, self.launch))
-                add_job(results_dir, job.handle, cell.cell_id, cell.to_dict(), workdir)
+                add_job(results_dir, job.handle, cell.cell_id, cell.to_dict(), workdir, self.source)
         except SlurmError as exc:
             job.handle = exc
             note(workdir, f"pfcbench: sbatch refused the cell: {exc}")

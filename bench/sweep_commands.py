@@ -5,12 +5,13 @@ Both read the results folder's ledger of jobs in flight (bench/ledger.py); neith
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections import Counter
 from pathlib import Path
 
 import click
 
-from bench.files import FileError
 from bench.options import InputError
 
 results_dir_argument = click.argument("results_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
@@ -75,22 +76,26 @@ def collect(results_dir: Path) -> None:
     """
     from bench.config import Cell
     from bench.launch import Launch
-    from bench.matrix import load_matrix
-    from bench.results import latest_by_cell, read_results
-    from bench.runner import Plan, Tally, run_cells
+    from bench.ledger import PlanSource
+    from bench.options import plan_again
+    from bench.runner import Tally, run_cells
     from bench.slurm import SlurmLauncher, SlurmOptions
 
-    entries = ledger_of(results_dir)
-    try:
-        matrix = load_matrix(results_dir / "matrix.toml")
-        results = read_results(results_dir / "results.jsonl")
-    except (ValueError, OSError, FileError) as exc:
-        raise InputError(f"{results_dir}: not the results folder of a sweep ({exc})") from None
-    cells = [Cell.from_dict(entry["config"]) for entry in entries.values()]
-    plan = Plan(matrix=matrix, results_dir=results_dir, cells=cells, latest=latest_by_cell(results.records))
+    by_source: dict[str, tuple[PlanSource, list[Cell]]] = {}
+    for entry in ledger_of(results_dir).values():
+        source = PlanSource.of_entry(entry)
+        key = json.dumps(source.to_dict(), sort_keys=True)
+        by_source.setdefault(key, (source, []))[1].append(Cell.from_dict(entry["config"]))
+    plans = [dataclasses.replace(plan_again(results_dir, source), cells=cells) for source, cells in by_source.values()]
+    plans = plans or [plan_again(results_dir, PlanSource())]  # nothing in flight: still the folder of a sweep
+    matrix = plans[0].matrix
     launch = Launch(**{key: matrix.run[key] for key in ("timeout_s", "inactivity_timeout_s") if key in matrix.run})
     tally = Tally()
-    recorded = list(run_cells(plan, SlurmLauncher(launch, SlurmOptions()), submit=False, wait=False, tally=tally))
+    recorded = []
+    for plan in plans:  # one plan per run that left jobs in flight
+        in_flight = Tally()
+        recorded += run_cells(plan, SlurmLauncher(launch, SlurmOptions()), submit=False, wait=False, tally=in_flight)
+        tally.queued, tally.running = tally.queued + in_flight.queued, tally.running + in_flight.running
     for cell, record in recorded:
         click.echo(f"{cell.cell_id}: {record['status']}")
     click.echo(f"{matrix.name}: recorded {len(recorded)} cells; {tally.queued + tally.running} jobs still in flight")

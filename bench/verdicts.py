@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import statistics
 
+from bench.numbers import is_number
+
 LOADER_BOUND_FRACTION = 0.2
 """A cell is loader-bound when its steps spent more than this fraction of the measured time waiting
 for their batches (the slowest rank's wait per window, summed over the windows). Below it the step
@@ -45,6 +47,26 @@ def nonfinite_reason(record: dict) -> str:
     return f"the fp16 loss scale collapsed to {record.get('grad_scale')}"
 
 
+def training_speed(record: dict | None) -> float | None:
+    """The samples/sec of a record that is a training speed, else None: the one rule every output asks.
+
+    A training speed is an ok record with a positive, finite samples/sec whose loss stayed finite (and
+    whose fp16 loss scale did not collapse). A cell that trained NaN ran its steps, but what they cost
+    is not what training costs: no table, plot, progress line, hours, cost or comparison shows it.
+    """
+    if not record or record.get("status") != "ok" or nonfinite(record):
+        return None
+    speed = record.get("samples_per_s")
+    return float(speed) if is_number(speed) and speed > 0 else None
+
+
+def not_a_speed(record: dict) -> str:
+    """Why an ok record has no training_speed, in a few words: "NaN loss", "loss scale collapsed" or "no samples/sec"."""
+    if record.get("nonfinite_losses"):
+        return f"{NONFINITE} loss"
+    return "loss scale collapsed" if nonfinite(record) else "no samples/sec"
+
+
 def loader_bound(record: dict | None) -> bool:
     """Whether an ok record's steps waited for their batches more than LOADER_BOUND_FRACTION of the time."""
     fraction = (record or {}).get("loader_wait_fraction")
@@ -71,12 +93,17 @@ def speed_mark(record: dict | None) -> str:
     return f" {LOADER_BOUND}" if loader_bound(record) else ""
 
 
+def nonfinite_lines(records: list[dict | None]) -> list[str]:
+    """The line under a table that explains its NaN cells, if it has any."""
+    if not any(nonfinite(r) for r in records):
+        return []
+    reasons = "; ".join(dict.fromkeys(nonfinite_reason(r) for r in records if nonfinite(r)))
+    return [f"{NONFINITE}: the loss was not finite, so samples/sec are not a training speed ({reasons})."]
+
+
 def legend_lines(records: list[dict | None]) -> list[str]:
     """The lines under a table for the marks of speed_mark and for NaN cells."""
-    lines = []
-    if any(nonfinite(r) for r in records):
-        reasons = "; ".join(dict.fromkeys(nonfinite_reason(r) for r in records if nonfinite(r)))
-        lines.append(f"{NONFINITE}: the loss was not finite, so samples/sec are not a training speed ({reasons}).")
+    lines = nonfinite_lines(records)
     if any(loader_bound(r) for r in records):
         lines.append(
             f"{LOADER_BOUND}: the steps waited for their batches more than {LOADER_BOUND_FRACTION:.0%} of the "

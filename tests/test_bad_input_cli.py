@@ -68,7 +68,7 @@ def test_compare_counts_an_ok_record_without_a_usable_speed_as_incomparable(tmp_
     argv = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on", "incomparable"]
     result = CliRunner().invoke(main, argv)
     assert "Traceback" not in result.output and result.exit_code == 1, result.output
-    assert f"cell {CELL.cell_id} is ok but has no usable samples_per_s" in result.output
+    assert f"cell {CELL.cell_id} is ok, but no samples/sec: incomparable" in result.output
     assert "--fail-on incomparable: 1 of 1 cells" in result.output
 
 
@@ -164,3 +164,50 @@ def test_a_recorded_probe_that_no_cell_could_have_run_is_left_out_of_plan_and_re
     report = CliRunner().invoke(main, ["report", str(folder), "-o", "r.md"])
     assert report.exit_code == 0, report.output
     assert "| 16           | 5000      | 1        |" in (tmp_path / "r.md").read_text()
+
+
+def test_folders_that_hold_results_folders_are_named_by_what_they_hold(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for run in ("results-a", "results-b"):
+        append_record(tmp_path / run / "smoke" / "results.jsonl", ok_record(CELL, samples_per_s=9.0))
+    line = one_line(CliRunner().invoke(main, ["compare", "results-a", "results-b"]))
+    assert line == "Error: results-a: not a results folder (no results.jsonl); did you mean results-a/smoke?"
+    line = one_line(CliRunner().invoke(main, ["report", "results-b"]))
+    assert line.endswith("did you mean results-b/smoke?")
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_matrix_name_given_for_a_results_folder_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = one_line(CliRunner().invoke(main, ["report", "smoke"]))
+    assert "smoke is a matrix: report takes a results folder: results/smoke" in line
+    line = one_line(CliRunner().invoke(main, ["compare", "smoke", "results/smoke"]))
+    assert "compare takes a results folder: results/smoke" in line
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "meant"),
+    [("batchsize=8", "batch_size"), ("batch-size=8", "batch_size"), ("sampel_rate=0.1", "sample_rate")],
+)
+def test_a_misspelt_field_is_refused_with_the_field_it_probably_meant(tmp_path, setting, meant):
+    line = one_line(CliRunner().invoke(main, ["plan", "smoke", "--set", setting, "--results", str(tmp_path)]))
+    assert line.endswith(f"unknown cell field {setting.split('=')[0]!r}; did you mean {meant}?")
+    far = one_line(CliRunner().invoke(main, ["plan", "smoke", "--set", "colour=red", "--results", str(tmp_path)]))
+    assert far.endswith("unknown cell field 'colour'")
+
+
+@pytest.mark.parametrize("num_gpus", [0, 2])
+def test_the_advice_for_too_few_gpus_is_in_the_commands_own_options(tmp_path, monkeypatch, num_gpus):
+    monkeypatch.setattr("bench.launch.visible_gpus", lambda: num_gpus)
+    cell = one_line(
+        CliRunner().invoke(main, ["cell", "--device", "cuda", "--nproc", "4", "--workdir", str(tmp_path / "w")])
+    )
+    assert "--set" not in cell and not (tmp_path / "w").exists()
+    assert ("--device cpu" in cell) if num_gpus == 0 else ("--emulated" in cell and "--nproc 2 or fewer" in cell)
+
+    run = one_line(CliRunner().invoke(main, ["run", "a100", "--results", str(tmp_path / "r")]))
+    assert "need 8 GPUs per node" in run and "nothing was run" in run
+    assert "cpu" not in run.lower(), "a matrix made for 8 GPUs is never advised onto the CPU"
+    assert ("run it on a GPU machine" in run) if num_gpus == 0 else ("--emulate-ranks 8" in run)
+    assert not (tmp_path / "r").exists()

@@ -146,3 +146,48 @@ def test_a_run_of_cuda_cells_without_a_gpu_names_the_sections_that_need_none(tmp
     assert done.returncode == 2
     assert "nothing was run (sections that need no GPU: 1. CPU, 2 ranks, 1.1 GiB per rank;" in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+class InstantLauncher:
+    """Each cell ends at its first poll, recorded as an error without starting torchrun: `run`'s lines alone."""
+
+    slots, poll_s, queues = 1, 0.0, False
+
+    def __init__(self, launch) -> None:
+        pass
+
+    def adopt(self, results_dir, cells):
+        return []
+
+    def submit(self, cell, results_dir):
+        from bench.launcher import Job
+
+        return Job(cell=cell, workdir=results_dir / "work" / cell.cell_id)
+
+    def poll(self, job):
+        from bench.launcher import Ended
+
+        return Ended(1, None, "made up", {})
+
+    def release(self, job, results_dir) -> None:
+        pass
+
+    def collect(self, job, ended, results_dir):
+        from bench.records import build_record
+
+        return build_record(job.cell, [], "error", error=ended.error, started=0.0, duration_s=0.0), True
+
+
+def test_a_local_runs_progress_counts_each_cell_once_in_words_of_a_local_run(tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.launch.LocalLauncher", InstantLauncher)
+    done = CliRunner().invoke(main, ["run", "smoke", "--section", "2", "--results", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    header, *lines = done.output.splitlines()
+    assert header.startswith("smoke: 3 of 3 cells to run, results in ")
+    progress = [line for line in lines if line.startswith("[")]
+    assert progress == lines[: len(progress)], "no stray line between the header and the progress"
+    assert [line.rsplit(" [", 1)[-1] for line in progress] == [
+        "1 done, 0 running, 2 to run]",
+        "2 done, 0 running, 1 to run]",
+        "3 done, 0 running, 0 to run]",
+    ]

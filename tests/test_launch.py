@@ -1,10 +1,17 @@
-"""Launch settings validate themselves, as Cell does: a bad value is a ValueError naming the fix."""
+"""Launch settings validate themselves, as Cell does: a bad value is a ValueError naming the fix; the ranks
+import the bench package their parent imported."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
-from bench.launch import Launch
+from bench.config import Cell
+from bench.launch import PACKAGE_ROOT, Launch, same_bench_path, worker_env
 
 
 @pytest.mark.parametrize(
@@ -26,3 +33,31 @@ def test_bad_launch_settings_are_refused(settings, message):
 def test_good_launch_settings_are_kept():
     launch = Launch(timeout_s=60, inactivity_timeout_s=5.5, rdzv_endpoint="node1:29400")
     assert (launch.timeout_s, launch.inactivity_timeout_s, launch.rdzv_endpoint) == (60, 5.5, "node1:29400")
+
+
+def test_the_ranks_import_path_puts_this_bench_first_and_leaves_the_working_directory_out(monkeypatch):
+    env = worker_env(Cell(device="cpu", nproc_per_node=2), Launch())
+    assert env["PYTHONSAFEPATH"] == "1"
+    # this checkout is not in site-packages (an editable install, or PYTHONPATH): it goes first, once
+    assert same_bench_path(os.pathsep.join(["/elsewhere", str(PACKAGE_ROOT)]))["PYTHONPATH"] == os.pathsep.join(
+        [str(PACKAGE_ROOT), "/elsewhere"]
+    )
+    # a package installed into site-packages is found there: PYTHONPATH is left as it was
+    monkeypatch.setattr("site.getsitepackages", lambda: [str(PACKAGE_ROOT)])
+    assert same_bench_path("/elsewhere") == {"PYTHONSAFEPATH": "1", "PYTHONPATH": "/elsewhere"}
+    assert same_bench_path(None) == {"PYTHONSAFEPATH": "1"}
+
+
+@pytest.mark.slow
+def test_run_from_a_folder_holding_another_bench_the_ranks_import_the_parents(tmp_path):
+    decoy = tmp_path / "bench"
+    (decoy / "rank").mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the bench of the working directory was imported')\n")
+    (decoy / "rank" / "__init__.py").write_text("")
+    argv = [sys.executable, "-P", "-m", "bench.cli", "cell", "--backbone", "none", "--classes", "100",
+            "--batch-size", "4", "--nproc", "2", "--device", "cpu", "--warmup-steps", "1", "--num-windows", "1",
+            "--steps-per-window", "1", "--json", "--timeout", "240"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "ok"

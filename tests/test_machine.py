@@ -20,6 +20,7 @@ MACHINE_KEYS = {
     "cpu_model",
     "cpu_sockets",
     "cpu_cores",
+    "cpu_threads",
     "memory_gib",
     "gpus",
     "gpu_driver",
@@ -139,7 +140,7 @@ def test_describe_machine_on_this_host() -> None:
     env = machine.describe_machine()
 
     assert set(env) == MACHINE_KEYS
-    assert env["cpu_cores"] >= 1
+    assert env["cpu_threads"] >= (env["cpu_cores"] or 1) >= 1
     assert env["cpu_sockets"] >= 1
     assert env["memory_gib"] > 0
     assert env["cpu_model"]
@@ -189,6 +190,31 @@ def test_server_spec_rows() -> None:
         ("Installation", "Python 3.7.10"),
         ("Installation", "PyTorch 1.9.0"),
     ]
+
+
+def test_the_cpu_row_counts_cores_and_threads_where_the_cells_ran_on_them() -> None:
+    def cpu_row(**env: object) -> str:
+        return dict(machine.server_spec(_spec_env(gpus=[], **env)))["CPU"]
+
+    assert cpu_row(cpu_cores=48, cpu_threads=96).endswith("CPU @ 2.50GHz (48 cores, 96 threads)")
+    assert cpu_row(cpu_cores=None, cpu_threads=4).endswith(" (4 threads)")
+    # a description from before cpu_threads was recorded: its cpu_cores counted logical CPUs
+    assert cpu_row(cpu_cores=96).endswith(" (96 logical CPUs)")
+    # a GPU server's row reads as the published reports write it, unless asked (pfcbench env)
+    gpu_server = _spec_env(cpu_cores=48, cpu_threads=96)
+    assert dict(machine.server_spec(gpu_server))["CPU"] == "2 x Intel(R) Xeon(R) Platinum 8255C CPU @ 2.50GHz"
+    assert dict(machine.server_spec(gpu_server, cpu_counts=True))["CPU"].endswith("(48 cores, 96 threads)")
+
+
+def test_env_prints_the_cpus_cores_and_threads() -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    env = machine.describe_machine()
+    done = CliRunner().invoke(main, ["env"])
+    assert done.exit_code == 0, done.output
+    assert f"({env['cpu_cores']} cores, {env['cpu_threads']} threads)" in done.output
 
 
 def test_server_spec_without_gpus_or_cuda() -> None:

@@ -195,3 +195,34 @@ def test_a_published_spec_value_must_be_text(tmp_path):
     )
     with pytest.raises(MatrixError, match=r"\[report.published_spec\]: every value must be text"):
         load_matrix(path)
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_the_published_report_prints_from_the_matrix_alone(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["report", name, "--as-published", "-o", "published.md"])
+    assert done.exit_code == 0, done.output
+    markdown = (tmp_path / "published.md").read_text()
+    assert tables(markdown) == reference(name), "every published figure in place: samples/sec, Fail, GPU memory"
+    assert f"from the matrix {name} alone: nothing here was measured" in markdown
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["published.md"]
+
+
+def test_a100_gpu_memory_prints_from_the_matrix_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["report", "a100", "--as-published"])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == "report/a100-published.md"
+    header, *rows = tables((tmp_path / "report" / "a100-published.md").read_text())["Experiments on arcface_torch"]
+    memory = [row[header.index("GPU Mem(GB)")] for row in rows]
+    assert memory[0] == "~18.2" and memory[-1] == "~79.6" and all(m.startswith("~") for m in memory)
+
+
+def test_a_missing_results_folder_as_published_names_the_command_that_prints_the_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["report", "results/a100", "--as-published"])
+    assert done.exit_code == 2
+    assert done.output.strip().splitlines() == [
+        "Error: results/a100: no such results directory; pfcbench report a100 --as-published prints the published report"
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -148,6 +148,31 @@ def test_plan_gives_hours_per_run_where_the_cell_has_run(tmp_path, monkeypatch):
     assert refused.exit_code == 2 and "--epochs needs --train-on" in refused.output
 
 
+def test_a_cpu_cell_has_hours_but_no_gpu_hours_to_price(tmp_path, monkeypatch):
+    smoke = load_matrix(PACKAGED / "smoke.toml")
+    cell = smoke.cells()[0]
+    ran = {"cell_id": cell.cell_id, "config": cell.to_dict(), "status": "ok", "samples_per_s": 100.0}
+    folder = results_folder(tmp_path / "results" / "smoke", "smoke", [ran], RTX3080_ENV | {"gpus": []})
+    monkeypatch.chdir(tmp_path)
+    pricing = ["--train-on", "ms1mv3", "--epochs", "20", "--gpu-hour-price", "2.5"]
+    done = report(str(folder), *pricing)
+    assert done.exit_code == 0, done.output
+    markdown = (tmp_path / "report" / "smoke.md").read_text()
+    header, row = next(table[:2] for table in tables(markdown).values() if "Cost/run (at 2.5/GPU-h)" in table[0])
+    hours = DATASETS["ms1mv3"].num_image * 20 / 100.0 / 3600
+    assert row[header.index("Hours/run (MS1MV3 x 20 epochs)")] == f"{hours:,.1f}"
+    assert row[header.index("Cost/run (at 2.5/GPU-h)")] == "no GPU"
+    assert "a CPU cell uses no GPU-hours" in markdown
+
+    planned = CliRunner().invoke(main, ["plan", "smoke", *pricing])
+    assert planned.exit_code == 0, planned.output
+    header, *rows = [
+        [c.strip() for c in line.strip("|").split("|")] for line in planned.output.splitlines() if line.startswith("| ")
+    ]
+    [row] = [row for row in rows if row[header.index("cell")] == cell.cell_id]
+    assert row[-2:] == [f"{hours:,.1f}", "no GPU"]
+
+
 def across(tmp_path: Path, folders: list[Path]) -> tuple[list[list[str]], str]:
     done = report(*map(str, folders), "-o", str(tmp_path / "across.md"))
     assert done.exit_code == 0, done.output

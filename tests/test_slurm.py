@@ -10,7 +10,11 @@ from collections import Counter
 
 import pytest
 
+from bench.ledger import PlanSource, add_job, read_ledger
+from bench.matrix import load_matrix
+from bench.options import only_sections, plan_again
 from bench.results import read_records
+from bench.runner import plan_in
 from tests.procs import pids_with, wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
 
@@ -26,6 +30,37 @@ def test_slurm_options_without_the_slurm_launcher_are_a_usage_error(tmp_path):
     assert done.returncode == 2
     assert "need --launcher slurm" in done.stderr
     assert not (tmp_path / "tiny").exists()
+
+
+SECOND_SECTION = """
+[[sections]]
+title = "Classes"
+columns = [{ header = "Classes", field = "classes" }, { header = "Samples/sec", field = "samples_per_s" }]
+[sections.grid]
+batch_size = [8]
+classes = [1000, 2000]
+"""
+
+
+def test_the_ledger_keeps_what_builds_the_plan_of_the_run_that_submitted_the_job(tmp_path):
+    path = write_matrix(tmp_path, "8, 16")
+    path.write_text(path.read_text() + SECOND_SECTION)
+    results_dir = tmp_path / "results" / "tiny"
+    results_dir.mkdir(parents=True)
+    (results_dir / "matrix.toml").write_text(path.read_text())  # the copy a run keeps
+    matrix = only_sections(load_matrix(path, {"nproc_per_node": 1, "sample_rate": 0.5}), (2,))
+    run = plan_in(matrix, results_dir, "failed")
+    cell = run.cells[1]
+    add_job(results_dir, "7", cell.cell_id, cell.to_dict(), results_dir / "work" / "x", run.source)
+
+    entry = read_ledger(results_dir)["7"]
+    again = plan_again(results_dir, PlanSource.of_entry(entry))
+    assert again.source == run.source and again.rerun == "failed"
+    assert [c.cell_id for c in again.cells] == [c.cell_id for c in run.cells] and again.sections == run.sections
+    assert again.sections_of(cell) == ["Classes"] and again.matrix.overrides["nproc_per_node"] == 1
+    # an entry written before entries kept their plan reads as the whole matrix without overrides
+    written_before = {key: entry[key] for key in ("cell_id", "config", "workdir", "submitted_at")}
+    assert PlanSource.of_entry(written_before) == PlanSource()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from bench.results import read_records
 from tests.cli import pfcbench
 from tests.procs import wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
+from tests.test_report import tables
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
@@ -66,7 +67,7 @@ def test_detach_returns_at_once_status_follows_and_collect_records_without_submi
     results = tmp_path / "results"
     started = time.monotonic()
     detached = pfcbench("run", str(matrix), "--results", str(results), "--launcher", "slurm", "--max-jobs", "2",
-                        "--nproc", "1", "--detach", env=env, timeout_s=60)  # fmt: skip
+                        "--nproc", "1", "--section", "1", "--detach", env=env, timeout_s=60)  # fmt: skip
     assert detached.returncode == 0, detached.stderr
     assert time.monotonic() - started < 20
     assert "detached" in detached.stdout and len(ledger(results)) == 2
@@ -83,10 +84,36 @@ def test_detach_returns_at_once_status_follows_and_collect_records_without_submi
     assert collected.returncode == 0, collected.stderr
     records = read_records(results / "tiny" / "results.jsonl")
     assert sorted(r["status"] for r in records) == ["ok", "ok"]
+    assert [(r["overrides"], r["sections"]) for r in records] == [({"nproc_per_node": 1}, ["Batch"])] * 2
     assert ledger(results) == {}
     again = run_sweep(matrix, results, "--launcher", "slurm", "--nproc", "1")
     assert "Nothing to run" in again.stdout
     assert len(calls.read_text().splitlines()) == 2
+
+    reported = pfcbench("report", str(results / "tiny"), "-o", str(tmp_path / "tiny.md"))
+    assert reported.returncode == 0, reported.stderr
+    header, *rows = tables((tmp_path / "tiny.md").read_text())["Batch"]
+    speeds = [row[header.index("Samples/sec")] for row in rows]
+    assert [row[0] for row in rows] == ["8", "16"] and all(float(s.lstrip("~")) > 0 for s in speeds), speeds
+
+
+def test_collect_reads_a_ledger_written_before_entries_kept_their_plan(slurm_cluster, tmp_path):
+    matrix = write_matrix(tmp_path, "8")
+    results = tmp_path / "results"
+    detached = pfcbench("run", str(matrix), "--results", str(results), "--launcher", "slurm", "--detach")
+    assert detached.returncode == 0, detached.stderr
+    old_keys = ("cell_id", "config", "workdir", "submitted_at")
+    old = {job_id: {key: entry[key] for key in old_keys} for job_id, entry in ledger(results).items()}
+    (results / "tiny" / "in-flight.json").write_text(json.dumps(old, indent=1))
+
+    assert wait_until(lambda: slurm_cluster.queue() == [], timeout_s=180)
+    assert pfcbench("status", str(results / "tiny")).stdout.splitlines()[-1] == "1 done"
+    collected = pfcbench("collect", str(results / "tiny"))
+    assert collected.returncode == 0, collected.stderr
+    assert "recorded 1 cells" in collected.stdout
+    [record] = read_records(results / "tiny" / "results.jsonl")
+    assert record["status"] == "ok" and record["slurm_job_id"] in old and record["sections"] == ["Batch"]
+    assert ledger(results) == {}
 
 
 def test_a_job_requeued_in_its_timed_windows_is_recorded_from_its_second_run_only(slurm_cluster, tmp_path):

@@ -19,13 +19,16 @@ from bench.machine import server_spec
 from bench.matrix import load_matrix
 from bench.numbers import is_number
 from bench.options import PACKAGED
+from bench.report.fields import SAID_BY_RANKS, field_label, field_text, varying_fields
 from bench.report.marks import mark, speed_text
 from bench.report.read import read_envs, read_run
 from bench.report.tables import markdown_table
-from bench.results import ReportError, Results, is_ok, latest_by_cell, write_atomic
+from bench.results import ReportError, Results, latest_by_cell, write_atomic
+from bench.verdicts import nonfinite_lines, training_speed
 
 ROW_FIELDS = ("backbone", "classes", "batch_size", "precision", "sample_rate", "impl", "world_size", "device")
-"""Cell fields a row may name; those that vary among the rows become columns."""
+"""Cell fields a row names first where they vary among the rows; any other field that varies (tf32,
+data, a memory cap) follows, so that no two rows read the same."""
 
 
 @dataclass(frozen=True)
@@ -77,19 +80,24 @@ def published_figures() -> dict[str, float | str]:
 
 
 def per_watt(record: dict | None) -> float | None:
-    power = record.get("power_w") if is_ok(record) else None
-    return record["samples_per_s"] / power if is_number(power) and power > 0 else None
+    speed, power = training_speed(record), (record or {}).get("power_w")
+    return speed / power if speed is not None and is_number(power) and power > 0 else None
+
+
+def row_fields(cells: list[Cell]) -> list[str]:
+    """The cell fields that name the rows: those that vary among the cells, ROW_FIELDS first."""
+    first = [f for f in ROW_FIELDS if len({getattr(c, f) for c in cells}) > 1]
+    return first + varying_fields(cells, besides={*ROW_FIELDS, *SAID_BY_RANKS}) or ["backbone", "classes"]
 
 
 def machines_frame(machines: list[Machine]) -> pd.DataFrame:
     """One row per cell any machine ran; per machine its samples/sec (or mark, "—" where it lacks the
     cell) and where it measured power its samples/sec per watt; the published figure where one exists."""
     cells = list({c.cell_id: c for m in machines for c in m.cells}.values())
-    varying = [f for f in ROW_FIELDS if len({getattr(c, f) for c in cells}) > 1] or ["backbone", "classes"]
-    published = published_figures()
+    fields, published = row_fields(cells), published_figures()
     rows = []
     for cell in cells:
-        row = {field: str(getattr(cell, field)) for field in varying}
+        row = {field: field_text(field, getattr(cell, field)) for field in fields}
         for m in machines:
             row[m.name] = speed_text(m.latest.get(cell.cell_id)) if cell.cell_id in m.latest else mark(None)
             if any(per_watt(r) is not None for r in m.latest.values()):
@@ -103,26 +111,28 @@ def machines_frame(machines: list[Machine]) -> pd.DataFrame:
 
 
 def plot_machines(machines: list[Machine], frame: pd.DataFrame, path: Path) -> Path | None:
-    """Samples/sec of each cell, one bar per machine (its mark where it has none); None when nothing finished."""
+    """Samples/sec of each cell, one bar per machine (its mark where it has none), each row labelled with
+    the fields that tell it apart, the legend below the bars; None when nothing finished."""
     from matplotlib.figure import Figure
 
     cells = list({c.cell_id: c for m in machines for c in m.cells}.values())
-    if not any(is_ok(m.latest.get(c.cell_id)) for m in machines for c in cells):
+    if not any(training_speed(m.latest.get(c.cell_id)) for m in machines for c in cells):
         return None
-    labels = [", ".join(f"{k} {v}" for k, v in row.items() if k in ROW_FIELDS) for row in frame.to_dict("records")]
-    fig = Figure(figsize=(8, 0.4 * len(cells) * len(machines) + 2), layout="constrained")
+    fields = row_fields(cells)
+    labels = [", ".join(field_label(f, getattr(c, f)) for f in fields) for c in cells]
+    fig = Figure(figsize=(8, 0.4 * len(cells) * len(machines) + 0.25 * len(machines) + 2), layout="constrained")
     ax = fig.subplots()
     height = 0.8 / len(machines)
     for i, m in enumerate(machines):
-        values = [m.latest[c.cell_id]["samples_per_s"] if is_ok(m.latest.get(c.cell_id)) else 0 for c in cells]
-        ax.barh([j + i * height for j in range(len(cells))], values, height=height, label=m.name)
-        for j, c in enumerate(cells):
-            if not is_ok(m.latest.get(c.cell_id)):
+        speeds = [training_speed(m.latest.get(c.cell_id)) for c in cells]
+        ax.barh([j + i * height for j in range(len(cells))], [s or 0 for s in speeds], height=height, label=m.name)
+        for j, speed in enumerate(speeds):
+            if speed is None:
                 ax.annotate(frame[m.name][j], (0, j + i * height), fontsize=7, color="tab:red", va="center")
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(cells))], labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("samples/sec")
-    ax.legend(fontsize=8)
+    fig.legend(loc="outside lower center", fontsize=8)  # below the axes: never over a bar
     ax.grid(axis="x", alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -150,6 +160,7 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
             markdown_table(frame),
             f"—: the machine has no record of the cell ({only} of {len(frame)} cells not on every machine)."
             + (" Published: the figure of the packaged report with the same cell." if "Published" in frame else ""),
+            " ".join(nonfinite_lines([r for m in machines for r in m.latest.values()])),
             f"![samples/sec across machines]({plot.name})" if plot else "",
         )
         if part

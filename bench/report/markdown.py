@@ -18,13 +18,14 @@ from bench.report.tables import Added, legend, markdown_table, row_records, sect
 from bench.search import all_probes
 
 
-def spec_frame(env: dict[str, Any], overrides: dict[str, str]) -> pd.DataFrame:
+def spec_frame(env: dict[str, Any] | None, overrides: dict[str, str]) -> pd.DataFrame:
     """The "Test Server Spec" rows, in the order of the matrix's spec (its lines become rows).
 
     A key the matrix gives replaces the measured rows of that key; a measured key it does not give
-    keeps its place before the next one it does (System before CPU, Cooling after GPU).
+    keeps its place before the next one it does (System before CPU, Cooling after GPU). Without env
+    (no machine ran anything) the rows are the matrix's alone.
     """
-    measured = list(server_spec(env))
+    measured = list(server_spec(env)) if env is not None else []
     rows: list[tuple[str, str]] = []
     for key, value in overrides.items():
         place = next((i for i, (k, _) in enumerate(measured) if k == key), 0)
@@ -44,11 +45,20 @@ def provenance(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
     versions = listed(records_by_id[c.cell_id].get("harness_version") for c in cells) or "(version not recorded)"
     precisions = listed(c.precision for c in cells)
     per_row = " (per row as shown)" if "," in precisions else ""
+    images = any(c.data == "synthetic" and c.backbone != "none" for c in cells)
     return (
         f"Measured with pfcbench {versions}, {impl_note(matrix, records_by_id)}; "
         f"precision {precisions}{per_row}; TF32 {listed('on' if c.tf32 else 'off' for c in cells)}; "
-        f"device {listed(c.device for c in cells)}."
+        f"device {listed(c.device for c in cells)}." + (f" {SYNTHETIC_IMAGES}" if images else "")
     )
+
+
+SYNTHETIC_IMAGES = (
+    "Synthetic images: each sample of a rank's batch is its own random image, made once on the device and fed "
+    "every step; arcface_torch's SyntheticDataset repeats one image, whose batch trains NaN on some machines. "
+    "The pixels differ, not what a step costs."
+)
+"""The provenance note's sentence on synthetic data, where a cell's backbone read synthetic images."""
 
 
 def impl_note(matrix: Matrix, records_by_id: dict[str, dict]) -> str:
@@ -95,23 +105,25 @@ def published_server(matrix: Matrix) -> Matrix:
 def render_markdown(
     matrix: Matrix,
     records_by_id: dict[str, dict],
-    env: dict[str, Any],
+    env: dict[str, Any] | None,
     *,
     plots_dir: Path | None = None,
     markdown_dir: Path | None = None,
     notes: list[str] | None = None,
     as_published: bool = False,
     added: Sequence[Added] = (),
+    source: str | None = None,
 ) -> str:
     """The report of a matrix: records_by_id maps cell id -> latest record, env is describe_machine().
 
     With plots_dir, each section with a finished cell gets a PNG there, linked relative to
     markdown_dir (default plots_dir), where the markdown is meant to be saved. notes are added
     after the matrix's own. as_published leaves out the Published and Ratio columns a matrix does
-    not ask for itself; added columns (hours per training run) go into every table.
+    not ask for itself; added columns (hours per training run) go into every table. source, the
+    last note, says where the figures come from (by default which harness and impl measured them).
     """
     report = matrix.report
-    notes = [*report.get("notes", []), *(notes or []), provenance(matrix, records_by_id)]
+    notes = [*report.get("notes", []), *(notes or []), source or provenance(matrix, records_by_id)]
     parts = [
         f"# {report.get('title') or matrix.name}",
         report.get("blurb", "").strip(),

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
-from bench.config import Cell
 from bench.matrix import Row, Section
 from bench.numbers import is_number
-from bench.report.marks import EMULATED, mark
+from bench.report.fields import field_label
+from bench.report.fields import varying_fields as varying_cell_fields
+from bench.report.marks import EMULATED, speed_text
 from bench.report.tables import row_records
 from bench.results import is_ok
+from bench.verdicts import training_speed
 
 MEMORY_KEYS = {
     "gpu_mem_used_mib_max": "peak GPU memory (NVML), GiB",
@@ -23,8 +24,8 @@ MEMORY_KEYS = {
 
 def varying_fields(section: Section) -> list[str]:
     """Cell fields that take more than one value among the section's rows, most distinct values first."""
-    counts = {f.name: len({getattr(row.cell, f.name) for row in section.rows}) for f in dataclasses.fields(Cell)}
-    return sorted((name for name, count in counts.items() if count > 1), key=lambda name: -counts[name])
+    cells = [row.cell for row in section.rows]
+    return sorted(varying_cell_fields(cells), key=lambda name: -len({getattr(cell, name) for cell in cells}))
 
 
 def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -> Path | None:
@@ -37,7 +38,8 @@ def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -
     records = row_records(section, records_by_id)
     if not any(is_ok(r) for r in records):
         return None
-    series = [("samples/sec", [metric_or_nan(r, "samples_per_s") for r in records])]
+    speeds = [training_speed(r) for r in records]
+    series = [("samples/sec", [math.nan if s is None else s for s in speeds])]
     memory_key = next((k for k in MEMORY_KEYS if any(is_number(metric_or_nan(r, k)) for r in records)), None)
     if memory_key:
         series.append((MEMORY_KEYS[memory_key], [metric_or_nan(r, memory_key) / 1024 for r in records]))
@@ -51,16 +53,16 @@ def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -
         else:
             draw_bars(ax, [row_label(row, varying) for row in section.rows], values, name)
         for i, record in enumerate(records):
-            if not is_ok(record):
+            if not is_ok(record) or (name == "samples/sec" and speeds[i] is None):  # no figure: its mark, or NaN
                 xy = (getattr(section.rows[i].cell, varying[0]), 0) if numeric_axis else (0, i)
-                ax.annotate(mark(record), xy, fontsize=8, color="tab:red", va="center")
+                ax.annotate(speed_text(record), xy, fontsize=8, color="tab:red", va="center")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
 
 
 def row_label(row: Row, varying: list[str]) -> str:
-    return ", ".join(f"{name} {getattr(row.cell, name)}" for name in varying) or row.cell.cell_id
+    return ", ".join(field_label(name, getattr(row.cell, name)) for name in varying) or row.cell.cell_id
 
 
 def metric_or_nan(record: dict | None, key: str) -> float:

@@ -13,10 +13,10 @@ import pandas as pd
 from bench.config import Cell
 from bench.matrix import METRICS, SEARCH_METRICS, Column, Row, Section
 from bench.numbers import is_number
-from bench.report.marks import EMULATED, LEGEND, NOT_RUN, emulated_mark, mark
+from bench.report.marks import EMULATED, LEGEND, NOT_RUN, emulated_mark, mark, speed_text
 from bench.results import is_ok
 from bench.search import bounds, recorded_probes
-from bench.verdicts import NONFINITE, legend_lines, nonfinite, speed_mark
+from bench.verdicts import legend_lines, speed_mark, training_speed
 
 AUTO_FORMATS = {
     "samples_per_s": "speed",
@@ -92,16 +92,16 @@ def metric_value(name: str, row: Row, record: dict | None) -> Any:
         return record["status"] if record else "not run"
     if name == "published_gpu_mem_gb":
         return row.published_gpu_mem_gb
-    if nonfinite(record):  # not a training speed: neither it nor figures from it are shown
-        return NONFINITE if name == "samples_per_s" else None
+    if name in SEARCH_METRICS:  # a probe that trained NaN still answers the memory question it was run for
+        value = record[name] if record else None
+        return mark(record) if name == "largest" and value is None else value
+    if is_ok(record) and training_speed(record) is None:  # not a training speed: neither it nor figures from it
+        return speed_text(record) if name == "samples_per_s" else None
     if name == "ratio":
         return speed_ratio(row, record)
     if name == "gpu_mem_ratio":
         measured = metric_value("gpu_mem_gb", row, record)
         return measured / row.published_gpu_mem_gb if is_number(measured) and row.published_gpu_mem_gb else None
-    if name in SEARCH_METRICS:
-        value = record[name] if record else None
-        return mark(record) if name == "largest" and value is None else value
     if not is_ok(record):
         return mark(record) if name == "samples_per_s" else None
     if name == "spread":
@@ -115,10 +115,11 @@ def metric_value(name: str, row: Row, record: dict | None) -> Any:
 def speed_ratio(row: Row, record: dict | None) -> float | str | None:
     """Measured over published samples/sec; where either ran out of memory, which did (see FAIL_AGAINST_FAIL)."""
     measured_fail = record is not None and record.get("status") == "oom"
-    if (measured_fail or is_ok(record)) and (row.published == "Fail" or is_number(row.published)):
+    speed = training_speed(record)
+    if (measured_fail or speed is not None) and (row.published == "Fail" or is_number(row.published)):
         if measured_fail or row.published == "Fail":
             return FAIL_AGAINST_FAIL[(measured_fail, row.published == "Fail")]
-        return record["samples_per_s"] / row.published
+        return speed / row.published
     return None
 
 
@@ -182,13 +183,20 @@ def row_records(section: Section, records_by_id: dict[str, dict], *, as_publishe
 
 def not_run_record(row: Row, as_published: bool) -> dict:
     """What a row pfcbench does not run shows: its published figures as a record, or the not_run mark."""
-    record = {"cell_id": row.cell.cell_id, "config": row.cell.to_dict(), "status": "not_run", "not_run": row.not_run}
     if as_published and row.published is not None:
-        record["status"] = "oom" if row.published == "Fail" else "ok"
-        if is_number(row.published):
-            record["samples_per_s"] = float(row.published)
-        if row.published_gpu_mem_gb is not None:
-            record["gpu_mem_used_mib_max"] = row.published_gpu_mem_gb * 1024
+        return published_record(row) | {"not_run": row.not_run}
+    return {"cell_id": row.cell.cell_id, "config": row.cell.to_dict(), "status": "not_run", "not_run": row.not_run}
+
+
+def published_record(row: Row) -> dict:
+    """A row's published figures as a record: ok at the published samples/sec (oom where it says Fail), with
+    its published GPU memory. The row must have a published figure."""
+    record = {"cell_id": row.cell.cell_id, "config": row.cell.to_dict()}
+    record["status"] = "oom" if row.published == "Fail" else "ok"
+    if is_number(row.published):
+        record["samples_per_s"] = float(row.published)
+    if row.published_gpu_mem_gb is not None:
+        record["gpu_mem_used_mib_max"] = row.published_gpu_mem_gb * 1024
     return record
 
 

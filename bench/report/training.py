@@ -1,7 +1,7 @@
 """The optional columns of what one training run would take at each row's samples/sec: hours, and cost.
 
 hours = images x epochs / samples per second / 3600 (bench.datasets.TrainingRun); the cost is
-hours x the cell's GPUs x the price of one GPU-hour.
+hours x the cell's GPUs x the price of one GPU-hour (a cell on the CPU has none).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from bench.config import Cell
 from bench.datasets import TrainingRun, find_dataset
-from bench.numbers import is_number
-from bench.results import is_ok
+from bench.verdicts import training_speed
+
+NO_GPU = "no GPU"
+"""What the cost column says of a cell that ran on the CPU."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +30,7 @@ class TrainingColumns:
     @property
     def note(self) -> str:
         cost = (
-            f"; Cost/run = hours x GPUs x {self.gpu_hour_price:g} per GPU-hour"
+            f"; Cost/run = hours x GPUs x {self.gpu_hour_price:g} per GPU-hour ({NO_GPU}: a CPU cell uses no GPU-hours)"
             if self.gpu_hour_price is not None
             else ""
         )
@@ -38,12 +40,13 @@ class TrainingColumns:
         )
 
     def figures(self, cell: Cell, record: dict | None) -> dict[str, float]:
-        """hours_per_run, and cost_per_run with a price, at the record's samples/sec; none unless it ran ok."""
-        speed = record.get("samples_per_s") if is_ok(record) else None
-        if not (is_number(speed) and speed > 0):
+        """hours_per_run, and cost_per_run with a price (a cell on GPUs), at the record's samples/sec; none
+        unless it is a training speed. A CPU cell's ranks are not GPUs: it has no GPU-hours to price."""
+        speed = training_speed(record)
+        if speed is None:
             return {}
         figures = {"hours_per_run": self.run.hours(speed)}
-        if self.gpu_hour_price is not None:
+        if self.gpu_hour_price is not None and cell.device == "cuda":
             figures["cost_per_run"] = self.run.cost(speed, cell.world_size, self.gpu_hour_price)
         return figures
 
@@ -52,7 +55,7 @@ class TrainingColumns:
         columns = {f"Hours/run ({self.name})": [f"{f['hours_per_run']:,.1f}" if f else "" for f in figures]}
         if self.gpu_hour_price is not None:
             columns[f"Cost/run (at {self.gpu_hour_price:g}/GPU-h)"] = [
-                f"{f['cost_per_run']:,.0f}" if f else "" for f in figures
+                f"{f['cost_per_run']:,.0f}" if "cost_per_run" in f else NO_GPU if f else "" for f in figures
             ]
         return columns
 

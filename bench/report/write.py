@@ -1,4 +1,4 @@
-"""What `pfcbench report` runs: a results folder read, rendered as markdown (with PNG plots) or exported flat, and written."""
+"""What `pfcbench report` runs: a results folder read, rendered as markdown (with PNG plots) or exported flat, and written; or a matrix's published report."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench.files import FileError, make_folder, refuse_results_file
+from bench.matrix import Matrix, load_matrix
 from bench.report.markdown import published_server, render_markdown
 from bench.report.read import mixed_env_note, read_envs, read_run
-from bench.report.tables import Added
+from bench.report.tables import Added, published_record
 from bench.results import ReportError, Results, latest_by_cell, write_atomic
 from bench.search import all_probes
 
@@ -76,3 +77,53 @@ def write_report(
     except OSError as exc:
         raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
     return out, results
+
+
+def has_published_figures(matrix: Matrix) -> bool:
+    """Whether any row of the matrix gives a published figure (samples/sec, Fail or GPU memory)."""
+    rows = [row for section in matrix.sections for row in section.rows]
+    return any(row.published is not None or row.published_gpu_mem_gb is not None for row in rows)
+
+
+def write_published(matrix_path: Path, *, out: Path | None = None, added: Sequence[Added] = ()) -> Path:
+    """Write the published report a matrix reproduces, from the matrix alone (default report/<name>-published.md).
+
+    Every row shows its published figures (samples/sec or Fail, GPU memory), the tables laid out as the
+    matrix says, under the published server's spec; a last note says that nothing was measured. The
+    default file is not the one a report of a run writes. ReportError for a matrix with no published figure.
+    """
+    matrix = load_matrix(matrix_path)
+    if not has_published_figures(matrix):
+        raise ReportError(
+            f"{matrix.name}: the matrix gives no published figure; report takes a results folder: results/{matrix.name}"
+        )
+    records = {
+        row.cell.cell_id: published_record(row)
+        for section in matrix.sections
+        for row in section.rows
+        if row.published is not None and row.not_run is None
+    }
+    out = Path(out or Path("report") / f"{matrix.name}-published.md")
+    try:
+        refuse_results_file(out)
+        make_folder(out.parent, "-o")
+    except FileError as exc:
+        raise ReportError(str(exc)) from None
+    source = (
+        f"These are the published figures, from the matrix {matrix.name} alone: nothing here was measured "
+        f"(the report of a run of it, results/{matrix.name}, sets its figures beside these)."
+    )
+    text = render_markdown(
+        published_server(matrix),
+        records,
+        None,
+        notes=[extra.note for extra in added],
+        as_published=True,
+        added=added,
+        source=source,
+    )
+    try:
+        write_atomic(out, text)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
+    return out

@@ -23,19 +23,25 @@ def memory_format(cell: Cell) -> torch.memory_format:
 
 
 class SyntheticBatch:
-    """arcface_torch's SyntheticDataset made on the device: one fixed image, and labels per step.
+    """arcface_torch's SyntheticDataset made on the device, with one image per sample instead of one for all.
 
-    The image and the uniform labels come from a generator of their own, so they leave the
-    global random state (weights, Partial FC sampling) as arcface_torch leaves it.
+    arcface_torch repeats one fixed image over the batch. Then the backbone's final BatchNorm1d sees
+    no variance over the batch, every embedding comes out about 1e-10 long, and normalising it has
+    gradients of order 1e10: whether the step trains a finite loss depends on the last bits of the
+    CPU's or GPU's kernels. Here each sample of the rank's batch is its own random image, made once
+    before the first step and fed again every step; what a step costs does not depend on the pixels.
+    The images and the uniform labels come from a generator of their own, so they leave the global
+    random state (weights, Partial FC sampling) as arcface_torch leaves it.
     """
 
     def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
         self.cell = cell
         self.device = device
         self.generator = torch.Generator(device=device).manual_seed(cell.seed * 1000 + rank)
-        pixels = torch.randint(0, 255, (IMAGE_SIZE, IMAGE_SIZE, 3), generator=self.generator, device=device)
-        image = (pixels.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
-        self.images = image.expand(cell.per_gpu_batch, -1, -1, -1).contiguous(memory_format=memory_format(cell))
+        shape = (cell.per_gpu_batch, 3, IMAGE_SIZE, IMAGE_SIZE)
+        images = torch.empty(shape, device=device, memory_format=memory_format(cell))
+        # pixels 0..255 normalised as arcface_torch's Normalize(0.5, 0.5) does, in place: no second copy
+        self.images = images.random_(0, 256, generator=self.generator).div_(127.5).sub_(1.0)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's images and labels."""
