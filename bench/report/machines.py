@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell
-from bench.files import FileError, make_folder, refuse_results_file
 from bench.machine import server_spec
 from bench.matrix import load_matrix
 from bench.numbers import is_number
@@ -23,7 +22,8 @@ from bench.report.fields import SAID_BY_RANKS, field_label, field_text, varying_
 from bench.report.marks import mark, speed_text
 from bench.report.read import read_envs, read_run
 from bench.report.tables import markdown_table
-from bench.results import ReportError, Results, latest_by_cell, write_atomic
+from bench.report.write import prepare_out, write_out
+from bench.results import Results, latest_by_cell
 from bench.verdicts import nonfinite_lines, training_speed
 
 ROW_FIELDS = ("backbone", "classes", "batch_size", "precision", "sample_rate", "impl", "world_size", "device")
@@ -143,11 +143,7 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
     """Render several results folders as one table across machines, with its plot beside it."""
     machines = read_machines(folders)
     out = Path(out or Path("report") / "machines.md")
-    try:
-        refuse_results_file(out)
-        make_folder(out.parent, "-o")
-    except FileError as exc:
-        raise ReportError(str(exc)) from None
+    prepare_out(out)
     frame = machines_frame(machines)
     plot = plot_machines(machines, frame, out.with_suffix(".png"))
     listing = pd.DataFrame([{"Machine": m.name, "Results": str(m.folder), "Cells": len(m.cells)} for m in machines])
@@ -165,8 +161,5 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
         )
         if part
     )
-    try:
-        write_atomic(out, text + "\n")
-    except OSError as exc:
-        raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
+    write_out(out, text + "\n")
     return out, [m.results for m in machines]

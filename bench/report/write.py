@@ -48,11 +48,7 @@ def write_report(
     matrix, results = read_run(results_dir, matrix_path)
     latest = latest_by_cell(results.records)
     out = Path(out or Path("report") / f"{matrix.name}{FORMAT_SUFFIXES[fmt]}")
-    try:
-        refuse_results_file(out)
-        make_folder(out.parent, "-o")
-    except FileError as exc:
-        raise ReportError(str(exc)) from None
+    prepare_out(out)
     if fmt == "md":
         reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
         reported += all_probes(matrix.searches(), latest)
@@ -72,11 +68,25 @@ def write_report(
         )
     else:
         text = export(list(latest.values()), fmt)
+    write_out(out, text)
+    return out, results
+
+
+def prepare_out(out: Path) -> None:
+    """Make the folder a report goes to; ReportError where out is a results folder's own file or cannot be made."""
+    try:
+        refuse_results_file(out)
+        make_folder(out.parent, "-o")
+    except FileError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def write_out(out: Path, text: str) -> None:
+    """Write a report whole (or not at all); ReportError, one line, where the file system refuses."""
     try:
         write_atomic(out, text)
     except OSError as exc:
         raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
-    return out, results
 
 
 def has_published_figures(matrix: Matrix) -> bool:
@@ -104,11 +114,7 @@ def write_published(matrix_path: Path, *, out: Path | None = None, added: Sequen
         if row.published is not None and row.not_run is None
     }
     out = Path(out or Path("report") / f"{matrix.name}-published.md")
-    try:
-        refuse_results_file(out)
-        make_folder(out.parent, "-o")
-    except FileError as exc:
-        raise ReportError(str(exc)) from None
+    prepare_out(out)
     source = (
         f"These are the published figures, from the matrix {matrix.name} alone: nothing here was measured "
         f"(the report of a run of it, results/{matrix.name}, sets its figures beside these)."
@@ -122,8 +128,5 @@ def write_published(matrix_path: Path, *, out: Path | None = None, added: Sequen
         added=added,
         source=source,
     )
-    try:
-        write_atomic(out, text)
-    except OSError as exc:
-        raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
+    write_out(out, text)
     return out
