@@ -23,6 +23,7 @@ from bench.lines import cell_line, describe, failure_line, line_fields, outcome,
 from bench.matrix_commands import matrices, plan
 from bench.options import (
     RERUN,
+    InputError,
     MatrixUsageError,
     cell_options,
     load_plan,
@@ -185,6 +186,12 @@ def run(
     from bench.runner import Tally, run_cells
 
     the_plan = load_plan(matrix, results_root, rerun)
+    in_flight = ledger_of(the_plan.results_dir)  # checked before anything is run, written or deleted
+    if in_flight and slurm is None:
+        raise InputError(
+            f"{the_plan.results_dir}: {len(in_flight)} Slurm jobs of this matrix are in flight; follow them with "
+            f"pfcbench status / pfcbench collect {the_plan.results_dir}, or run with --launcher slurm to adopt them"
+        )
     pending = the_plan.pending()
     searches = the_plan.pending_searches()
     if not pending and not searches:
@@ -289,7 +296,7 @@ def slurm_launcher(launch, slurm, max_jobs: int, source):
 
 
 from bench.data.commands import data, dataset  # noqa: E402 -- the record-data commands
-from bench.sweep_commands import collect, status  # noqa: E402 -- following a detached Slurm sweep
+from bench.sweep_commands import collect, ledger_of, status  # noqa: E402 -- following a detached Slurm sweep
 
 main.add_command(search_command)
 main.add_command(plan)

@@ -7,7 +7,9 @@ the file. Outputs are refused where they would write over what a run recorded.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -82,3 +84,30 @@ def make_folder(path: Path, what: str) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FileError(f"{what} {path}: cannot create the folder: {exc.strerror}") from None
+
+
+def remove(path: Path, made_in: Path, *, only_if_empty: bool = False) -> None:
+    """Delete path (a file, or a folder with all it holds); every deletion pfcbench makes goes through here.
+
+    The rule: nothing pfcbench deletes lies outside what it made. made_in is a folder pfcbench made
+    (a results folder's scratch area results/<matrix>/work, or the results folder for its ledger);
+    path, with every symlink on it followed, must lie strictly inside it, or FileError says so and
+    nothing is deleted. A missing path is already gone. only_if_empty deletes a folder only when it
+    holds nothing.
+    """
+    target, root = Path(path).resolve(), Path(made_in).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise FileError(f"{path}: lies outside {made_in}, which pfcbench made; not deleted")
+    try:
+        if only_if_empty:
+            target.rmdir()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if only_if_empty and exc.errno == errno.ENOTEMPTY:
+            return
+        raise FileError(f"{path}: cannot delete: {exc.strerror}") from None

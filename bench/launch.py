@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import site
 import socket
 import subprocess
@@ -18,7 +17,9 @@ from pathlib import Path
 import psutil
 
 from bench.config import Cell, check_seconds
+from bench.files import remove
 from bench.launcher import Ended, Job, Launcher, finish_record, keep_log
+from bench.ledger import scratch_area
 from bench.lifetime import die_with_parent
 from bench.oom import oom_line
 from bench.records import LOG_SCAN_CHARS, holds_rank0, log_tail
@@ -196,7 +197,7 @@ class LocalLauncher(Launcher):
         The folder is per node, so that the nodes of a cell of several nodes may share the results folder.
         """
         workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove(workdir, scratch_area(results_dir))
         return self.start(cell, workdir)
 
     def start(self, cell: Cell, workdir: Path) -> Job:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
-from bench.records import LOG_SCAN_CHARS, build_record, cell_status, log_tail, read_ranks
+from bench.files import remove
+from bench.ledger import scratch_area
+from bench.records import LOG_SCAN_CHARS, RankFileError, build_record, cell_status, log_tail, read_ranks
 from bench.watchdog import Watchdog
 
 
@@ -73,7 +75,7 @@ class Launcher:
 
     def release(self, job: Job, results_dir: Path) -> None:
         """Forget a job whose record is on disk: its scratch folder goes."""
-        shutil.rmtree(job.workdir, ignore_errors=True)
+        remove(job.workdir, scratch_area(results_dir))
 
     def collect(self, job: Job, ended: Ended, results_dir: Path) -> tuple[dict, bool]:
         """The job's record, and whether this node records it (of a cell of several nodes, rank 0's node does)."""
@@ -83,7 +85,12 @@ class Launcher:
 def finish_record(job: Job, ended: Ended) -> dict:
     """The record of a job that ended, from its rank files and log, whichever launcher ran it."""
     cell, workdir = job.cell, job.workdir
-    ranks = read_ranks(workdir)
+    try:
+        ranks = read_ranks(workdir)
+    except RankFileError as exc:
+        return build_record(
+            cell, [], "error", error=str(exc), started=job.started, duration_s=time.time() - job.started, **ended.fields
+        )
     status = cell_status(ranks, cell.launched_ranks, ended.returncode, ended.timeout, log_tail(workdir, LOG_SCAN_CHARS))
     clean = ended.returncode == 0 and not ended.timeout and status == "ok"
     record = build_record(

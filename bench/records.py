@@ -29,19 +29,68 @@ RANK_KEYS = (
 """What a record keeps of each rank's file."""
 
 
+class RankFileError(ValueError):
+    """A rank file that holds JSON but not a rank's figures (no whole-number rank, no status); the text names
+    the file and the key."""
+
+
 def read_ranks(workdir: Path) -> list[dict]:
-    """The ranks' files: all ranks from ranks.json after a clean finish, else this node's rank-N.json."""
+    """The ranks' files: all ranks from ranks.json after a clean finish, else this node's rank-N.json.
+
+    A file cut short (not JSON) is left out, as a rank that wrote nothing; RankFileError for one that is
+    JSON but not a rank's figures.
+    """
+    path = workdir / "ranks.json"
     try:
-        return json.loads((workdir / "ranks.json").read_text())["ranks"]
-    except (OSError, json.JSONDecodeError, KeyError):
-        pass
+        ranks = json.loads(path.read_text())["ranks"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        ranks = None
+    if isinstance(ranks, list):
+        return sorted((checked_rank(rank, f"{path}: ranks[{i}]") for i, rank in enumerate(ranks)), key=by_rank)
     ranks = []
     for path in sorted(workdir.glob("rank-*.json")):
         try:
-            ranks.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
+            ranks.append(checked_rank(json.loads(path.read_text()), str(path)))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             continue
-    return sorted(ranks, key=lambda r: r["rank"])
+    return sorted(ranks, key=by_rank)
+
+
+def by_rank(rank: dict) -> int:
+    return rank["rank"]
+
+
+def checked_rank(rank, where: str) -> dict:
+    """rank, where it is an object with a whole-number rank, a status and a host; else RankFileError naming where."""
+    if not isinstance(rank, dict):
+        raise RankFileError(f"{where}: not a rank's figures (a JSON {type(rank).__name__}, not an object)")
+    for key, kind, what in (("rank", int, "a whole number"), ("status", str, "text"), ("host", str, "text")):
+        value = rank.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            said = "no" if key not in rank else f"{str(value)[:40]!r} as its"
+            raise RankFileError(f"{where}: {said} {key!r} ({what} expected): a damaged rank file")
+    for key in ("gpus", "peer_failures"):
+        listed = rank.get(key, [])
+        if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
+            raise RankFileError(f"{where}: {key!r} is not a list of objects: a damaged rank file")
+    for i, peer in enumerate(rank.get("peer_failures", [])):
+        if (
+            not isinstance(peer.get("rank"), int)
+            or isinstance(peer["rank"], bool)
+            or not isinstance(peer.get("status"), str)
+        ):
+            raise RankFileError(
+                f"{where}: 'peer_failures'[{i}] has no whole-number 'rank' and 'status': a damaged rank file"
+            )
+    return rank
+
+
+def rank_files_left(workdir: Path) -> bool:
+    """Whether the cell's ranks left a file that is JSON (whole or damaged): a job that left one is not lost."""
+    try:
+        return bool(read_ranks(workdir))
+    except RankFileError:
+        return True
 
 
 def holds_rank0(cell: Cell, workdir: Path) -> bool:

@@ -70,12 +70,17 @@ def write_atomic(path: Path, text: str) -> None:
 
     The temporary name carries host and pid, so that nodes sharing a folder never collide.
     """
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def temporary_path(path: Path) -> Path:
+    """Where write_atomic writes path before its rename."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
 
 
 def parse_record(line: bytes) -> dict:
@@ -95,6 +100,25 @@ def parse_record(line: bytes) -> dict:
     if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
         raise NotARecord(f"schema is not a version number: {str(schema)[:40]!r}")
     return value
+
+
+SEARCHED = ("batch_size", "classes")
+"""The fields a search probes: a probe's record holds whole numbers there."""
+
+
+def usable_record(line: bytes) -> dict:
+    """The record a line of a results file holds, for a reader; NotARecord also for a search probe whose
+    searched values are not whole numbers (a damaged record no search, plan or report could place).
+
+    Only readers skip such a line: appending keeps it, as it keeps any whole line.
+    """
+    record = parse_record(line)
+    if "search_start" in record:
+        for key, value in [("search_start", record["search_start"]), *((k, record["config"].get(k)) for k in SEARCHED)]:
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                name = key if key == "search_start" else f"config.{key}"
+                raise NotARecord(f"a search probe whose {name} is not a whole number: {str(value)[:40]!r}")
+    return record
 
 
 def append_record(path: Path, record: dict) -> None:
@@ -168,8 +192,11 @@ def read_results(path: Path) -> Results:
     (which this version would misread).
     """
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return Results(path, [], [])
+    try:
+        if not path.exists() and not path.is_symlink():
+            return Results(path, [], [])
+    except OSError as exc:  # a name too long for the file system, a loop of symlinks
+        raise ResultsError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     try:
         fd = open_regular(path)
     except FileError as exc:
@@ -183,7 +210,7 @@ def read_results(path: Path) -> Results:
             if not line.strip():
                 continue
             try:
-                records.append(parse_record(line))
+                records.append(usable_record(line))
             except NotARecord as exc:
                 skipped.append((number, str(exc) if line.endswith(b"\n") else "cut short (the file ends inside it)"))
                 continue

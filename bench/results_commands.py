@@ -93,6 +93,8 @@ def report_command(
         for folder in results_dirs:
             if problem := not_results_folder(folder, "report"):
                 raise InputError(problem)
+        if twice := given_twice(results_dirs):
+            raise ReportUsageError(twice)
         from bench.report.machines import write_machines_report
 
         try:
@@ -218,17 +220,42 @@ def compare_command(
 
 def matrix_named(path: Path) -> Path | None:
     """The matrix file a report's argument names where it is no folder: a .toml file or a packaged matrix's name."""
-    if path.is_dir():
+    try:
+        if path.is_dir():
+            return None
+        if path.suffix == ".toml" and path.is_file():
+            return path
+    except OSError:  # a name the file system refuses: not_results_folder says so
         return None
-    if path.suffix == ".toml" and path.is_file():
-        return path
     return packaged_matrices().get(path.name) if len(path.parts) == 1 else None
+
+
+def given_twice(folders: tuple[Path, ...]) -> str | None:
+    """What to say where two of the folders are one (the same path, another spelling of it or a symlink to
+    it): a machine listed twice would compare with itself. None where each folder is given once."""
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        try:
+            real = folder.resolve()
+        except (OSError, RuntimeError):
+            real = folder.absolute()
+        if real in seen:
+            same = f"{folder}" if str(folder) == str(seen[real]) else f"{seen[real]} and {folder}"
+            return f"{same}: the same results folder is given twice; give each machine's folder once"
+        seen[real] = folder
+    return None
 
 
 def not_results_folder(path: Path, command: str, *, as_published: bool = False) -> str | None:
     """What to say of a path given as a results folder that is none, with what was probably meant: the
     results folders inside it, the results folder of a matrix named instead, the command that prints a
     published report. None where it is one, or where the reader's own error says as much."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:  # a name too long for the file system, a loop of symlinks, a folder not readable
+        return f"{path}: cannot be read as a results folder: {exc.strerror or exc}"
     if path.is_dir():
         if (path / "results.jsonl").exists():
             return None

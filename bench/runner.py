@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import Cell
-from bench.files import read_text
+from bench.files import FileError, read_text, remove
 from bench.launcher import Job, Launcher
-from bench.ledger import PlanSource
+from bench.ledger import SCRATCH, PlanSource
 from bench.machine import describe_machine
 from bench.matrix import Matrix
 from bench.records import oom_reason, skipped_record
@@ -277,8 +277,8 @@ def run_cells(
                         yield Cell.from_dict(found.record["config"]), found.record
             except ProbeFailed as failed:  # recorded; this search stops, the next one runs
                 yield Cell.from_dict(failed.record["config"]), failed.record
-    with contextlib.suppress(OSError):
-        (plan.results_dir / "work").rmdir()  # only when empty: the scratch folders of finished cells are gone
+    with contextlib.suppress(FileError):  # only when empty: the scratch folders of finished cells are gone
+        remove(plan.results_dir / SCRATCH, plan.results_dir, only_if_empty=True)
 
 
 def run_probe(results_dir: Path, launcher: Launcher, extra: dict | None = None) -> Callable[[Cell, dict], dict]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
+from bench.files import remove
 from bench.launch import Launch, worker_env
 from bench.launcher import Ended, Job, Launcher, finish_record, keep_log
-from bench.ledger import PlanSource, add_job, read_ledger, remove_job
-from bench.records import log_tail, read_ranks
+from bench.ledger import JOB_ID, PlanSource, add_job, read_ledger, remove_job, scratch_area
+from bench.records import log_tail, rank_files_left
 from bench.results import save_env
 
 SLURM_POLL_S = 1.0
@@ -38,6 +39,8 @@ FINISHED = frozenset(
 """Job states that end a job; every other state (PENDING, RUNNING, COMPLETING, ...) is still in the queue."""
 QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED"})
 """States of a job not (or no longer) running: its clocks wait."""
+UNKNOWN = "UNKNOWN"
+"""The state of a job that Slurm could not be asked about (scontrol failed): neither running nor ended nor lost."""
 OUT_OF_TIME = frozenset({"TIMEOUT", "DEADLINE"})
 TIME_LIMIT = re.compile(r"(?i)(\d+-)?\d+(:\d+){0,2}|infinite|unlimited")
 NAME = re.compile(r"[\w.,:@+-]+")
@@ -95,7 +98,12 @@ class JobState(NamedTuple):
 
 
 def slurm_command(*argv: str) -> subprocess.CompletedProcess:
-    """Run a Slurm client command; a hung slurmctld costs at most COMMAND_TIMEOUT_S."""
+    """Run a Slurm client command; a hung slurmctld costs at most COMMAND_TIMEOUT_S.
+
+    Its last argument is a job id, checked to be one (digits, or digits_digits) so that Slurm never reads it as an option.
+    """
+    if not JOB_ID.fullmatch(argv[-1]):
+        raise ValueError(f"{argv[-1]!r} is not a Slurm job id")
     return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
 
 
@@ -172,19 +180,27 @@ def submit(argv: list[str], env: dict[str, str]) -> str:
         raise SlurmError(f"sbatch could not run: {exc}") from None
     if done.returncode != 0:
         raise SlurmError(done.stderr.strip() or f"sbatch exited with {done.returncode}")
-    return done.stdout.strip().split(";")[0]
+    job_id = done.stdout.strip().split(";")[0]
+    if not JOB_ID.fullmatch(job_id):
+        raise SlurmError(f"sbatch answered {done.stdout.strip()!r}, not a job id")
+    return job_id
 
 
 def job_state(job_id: str) -> JobState | None:
-    """The job's state from scontrol, or None once Slurm has forgotten it (MinJobAge after its end)."""
+    """The job's state from scontrol, or None once Slurm has forgotten it (MinJobAge after its end).
+
+    When scontrol itself fails (no controller, not installed) the state is UNKNOWN and its reason says why.
+    """
     try:
         done = slurm_command("scontrol", "show", "job", "-o", job_id)
     except subprocess.TimeoutExpired:
-        return JobState("UNKNOWN", "scontrol timed out", "", "")
+        return JobState(UNKNOWN, "scontrol timed out", "", "")
+    except OSError as exc:
+        return JobState(UNKNOWN, f"scontrol could not run: {exc.strerror}", "", "")
     if done.returncode != 0:
         if "Invalid job id" in done.stderr:
             return None
-        return JobState("UNKNOWN", done.stderr.strip(), "", "")
+        return JobState(UNKNOWN, " ".join(done.stderr.split()) or f"scontrol exited with {done.returncode}", "", "")
     fields = dict(re.findall(r"\b(JobState|Reason|ExitCode|TimeLimit|NodeList)=(\S*)", done.stdout))
     return JobState(
         fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""), fields.get("ExitCode", ""),
@@ -194,7 +210,8 @@ def job_state(job_id: str) -> JobState | None:
 
 def cancel(job_id: str) -> JobState | None:
     """scancel the job and wait until it has left the queue (Slurm's KillWait, at most CANCEL_WAIT_S)."""
-    slurm_command("scancel", job_id)
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        slurm_command("scancel", job_id)
     deadline = time.monotonic() + CANCEL_WAIT_S
     state = job_state(job_id)
     while state is not None and state.name not in FINISHED and time.monotonic() < deadline:
@@ -228,17 +245,17 @@ class SlurmLauncher(Launcher):
     def adopt(self, results_dir: Path, cells: list[Cell]) -> list[Job]:
         by_id = {cell.cell_id: cell for cell in cells}
         jobs = []
-        for job_id, entry in read_ledger(results_dir).items():
-            if entry["cell_id"] in by_id:
-                workdir = Path(entry["workdir"])
-                watchdog = self.launch.watchdog(workdir)
-                jobs.append(Job(cell=by_id.pop(entry["cell_id"]), workdir=workdir, watchdog=watchdog, handle=job_id))
+        for job_id, entry in read_ledger(results_dir).items():  # each scratch folder checked inside the scratch area
+            if entry.cell.cell_id in by_id:
+                watchdog = self.launch.watchdog(entry.workdir)
+                cell = by_id.pop(entry.cell.cell_id)
+                jobs.append(Job(cell=cell, workdir=entry.workdir, watchdog=watchdog, handle=job_id))
         return jobs
 
     def submit(self, cell: Cell, results_dir: Path) -> Job:
         """sbatch the cell from a fresh scratch folder; the ledger names the job before anyone waits on it."""
         workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove(workdir, scratch_area(results_dir))
         workdir.mkdir(parents=True)
         cell_json = workdir / "cell.json"
         cell_json.write_text(json.dumps(cell.to_dict()))
@@ -260,7 +277,8 @@ class SlurmLauncher(Launcher):
         state = job_state(job.handle)
         if state is None or state.name in FINISHED:
             return self.ending(job, state)
-        job.running = state.name not in QUEUED
+        if state.name != UNKNOWN:  # scontrol failed: the job stays as it was last seen
+            job.running = state.name not in QUEUED
         if not job.running:
             job.watchdog.restart()
         job.started = job.watchdog.started
@@ -273,7 +291,7 @@ class SlurmLauncher(Launcher):
         fields = {"slurm_job_id": job_id, "slurm_state": state.name if state else None}
         if state is None:
             error = f"Slurm forgot job {job_id} before its end was seen: {log_tail(workdir)}"
-            return Ended(None, None, error, fields, lost=not read_ranks(workdir))
+            return Ended(None, None, error, fields, lost=not rank_files_left(workdir))
         code, _, sig = state.exit_code.partition(":")
         returncode = int(code) if code.isdigit() and sig in ("", "0") else None
         if state.name in OUT_OF_TIME:
@@ -300,7 +318,7 @@ class SlurmLauncher(Launcher):
     def release(self, job: Job, results_dir: Path) -> None:
         if isinstance(job.handle, str):
             remove_job(results_dir, job.handle)
-        shutil.rmtree(job.workdir, ignore_errors=True)
+        remove(job.workdir, scratch_area(results_dir))
 
 
 def describe_compute_nodes(results_dir: Path, workdir: Path, record: dict) -> None:
@@ -322,6 +340,11 @@ def describe_compute_nodes(results_dir: Path, workdir: Path, record: dict) -> No
 
 
 def note(workdir: Path, line: str) -> None:
-    """Append a line to the cell's log, which the runner keeps for a cell that did not finish ok."""
-    with open(workdir / "torchrun.log", "a") as log:
-        log.write(line + "\n")
+    """Append a line to the cell's log, which the runner keeps for a cell that did not finish ok.
+
+    A log that is a symlink is not followed: nothing outside the scratch folder is written.
+    """
+    with contextlib.suppress(OSError):
+        fd = os.open(workdir / "torchrun.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a") as log:
+            log.write(line + "\n")

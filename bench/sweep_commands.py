@@ -9,15 +9,20 @@ import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bench.options import InputError
 
+if TYPE_CHECKING:
+    from bench.ledger import InFlight
+
 results_dir_argument = click.argument("results_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 
 
-def ledger_of(results_dir: Path) -> dict[str, dict]:
+def ledger_of(results_dir: Path) -> dict[str, InFlight]:
+    """The jobs in flight, each checked; a damaged ledger, or one entry that points outside the folder, is one line."""
     from bench.ledger import read_ledger
 
     try:
@@ -27,13 +32,16 @@ def ledger_of(results_dir: Path) -> dict[str, dict]:
 
 
 def job_word(job_id: str, workdir: Path) -> str:
-    """queued, running, done (ended, to be recorded) or lost (Slurm forgot it and it left no rank file)."""
-    from bench.records import read_ranks
-    from bench.slurm import FINISHED, QUEUED, job_state
+    """queued, running, done (ended, to be recorded), lost (Slurm forgot it and it left no rank file), or unknown
+    with Slurm's message when Slurm could not be asked."""
+    from bench.records import rank_files_left
+    from bench.slurm import FINISHED, QUEUED, UNKNOWN, job_state
 
     state = job_state(job_id)
+    if state is not None and state.name == UNKNOWN and state.reason:
+        return f"unknown ({state.reason})"
     if state is None:
-        return "done" if read_ranks(workdir) else "lost"
+        return "done" if rank_files_left(workdir) else "lost"
     if state.name in FINISHED:
         return "done"
     return "queued" if state.name in QUEUED else "running"
@@ -54,9 +62,9 @@ def status(results_dir: Path) -> None:
 
     counts: Counter = Counter()
     for job_id, entry in ledger_of(results_dir).items():
-        word = job_word(job_id, Path(entry["workdir"]))
-        counts[word] += 1
-        click.echo(f"{entry['cell_id']}  job {job_id}  {word}")
+        word = job_word(job_id, entry.workdir)
+        counts[word.split()[0]] += 1
+        click.echo(f"{entry.cell.cell_id}  job {job_id}  {word}")
     results_file = results_dir / "results.jsonl"
     recorded = latest_by_cell(read_records(results_file)) if results_file.exists() else {}
     for cell_id, record in recorded.items():
@@ -74,20 +82,20 @@ def collect(results_dir: Path) -> None:
     Example:
         pfcbench collect results/rtx3080
     """
-    from bench.config import Cell
     from bench.launch import Launch
     from bench.ledger import PlanSource
     from bench.options import plan_again
     from bench.runner import Tally, run_cells
     from bench.slurm import SlurmLauncher, SlurmOptions
 
-    by_source: dict[str, tuple[PlanSource, list[Cell]]] = {}
+    by_source: dict[str, tuple[PlanSource, list]] = {}
     for entry in ledger_of(results_dir).values():
-        source = PlanSource.of_entry(entry)
-        key = json.dumps(source.to_dict(), sort_keys=True)
-        by_source.setdefault(key, (source, []))[1].append(Cell.from_dict(entry["config"]))
+        key = json.dumps(entry.source.to_dict(), sort_keys=True)
+        by_source.setdefault(key, (entry.source, []))[1].append(entry.cell)
     plans = [dataclasses.replace(plan_again(results_dir, source), cells=cells) for source, cells in by_source.values()]
-    plans = plans or [plan_again(results_dir, PlanSource())]  # nothing in flight: still the folder of a sweep
+    if not plans:  # nothing in flight: still the folder of a sweep, and nothing is written into it
+        click.echo(f"{plan_again(results_dir, PlanSource()).matrix.name}: recorded 0 cells; nothing in flight")
+        return
     matrix = plans[0].matrix
     launch = Launch(**{key: matrix.run[key] for key in ("timeout_s", "inactivity_timeout_s") if key in matrix.run})
     tally = Tally()

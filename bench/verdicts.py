@@ -6,7 +6,6 @@ table) and for compare (a record whose loss was not finite is never called faste
 
 from __future__ import annotations
 
-import math
 import statistics
 
 from bench.numbers import is_number
@@ -36,12 +35,19 @@ def nonfinite(record: dict | None) -> bool:
     if not record or record.get("status") != "ok":
         return False
     scale = record.get("grad_scale")
-    return bool(record.get("nonfinite_losses")) or (scale is not None and not scale >= MIN_GRAD_SCALE)
+    scale_collapsed = isinstance(scale, (int, float)) and not isinstance(scale, bool) and not scale >= MIN_GRAD_SCALE
+    return bool(nonfinite_count(record)) or scale_collapsed
+
+
+def nonfinite_count(record: dict) -> int | float:
+    """How many timed steps had a NaN or infinite loss; a figure that is not a number (a damaged record) counts as absent."""
+    count = record.get("nonfinite_losses")
+    return count if is_number(count) and count > 0 else 0
 
 
 def nonfinite_reason(record: dict) -> str:
     """Why nonfinite(record) holds, in a few words."""
-    count = record.get("nonfinite_losses")
+    count = nonfinite_count(record)
     if count:
         return f"{count} of {record.get('measured_steps')} timed steps had a NaN or infinite loss"
     return f"the fp16 loss scale collapsed to {record.get('grad_scale')}"
@@ -62,7 +68,7 @@ def training_speed(record: dict | None) -> float | None:
 
 def not_a_speed(record: dict) -> str:
     """Why an ok record has no training_speed, in a few words: "NaN loss", "loss scale collapsed" or "no samples/sec"."""
-    if record.get("nonfinite_losses"):
+    if nonfinite_count(record):
         return f"{NONFINITE} loss"
     return "loss scale collapsed" if nonfinite(record) else "no samples/sec"
 
@@ -70,22 +76,33 @@ def not_a_speed(record: dict) -> str:
 def loader_bound(record: dict | None) -> bool:
     """Whether an ok record's steps waited for their batches more than LOADER_BOUND_FRACTION of the time."""
     fraction = (record or {}).get("loader_wait_fraction")
-    return isinstance(fraction, (int, float)) and fraction > LOADER_BOUND_FRACTION
+    return is_number(fraction) and fraction > LOADER_BOUND_FRACTION
 
 
 def outlier_ranks(record: dict | None) -> list[str]:
     """One phrase per rank whose peak memory or forward time is far above the other ranks' median."""
-    ranks = (record or {}).get("ranks") or []
+    ranks = rank_figures(record)
     found: dict[str, list[str]] = {"peak memory": [], "forward time": []}
     for key, what in [*((k, "peak memory") for k in MEMORY_KEYS), ("forward_time_s_median", "forward time")]:
-        values = {r["rank"]: r.get(key) for r in ranks if isinstance(r.get(key), (int, float))}
+        values = {r["rank"]: r.get(key) for r in ranks if is_number(r.get(key))}
         if len(values) < 2 or found[what]:  # reserved memory, where there is some, names the rank; RSS need not
             continue
         for rank, value in values.items():
             median = statistics.median(v for r, v in values.items() if r != rank)
-            if median > 0 and value > RANK_OUTLIER_RATIO * median and math.isfinite(value):
+            if median > 0 and value > RANK_OUTLIER_RATIO * median:
                 found[what].append(f"rank {rank} {what} {value / median:.1f}x the others'")
     return found["peak memory"] + found["forward time"]
+
+
+def rank_figures(record: dict | None) -> list[dict]:
+    """The per-rank figures of a record; an entry that is not an object with a whole-number rank (a damaged
+    record) is left out, as absent."""
+    ranks = (record or {}).get("ranks")
+    if not isinstance(ranks, list):
+        return []
+    return [
+        r for r in ranks if isinstance(r, dict) and isinstance(r.get("rank"), int) and not isinstance(r["rank"], bool)
+    ]
 
 
 def speed_mark(record: dict | None) -> str:

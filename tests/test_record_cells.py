@@ -97,6 +97,16 @@ def test_a_records_matrix_without_data_path_is_refused_naming_the_key(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_data_path_on_a_synthetic_cell_is_refused_not_ignored(made, tmp_path):
+    plain = [arg for arg in CELL if arg not in ("--data", "records")]
+    workdir = tmp_path / "work"
+    line = one_line(invoke("cell", *plain, "--data-path", str(made), "--workdir", str(workdir)))
+    assert f"data_path {made}: cell" in line and 'data = "synthetic"' in line and not workdir.exists()
+    results = tmp_path / "results"
+    line = one_line(invoke("run", "smoke", "--set", f"data_path={made}", "--results", str(results)))
+    assert "smoke" in line and 'data = "synthetic", which reads no files' in line and not results.exists()
+
+
 def write_dataset(root: Path, images: list[np.ndarray], labels: list[int], num_classes: int) -> None:
     """A record dataset in insightface's layout from given images (pfcbench dataset make writes only 112x112 faces)."""
     root.mkdir(parents=True, exist_ok=True)

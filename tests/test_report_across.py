@@ -80,9 +80,15 @@ def test_images_and_epochs_name_the_run(tmp_path, monkeypatch):
         (["--images", "10"], "--images needs --epochs"),
         (["--epochs", "3"], "--epochs needs --train-on"),
         (["--gpu-hour-price", "2"], "--gpu-hour-price needs --train-on"),
-        (["--images", "0", "--epochs", "2"], "--images must be a whole number of at least 1, not 0"),
-        (["--train-on", "ms1mv3", "--epochs", "0"], "--epochs must be a whole number of at least 1, not 0"),
-        (["--train-on", "ms1mv3", "--gpu-hour-price", "-1"], "--gpu-hour-price must be a number of at least 0"),
+        (
+            ["--images", "0", "--epochs", "2"],
+            "--images must be a whole number of at least 1 and at most 1,000,000,000,000, not 0",
+        ),
+        (
+            ["--train-on", "ms1mv3", "--epochs", "0"],
+            "--epochs must be a whole number of at least 1 and at most 1,000,000, not 0",
+        ),
+        (["--train-on", "ms1mv3", "--gpu-hour-price", "-1"], "--gpu-hour-price must be a price of at least 0"),
     ],
 )
 def test_bad_training_values_are_refused_in_one_line(tmp_path, args, message):

@@ -35,7 +35,6 @@ batch_size = 8
 warmup_steps = 1
 num_windows = 2
 steps_per_window = 2
-data_path = "faces"
 [[sections]]
 title = "Twins"
 columns = [{ header = "Samples/sec", field = "samples_per_s" }]

@@ -54,12 +54,13 @@ def test_the_ledger_keeps_what_builds_the_plan_of_the_run_that_submitted_the_job
     add_job(results_dir, "7", cell.cell_id, cell.to_dict(), results_dir / "work" / "x", run.source)
 
     entry = read_ledger(results_dir)["7"]
-    again = plan_again(results_dir, PlanSource.of_entry(entry))
+    again = plan_again(results_dir, entry.source)
     assert again.source == run.source and again.rerun == "failed"
     assert [c.cell_id for c in again.cells] == [c.cell_id for c in run.cells] and again.sections == run.sections
     assert again.sections_of(cell) == ["Classes"] and again.matrix.overrides["nproc_per_node"] == 1
     # an entry written before entries kept their plan reads as the whole matrix without overrides
-    written_before = {key: entry[key] for key in ("cell_id", "config", "workdir", "submitted_at")}
+    written = json.loads((results_dir / "in-flight.json").read_text())["7"]
+    written_before = {key: written[key] for key in ("cell_id", "config", "workdir", "submitted_at")}
     assert PlanSource.of_entry(written_before) == PlanSource()
 
 

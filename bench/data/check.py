@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bench.config import Cell
 from bench.data.faces import FaceRecords
-from bench.data.recordio import IDX_NAME, REC_NAME, RecordError
+from bench.data.recordio import IDX_NAME, REC_NAME, RecordError, one_line
 
 SAMPLED_IMAGES = 64
 """Image records read and decoded by the check, spread evenly from the first to the last."""
@@ -30,6 +30,11 @@ def check_records(path: str, classes: int, global_batch: int) -> None:
     records = FaceRecords(path)
     if records.num_images < global_batch:
         raise RecordError(f"{path}: {records.num_images} images, fewer than one global batch ({global_batch})")
+    check_sample(records, classes)
+
+
+def check_sample(records: FaceRecords, classes: int) -> None:
+    """Raise RecordError (one line) on the first sampled image that does not decode or whose label is not below classes."""
     for i in sampled_keys(records.num_images):
         label, _ = records.image(i)
         if label >= classes:
@@ -46,6 +51,11 @@ def data_problem(cells: list[Cell]) -> str | None:
     """
     needs: dict[str, tuple[int, int]] = {}
     for cell in cells:
+        if cell.data != "records" and cell.data_path:
+            return one_line(
+                f'data_path {cell.data_path}: cell {cell.cell_id} has data = "{cell.data}", which reads no files; '
+                'set data = "records" to read them, or drop data_path'
+            )
         if cell.data != "records":
             continue
         if not cell.data_path:
@@ -59,5 +69,5 @@ def data_problem(cells: list[Cell]) -> str | None:
         try:
             check_records(path, classes, batch)
         except (RecordError, OSError) as exc:
-            return f"data_path {exc}" if isinstance(exc, RecordError) else f"data_path {path}: {exc}"
+            return one_line(f"data_path {exc}" if isinstance(exc, RecordError) else f"data_path {path}: {exc}")
     return None

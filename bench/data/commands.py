@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
-from bench.data.recordio import RecordError
+from bench.data.recordio import RecordError, one_line
 from bench.units import KIB, MIB
+
+WORKERS_PER_CPU = 4
+"""Most DataLoader workers `pfcbench data` starts per CPU of this machine."""
+MAX_WORKER_COUNTS = 16
+"""Most worker counts one `pfcbench data` measures."""
+MAX_BATCH_SIZE = 8192
+"""Largest per-rank batch `pfcbench data` reads (about 1.2 GiB of float images)."""
+MAX_STEPS = 100_000
+"""Most timed batches per run of `pfcbench data`."""
+MAX_RANKS = 1024
+"""Most ranks whose shards `pfcbench data` reads, as a cell's nproc_per_node."""
 
 
 class DataUsageError(click.ClickException):
@@ -18,16 +33,52 @@ class DataUsageError(click.ClickException):
 
     exit_code = 2
 
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+def max_workers() -> int:
+    """The most workers one loader of `pfcbench data` may start: WORKERS_PER_CPU per CPU."""
+    return WORKERS_PER_CPU * (os.cpu_count() or 1)
+
 
 def worker_counts(text: str) -> tuple[int, ...]:
     """'0,1,2' -> (0, 1, 2); a UsageError names the bad entry."""
+    parts = text.split(",", MAX_WORKER_COUNTS)
+    if len(parts) > MAX_WORKER_COUNTS:
+        raise DataUsageError(f"--workers: at most {MAX_WORKER_COUNTS} worker counts")
     try:
-        counts = tuple(int(part) for part in text.split(","))
+        counts = tuple(int(part) for part in parts)
     except ValueError:
         raise DataUsageError(f"--workers {text!r}: want a comma-separated list of integers, e.g. 0,1,2") from None
-    if any(n < 0 for n in counts):
-        raise DataUsageError(f"--workers {text!r}: worker counts must be 0 or more")
+    most = max_workers()
+    if any(not 0 <= n <= most for n in counts):
+        raise DataUsageError(
+            f"--workers {text!r}: worker counts must be from 0 to {most} "
+            f"({WORKERS_PER_CPU} per CPU, {os.cpu_count() or 1} CPUs here)"
+        )
     return counts
+
+
+def check_bound(option: str, value: int, least: int, most: int) -> None:
+    """DataUsageError unless least <= value <= most, naming the option and the bounds."""
+    if not least <= value <= most:
+        raise DataUsageError(f"{option} {value}: must be from {least:,} to {most:,}")
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the block as Ctrl-C does, so that its cleanup runs (a plain kill would skip it)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 @click.group()
@@ -41,12 +92,14 @@ def dataset() -> None:
 
 
 @dataset.command("make")
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--images", "num_images", type=click.IntRange(min=1), required=True, help="Number of images N.")
-@click.option("--classes", "num_classes", type=click.IntRange(min=1), required=True, help="Number of identities K.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic images.")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--images", "num_images", type=int, required=True, help="Number of images N (1 to 10,000,000).")
+@click.option("--classes", "num_classes", type=int, required=True, help="Number of identities K (1 to N).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic images (0 or more).")
 def make(folder: Path, num_images: int, num_classes: int, seed: int) -> None:
     """Write FOLDER/train.rec + train.idx: N synthetic 112x112 face-sized JPEGs over K classes.
+
+    FOLDER must be new or empty. A make that fails or is stopped (Ctrl-C, SIGTERM) leaves nothing.
 
     \b
     Example:
@@ -55,9 +108,14 @@ def make(folder: Path, num_images: int, num_classes: int, seed: int) -> None:
     from bench.data.make import make_dataset
 
     try:
-        made = make_dataset(folder, num_images, num_classes, seed)
+        with stopped_by_signals():
+            made = make_dataset(folder, num_images, num_classes, seed)
     except RecordError as exc:
         raise DataUsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(
+            one_line(f"{folder}: writing failed ({exc.strerror or exc}); nothing was kept")
+        ) from None
     click.echo(
         f"{made.root}: {made.num_images} images, {made.num_classes} classes, "
         f"mean {made.mean_image_bytes / KIB:.2f} KiB per JPEG, train.rec {made.rec_bytes / MIB:.1f} MiB"
@@ -82,15 +140,15 @@ class LoaderRate:
 @click.command("data")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--workers", default="0,1,2", show_default=True, help="DataLoader worker counts to measure.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Per-rank batch.")
-@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Timed batches per run.")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Per-rank batch (1 to 8192).")
+@click.option("--steps", type=int, default=20, show_default=True, help="Timed batches per run (1 to 100,000).")
 @click.option(
     "--nproc",
     "num_ranks",
-    type=click.IntRange(min=1),
+    type=int,
     default=1,
     show_default=True,
-    help="Ranks whose shards are read.",
+    help="Ranks whose shards are read (1 to 1024).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the rates as JSON.")
 def data(path: Path, workers: str, batch_size: int, steps: int, num_ranks: int, as_json: bool) -> None:
@@ -105,11 +163,16 @@ def data(path: Path, workers: str, batch_size: int, steps: int, num_ranks: int, 
     Example:
         pfcbench data data/faces --workers 1,2,4 --batch-size 128 --nproc 2
     """
+    from bench.data.check import check_sample
     from bench.data.faces import FaceRecords
 
     counts = worker_counts(workers)
+    check_bound("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
+    check_bound("--steps", steps, 1, MAX_STEPS)
+    check_bound("--nproc", num_ranks, 1, MAX_RANKS)
     try:
         records = FaceRecords(path)
+        check_sample(records, records.num_classes)
     except RecordError as exc:
         raise DataUsageError(str(exc)) from None
     if records.num_images < batch_size * num_ranks:

@@ -7,6 +7,7 @@ anything runs, and the rank's Dataset (bench/workload/data.py) reads through the
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -22,8 +23,13 @@ def decode_rgb(jpeg: bytes, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(jpeg)) as image:
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise RecordError(f"{where}: image does not decode ({exc})") from None
+
+
+def whole_number(value: float) -> bool:
+    """True for a finite, whole, non-negative label (float32 on disk): a key, a count or a class."""
+    return math.isfinite(value) and value >= 0 and float(value).is_integer()
 
 
 class FaceRecords:
@@ -79,9 +85,11 @@ class FaceRecords:
         if 0 not in self.index:
             raise RecordError(f"{self.idx_path}: no key 0: the header record (N + 1, N + 1 + K) is missing")
         header, _ = self.read(0)
-        if header.flag < 2 or not isinstance(header.label, tuple) or header.label[1] <= header.label[0]:
+        labels = header.label if header.flag >= 2 and isinstance(header.label, tuple) else ()
+        if not labels or not all(whole_number(x) for x in labels[:2]) or labels[1] <= labels[0]:
             raise RecordError(
-                f"{self.rec_path}: key 0 is not a header record (want labels (N + 1, N + 1 + K), got {header.label})"
+                f"{self.rec_path}: key 0 is not a header record "
+                f"(want whole-number labels (N + 1, N + 1 + K), got {labels or header.label})"
             )
         return header
 
@@ -97,12 +105,13 @@ class FaceRecords:
     def image(self, i: int) -> tuple[int, np.ndarray]:
         """Image number i (0-based, record i + 1): its label (the first one) and its RGB array."""
         header, jpeg = self.read(i + 1)
-        label = int(header.first_label)
-        if not 0 <= label < self.num_classes:
+        label = header.first_label
+        if not (whole_number(label) and label < self.num_classes):
             raise RecordError(
-                f"{self.rec_path}: key {i + 1}: label {label} outside 0..{self.num_classes - 1} of the header"
+                f"{self.rec_path}: key {i + 1}: label {label:g} is not a whole number in 0..{self.num_classes - 1} "
+                "(the header's classes)"
             )
-        return label, decode_rgb(jpeg, f"{self.rec_path}: key {i + 1}")
+        return int(label), decode_rgb(jpeg, f"{self.rec_path}: key {i + 1}")
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -7,6 +7,7 @@ for skin and hair) and tuned so a 112x112 JPEG at quality 95 is about as large a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -17,9 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.recordio import IDX_NAME, REC_NAME, IRHeader, RecordError, RecordWriter, pack
+from bench.files import FileError, remove
+from bench.units import KIB, MIB
 
 SIDE = 112
 QUALITY = 95
+MAX_IMAGES = 10_000_000
+"""Most images a make writes: about 70 GiB, twice MS1MV3's 5.2M, hours of encoding on one core."""
+BYTES_PER_IMAGE = 7 * KIB
+"""A made image's share of train.rec, a little under the measured mean (JPEG, header and padding)."""
+MAX_SEED = 2**63 - 1
 _YY, _XX = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32) / SIDE
 
 
@@ -81,38 +89,87 @@ def make_dataset(root: Path, num_images: int, num_classes: int, seed: int = 0) -
     key 0 with labels (N + 1, N + 1 + K). Class c holds a contiguous block of about N / K keys,
     as in the shipped datasets, so every class has images and every identity record a range.
 
-    Written in a temporary folder beside `root` and renamed at the end, so an interrupted make
-    leaves no half dataset.
+    Everything a user could get wrong is refused (RecordError) before anything is written. The
+    dataset is written in a temporary folder beside `root` (beside the folder it links to, when
+    `root` is a symlink to an empty folder) and renamed at the end, so a make that fails or is
+    interrupted leaves no half dataset; folders it made above `root` are removed again. A write
+    that fails (a full disk) raises OSError.
     """
-    if num_images < 1 or num_classes < 1:
-        raise RecordError(f"{root}: --images and --classes must be at least 1")
-    if num_classes > num_images:
-        raise RecordError(f"{root}: {num_classes} classes need at least as many images (got {num_images})")
-    if root.exists() and any(root.iterdir()):
-        raise RecordError(f"{root}: folder exists and is not empty")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    target = _check_make(root, num_images, num_classes, seed)
+    made_parents = [p for p in reversed(target.parents) if not p.exists()]
     try:
-        total_jpeg = 0
-        with RecordWriter(scratch / REC_NAME, scratch / IDX_NAME) as writer:
-            starts = [1 + c * num_images // num_classes for c in range(num_classes + 1)]
-            for label in range(num_classes):
-                for key in range(starts[label], starts[label + 1]):
-                    jpeg = encode_jpeg(face_image(rng))
-                    total_jpeg += len(jpeg)
-                    writer.write(key, pack(IRHeader(0, float(label), key, 0), jpeg))
-            first_identity = num_images + 1
-            for label in range(num_classes):
-                key = first_identity + label
-                writer.write(key, pack(IRHeader(2, (float(starts[label]), float(starts[label + 1])), key, 0), b""))
-            writer.write(0, pack(IRHeader(2, (float(first_identity), float(first_identity + num_classes)), 0, 0), b""))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        _remove_empty(made_parents)
+        raise RecordError(f"{root}: cannot write in {target.parent} ({exc.strerror or exc})") from None
+    try:
+        total_jpeg = _write_records(scratch, num_images, num_classes, np.random.default_rng(seed))
         rec_bytes = (scratch / REC_NAME).stat().st_size
-        if root.exists():
-            root.rmdir()
         scratch.chmod(0o755)
-        os.replace(scratch, root)
+        os.replace(scratch, target)  # a rename takes the place of an empty folder
     except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(FileError):
+            remove(scratch, target.parent)
+        _remove_empty(made_parents)
         raise
     return MadeDataset(root, num_images, num_classes, total_jpeg / num_images, rec_bytes)
+
+
+def _check_make(root: Path, num_images: int, num_classes: int, seed: int) -> Path:
+    """The folder to write (root, or the empty folder it links to); RecordError on what cannot be made."""
+    if not str(root).isprintable():
+        raise RecordError(f"folder {str(root)!r}: a control character in its name; choose a printable name")
+    if not 1 <= num_images <= MAX_IMAGES:
+        raise RecordError(f"{root}: --images {num_images} is not from 1 to {MAX_IMAGES:,}")
+    if num_classes < 1:
+        raise RecordError(f"{root}: --classes {num_classes} is below 1")
+    if num_classes > num_images:
+        raise RecordError(f"{root}: {num_classes} classes need at least as many images (got {num_images})")
+    if not 0 <= seed <= MAX_SEED:
+        raise RecordError(f"{root}: --seed {seed} is not from 0 to {MAX_SEED:,}")
+    target = root
+    if root.is_symlink():
+        target = root.resolve()
+        if not target.is_dir():
+            raise RecordError(f"{root}: a symlink to {target}, which is not a folder")
+    if target.exists():
+        if not target.is_dir():
+            raise RecordError(f"{root}: a file, not a folder")
+        if any(target.iterdir()):
+            raise RecordError(f"{root}: folder exists and is not empty")
+    above = next(p for p in target.parents if p.exists() or p.is_symlink())
+    if not above.is_dir():
+        raise RecordError(f"{root}: {above} is not a folder")
+    need = num_images * BYTES_PER_IMAGE
+    free = shutil.disk_usage(above).free
+    if need > free:
+        raise RecordError(
+            f"{root}: {num_images:,} images need about {need / MIB:,.0f} MiB, {free / MIB:,.0f} MiB free in {above}"
+        )
+    return target
+
+
+def _write_records(folder: Path, num_images: int, num_classes: int, rng: np.random.Generator) -> int:
+    """Write the records of make_dataset into folder; the total bytes of the JPEGs."""
+    total_jpeg = 0
+    with RecordWriter(folder / REC_NAME, folder / IDX_NAME) as writer:
+        starts = [1 + c * num_images // num_classes for c in range(num_classes + 1)]
+        for label in range(num_classes):
+            for key in range(starts[label], starts[label + 1]):
+                jpeg = encode_jpeg(face_image(rng))
+                total_jpeg += len(jpeg)
+                writer.write(key, pack(IRHeader(0, float(label), key, 0), jpeg))
+        first_identity = num_images + 1
+        for label in range(num_classes):
+            key = first_identity + label
+            writer.write(key, pack(IRHeader(2, (float(starts[label]), float(starts[label + 1])), key, 0), b""))
+        writer.write(0, pack(IRHeader(2, (float(first_identity), float(first_identity + num_classes)), 0, 0), b""))
+    return total_jpeg
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed make created above its own, deepest first, if still empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(FileError):
+            remove(folder, folder.parent, only_if_empty=True)

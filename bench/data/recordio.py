@@ -16,6 +16,7 @@ Torch-free, so the parent process can check a dataset before anything runs.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,18 @@ _LENGTH_MASK = (1 << _LENGTH_BITS) - 1
 _IR_FORMAT = "<IfQQ"
 IR_SIZE = struct.calcsize(_IR_FORMAT)
 REC_NAME, IDX_NAME = "train.rec", "train.idx"
+IDX_LINE_BYTES = 64
+"""Longest `.idx` line read: two 20-digit numbers and a tab fit with room to spare."""
+_IDX_LINE = re.compile(r"([0-9]{1,20})\t([0-9]{1,20})")
 
 
 class RecordError(ValueError):
     """Bad record data: the message is one line naming the file and the offset or key."""
+
+
+def one_line(text: str) -> str:
+    """`text` with each control character escaped as Python writes it (a newline as \\n): one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -117,15 +126,31 @@ def read_record(handle: BinaryIO, offset: int, name: str = REC_NAME) -> bytes:
 
 
 def read_idx(path: Path) -> dict[int, int]:
-    """The `.idx` file as {key: byte offset}; RecordError on a line that is not `key<TAB>offset`."""
+    """The `.idx` file as {key: byte offset}; RecordError on a line that is not `key<TAB>offset`.
+
+    Read a line at a time, each at most IDX_LINE_BYTES, so a binary file in its place (the two
+    files swapped) is refused at once, never read whole.
+    """
     index: dict[int, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        key, sep, offset = line.strip().partition("\t")
-        if not sep or not key.isdigit() or not offset.isdigit():
-            raise RecordError(f"{path}: line {number}: {line.strip()[:60]!r} is not 'key<TAB>offset'")
-        index[int(key)] = int(offset)
+    with open(path, "rb") as handle:
+        if handle.read(4) == _MAGIC_BYTES:
+            raise RecordError(f"{path}: line 1: a record file, not an index (are {REC_NAME} and {IDX_NAME} swapped?)")
+        handle.seek(0)
+        for number, raw in enumerate(iter(lambda: handle.readline(IDX_LINE_BYTES + 1), b""), start=1):
+            try:
+                line = raw.decode("ascii").strip()
+            except UnicodeDecodeError as exc:
+                raise RecordError(
+                    f"{path}: line {number}: byte {raw[exc.start]:#04x} is not text; want 'key<TAB>offset' lines"
+                ) from None
+            if len(line) > IDX_LINE_BYTES:
+                raise RecordError(f"{path}: line {number}: longer than {IDX_LINE_BYTES} bytes, not 'key<TAB>offset'")
+            if not line:
+                continue
+            match = _IDX_LINE.fullmatch(line)
+            if not match:
+                raise RecordError(f"{path}: line {number}: {line[:60]!r} is not 'key<TAB>offset'")
+            index[int(match[1])] = int(match[2])
     return index
 
 

@@ -19,7 +19,7 @@ from bench.matrix import load_matrix
 from bench.numbers import is_number
 from bench.options import PACKAGED
 from bench.report.fields import SAID_BY_RANKS, field_label, field_text, varying_fields
-from bench.report.marks import mark, speed_text
+from bench.report.marks import LEGEND, NO_SPEED, mark, speed_text
 from bench.report.read import read_envs, read_run
 from bench.report.tables import markdown_table
 from bench.report.write import prepare_out, write_out
@@ -156,6 +156,7 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
             markdown_table(frame),
             f"—: the machine has no record of the cell ({only} of {len(frame)} cells not on every machine)."
             + (" Published: the figure of the packaged report with the same cell." if "Published" in frame else ""),
+            f"{NO_SPEED}: {LEGEND[NO_SPEED]}." if (frame == NO_SPEED).any().any() else "",
             " ".join(nonfinite_lines([r for m in machines for r in m.latest.values()])),
             f"![samples/sec across machines]({plot.name})" if plot else "",
         )

@@ -95,10 +95,20 @@ def listed(values) -> str:
     return ", ".join(dict.fromkeys(str(v) for v in values if v is not None))
 
 
-def published_server(matrix: Matrix) -> Matrix:
-    """The matrix with the published server's spec and its note where a run's report describes the machine."""
+def published_server(matrix: Matrix, ran_on: Path | None = None) -> Matrix:
+    """The matrix with the published server's spec and its note where a run's report describes the machine.
+
+    A matrix without a published spec keeps its own; ran_on, the results folder whose machine the spec
+    then describes, is named in the spec's note, so that it is never read as the published server.
+    """
     report = dict(matrix.report, spec=matrix.report.get("published_spec", matrix.report.get("spec", {})))
     report["spec_note"] = report.get("published_spec_note", report.get("spec_note", ""))
+    if ran_on is not None and "published_spec" not in matrix.report:
+        said = (
+            f"The matrix {matrix.name} gives no published server spec ([report] published_spec): this is the "
+            f"machine that ran {ran_on}, not a published one."
+        )
+        report["spec_note"] = f"{said} {report['spec_note'].strip()}".strip()
     return dataclasses.replace(matrix, report=report)
 
 

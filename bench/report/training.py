@@ -10,9 +10,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.config import Cell
+from bench.config import Cell, check_number
 from bench.datasets import TrainingRun, find_dataset
 from bench.verdicts import training_speed
+
+MAX_GPU_HOUR_PRICE = 1e6
+"""The highest price of one GPU-hour taken, in any currency: beyond it hours x GPUs x price stops being a cost."""
+MAX_IMAGES = 10**12
+MAX_EPOCHS = 10**6
+"""Bounds of --images and --epochs: far beyond any training run, and their product stays a finite number of hours."""
 
 NO_GPU = "no GPU"
 """What the cost column says of a cell that ran on the CPU."""
@@ -48,7 +54,7 @@ class TrainingColumns:
         figures = {"hours_per_run": self.run.hours(speed)}
         if self.gpu_hour_price is not None and cell.device == "cuda":
             figures["cost_per_run"] = self.run.cost(speed, cell.world_size, self.gpu_hour_price)
-        return figures
+        return {key: value for key, value in figures.items() if math.isfinite(value)}
 
     def columns(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[str]]:
         figures = [self.figures(cell, record) for cell, record in zip(cells, records)]
@@ -76,11 +82,14 @@ def training_columns(
             given = "--epochs" if epochs is not None else "--gpu-hour-price"
             raise ValueError(f"{given} needs --train-on DATASET or --images N: what one run trains on")
         return ()
-    if gpu_hour_price is not None and not (math.isfinite(gpu_hour_price) and gpu_hour_price >= 0):
-        raise ValueError(f"--gpu-hour-price must be a number of at least 0, not {gpu_hour_price:g}")
-    for option, value in (("--images", images), ("--epochs", epochs)):
-        if value is not None and value < 1:
-            raise ValueError(f"{option} must be a whole number of at least 1, not {value}")
+    if gpu_hour_price is not None:
+        check_number(
+            "--gpu-hour-price", gpu_hour_price, 0, MAX_GPU_HOUR_PRICE,
+            text=f"a price of at least 0 and at most {MAX_GPU_HOUR_PRICE:,.0f} per GPU-hour",
+        )  # fmt: skip
+    for option, value, most in (("--images", images, MAX_IMAGES), ("--epochs", epochs, MAX_EPOCHS)):
+        if value is not None:
+            check_number(option, value, 1, most, text=f"a whole number of at least 1 and at most {most:,}")
     if train_on is not None:
         dataset = find_dataset(train_on)
         run = TrainingRun.of(dataset, epochs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from bench.matrix import Matrix, load_matrix
 from bench.report.markdown import published_server, render_markdown
 from bench.report.read import mixed_env_note, read_envs, read_run
 from bench.report.tables import Added, published_record
-from bench.results import ReportError, Results, latest_by_cell, write_atomic
+from bench.results import ReportError, Results, latest_by_cell, temporary_path, write_atomic
 from bench.search import all_probes
 
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
@@ -57,7 +58,7 @@ def write_report(
         notes = [note] if (note := mixed_env_note(envs)) else []
         notes += [extra.note for extra in added]
         text = render_markdown(
-            published_server(matrix) if as_published else matrix,
+            published_server(matrix, ran_on=Path(results_dir)) if as_published else matrix,
             latest,
             env,
             plots_dir=out.parent,
@@ -79,6 +80,12 @@ def prepare_out(out: Path) -> None:
         make_folder(out.parent, "-o")
     except FileError as exc:
         raise ReportError(str(exc)) from None
+    try:
+        longest = os.pathconf(out.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    if len(os.fsencode(temporary_path(out).name)) > longest:  # said before any plot is written beside it
+        raise ReportError(f"{out}: cannot write: File name too long (the file system takes {longest} bytes a name)")
 
 
 def write_out(out: Path, text: str) -> None:
