@@ -220,6 +220,11 @@ def unknown_field(key: Any) -> str:
     return f"{said}; did you mean {near}?" if near else said
 
 
+def one_line(text: str) -> str:
+    """text with each control character escaped as Python writes it (a newline as \\n), so that it prints as one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def shown(value: Any) -> str:
     """A value as an error message quotes it: its repr, cut short when long."""
     text = repr(value)

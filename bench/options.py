@@ -23,6 +23,7 @@ from bench.config import (
     WHOLE_NUMBER_RANGES,
     Cell,
     check_number,
+    one_line,
     shown,
 )
 from bench.matrix import Matrix, MatrixError, load_matrix
@@ -206,11 +207,6 @@ def matrix_file(name_or_path: str | None) -> Path:
             f"{one_line(name_or_path)}: no such matrix file, nor a packaged matrix ({', '.join(packaged)})"
         )
     return path
-
-
-def one_line(text: str) -> str:
-    """text with its newlines and other control characters escaped (\\n), so that it prints as one line."""
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 def parse_settings(settings: tuple[str, ...]) -> dict:

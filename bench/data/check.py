@@ -9,9 +9,9 @@ same one line, from the rank that reads it.
 
 from __future__ import annotations
 
-from bench.config import Cell
+from bench.config import Cell, one_line
 from bench.data.faces import FaceRecords
-from bench.data.recordio import IDX_NAME, REC_NAME, RecordError, one_line
+from bench.data.recordio import IDX_NAME, REC_NAME, RecordError
 
 SAMPLED_IMAGES = 64
 """Image records read and decoded by the check, spread evenly from the first to the last."""

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from bench.data.recordio import RecordError, one_line
+from bench.config import one_line
+from bench.data.recordio import RecordError
 from bench.units import KIB, MIB
 
 WORKERS_PER_CPU = 4

@@ -38,11 +38,6 @@ class RecordError(ValueError):
     """Bad record data: the message is one line naming the file and the offset or key."""
 
 
-def one_line(text: str) -> str:
-    """`text` with each control character escaped as Python writes it (a newline as \\n): one line."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
-
-
 @dataclass(frozen=True)
 class IRHeader:
     """The header mxnet puts before each record's bytes (mxnet.recordio.IRHeader)."""
