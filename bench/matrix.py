@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_seconds, shown, unknown_field
-from bench.files import FileError, read_text
 from bench.matrix_checks import (
     MAX_NAME_BYTES,
     MatrixError,
@@ -28,7 +27,8 @@ from bench.matrix_checks import (
     table,
 )
 from bench.numbers import is_number
-from bench.search import FIELDS
+from bench.plan.search import FIELDS
+from bench.store.files import FileError, read_text
 
 METRICS = (
     "samples_per_s",
@@ -393,3 +393,11 @@ def explicit_rows(section: dict, where: str) -> list[tuple[str, dict]]:
             f"{place} not_run: must be a text saying why the row cannot run, not {shown(not_run)}",
         )
     return [(f"rows[{i}]", row) for i, row in enumerate(rows, start=1)]
+
+
+PACKAGED = Path(__file__).parent / "matrices"
+"""The matrices that ship with pfcbench, each known by its file name less .toml."""
+
+
+def packaged_matrices() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(PACKAGED.glob("*.toml"))}

@@ -23,7 +23,7 @@ import torch
 from tabulate import tabulate
 
 from bench.config import Cell
-from bench.launch import Launch, run_cell
+from bench.launch.local import Launch, run_cell
 from bench.workload.partial_fc import shard_of
 
 IMPLS = ("arcface_torch", "fused")

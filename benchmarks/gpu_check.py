@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.config import IMPLS
 from bench.matrix import load_matrix
-from bench.results import latest_by_cell, read_records
+from bench.store.results import latest_by_cell, read_records
 
 PER_GPU_BATCH = 128
 RUN = {"timeout_s": 240, "inactivity_timeout_s": 120}

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench.config import IMPLS, Cell
-from bench.launch import Launch, run_cell
+from bench.launch.local import Launch, run_cell
 from bench.memory import MIB, predict_cells
 
 QUICK = {"device": "cpu", "nproc_per_node": 2, "warmup_steps": 1, "num_windows": 1, "steps_per_window": 2}

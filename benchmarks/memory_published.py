@@ -21,9 +21,8 @@ from __future__ import annotations
 import sys
 
 from bench.config import IMPLS, Cell
-from bench.matrix import load_matrix
+from bench.matrix import PACKAGED, load_matrix
 from bench.memory import CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES, predict_cells
-from bench.options import PACKAGED
 
 V100_MB = {
     (1_000_000, 1.0): 9966,

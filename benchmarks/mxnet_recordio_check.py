@@ -79,12 +79,12 @@ def mxnet_side(ours: str, theirs: str, num_images: int, num_classes: int) -> Non
 def pfcbench_side(mxnet_python: str, num_images: int, num_classes: int) -> None:
     import torch
 
-    from bench.data.faces import FaceRecords
-    from bench.data.make import make_dataset
-    from bench.data.recordio import MAGIC, write_record
+    from bench.recfiles.make import make_dataset
+    from bench.workload.faces import FaceRecords
+    from bench.workload.recordio import MAGIC, write_record
 
     MAGIC_BYTES = MAGIC.to_bytes(4, "little")
-    from bench.workload.data import LoaderOptions, record_loader
+    from bench.workload.loader import LoaderOptions, record_loader
 
     with tempfile.TemporaryDirectory() as scratch:
         ours, theirs = Path(scratch) / "ours", Path(scratch) / "theirs"

@@ -21,7 +21,7 @@ import torch
 from tabulate import tabulate
 
 from bench.config import Cell
-from bench.launch import Launch, run_cell
+from bench.launch.local import Launch, run_cell
 
 IMPLS = ("arcface_torch", "arcface_torch_2021")
 RATES = (1.0, 0.1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.results import read_records  # noqa: E402
+from bench.store.results import read_records  # noqa: E402
 from tests.slurm_cluster import require_binaries, start, stop  # noqa: E402
 from tests.sweeps import run_sweep, write_matrix  # noqa: E402
 

@@ -26,7 +26,7 @@ from tabulate import tabulate
 
 from bench.config import Cell
 from bench.impls import IMPLS
-from bench.launch import Launch, run_cell
+from bench.launch.local import Launch, run_cell
 
 LEVELS = ("default", "avx2", "avx512")
 """ATEN_CPU_CAPABILITY values torch's x86 builds know, lowest first."""

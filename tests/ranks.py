@@ -8,7 +8,7 @@ from datetime import timedelta
 import torch.multiprocessing as mp
 from torch import distributed
 
-from bench.launch import free_port
+from bench.launch.local import free_port
 
 
 def _entry(rank: int, fn, world_size: int, port: int, args: tuple) -> None:

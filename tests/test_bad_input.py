@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.matrix import MAX_CELLS, load_matrix
-from bench.runner import make_plan
+from bench.plan.build import make_plan
 from tests.cli import pfcbench
 from tests.sweeps import write_matrix
 

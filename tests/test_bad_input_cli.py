@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import Cell
-from bench.results import append_record, read_records
+from bench.store.results import append_record, read_records
 from tests.test_bad_input import one_line
 
 SEARCH = ["search", "classes", "--backbone", "none", "--batch-size", "32", "--nproc", "2", "--device", "cpu",
@@ -114,7 +114,7 @@ def test_search_refuses_a_damaged_results_folder_before_any_probe(tmp_path):
 
 
 def test_a_recorded_probe_whose_value_is_text_is_not_taken_as_a_probe():
-    from bench.search import recorded_probes
+    from bench.plan.search import recorded_probes
 
     record = ok_record(CELL, samples_per_s=3.0)
     record["config"] = dict(record["config"], classes="many")
@@ -199,7 +199,7 @@ def test_a_misspelt_field_is_refused_with_the_field_it_probably_meant(tmp_path, 
 
 @pytest.mark.parametrize("num_gpus", [0, 2])
 def test_the_advice_for_too_few_gpus_is_in_the_commands_own_options(tmp_path, monkeypatch, num_gpus):
-    monkeypatch.setattr("bench.launch.visible_gpus", lambda: num_gpus)
+    monkeypatch.setattr("bench.launch.local.visible_gpus", lambda: num_gpus)
     cell = one_line(
         CliRunner().invoke(main, ["cell", "--device", "cuda", "--nproc", "4", "--workdir", str(tmp_path / "w")])
     )

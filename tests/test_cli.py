@@ -160,12 +160,12 @@ class InstantLauncher:
         return []
 
     def submit(self, cell, results_dir):
-        from bench.launcher import Job
+        from bench.launch.base import Job
 
         return Job(cell=cell, workdir=results_dir / "work" / cell.cell_id)
 
     def poll(self, job):
-        from bench.launcher import Ended
+        from bench.launch.base import Ended
 
         return Ended(1, None, "made up", {})
 
@@ -173,13 +173,13 @@ class InstantLauncher:
         pass
 
     def collect(self, job, ended, results_dir):
-        from bench.records import build_record
+        from bench.store.records import build_record
 
         return build_record(job.cell, [], "error", error=ended.error, started=0.0, duration_s=0.0), True
 
 
 def test_a_local_runs_progress_counts_each_cell_once_in_words_of_a_local_run(tmp_path, monkeypatch):
-    monkeypatch.setattr("bench.launch.LocalLauncher", InstantLauncher)
+    monkeypatch.setattr("bench.launch.local.LocalLauncher", InstantLauncher)
     done = CliRunner().invoke(main, ["run", "smoke", "--section", "2", "--results", str(tmp_path)])
     assert done.exit_code == 0, done.output
     header, *lines = done.output.splitlines()

@@ -1,4 +1,4 @@
-"""Tests for bench.compare and `pfcbench compare`: verdicts, the U test, the CLI on result folders."""
+"""Tests for bench.report.compare and `pfcbench compare`: verdicts, the U test, the CLI on result folders."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.compare import compare_records, mann_whitney_p, render_comparison
 from bench.config import Cell
-from bench.results import append_record
+from bench.report.compare import compare_records, mann_whitney_p, render_comparison
+from bench.store.results import append_record
 
 CELLS = [Cell(backbone="none", device="cpu", nproc_per_node=2, batch_size=b) for b in (8, 16, 32, 64, 128, 256)]
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from bench.config import Cell
-from bench.launch import Launch, worker_env
+from bench.launch.local import Launch, worker_env
+from bench.launch.slurm import SlurmOptions, sbatch_argv
 from bench.rank.memcap import failure_status as classify_exception
 from bench.rank.memcap import memory_fraction
-from bench.records import cell_status
-from bench.slurm import SlurmOptions, sbatch_argv
+from bench.store.records import cell_status
 from tests.cli import pfcbench
 from tests.ranks import run_ranks
 

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.launcher import Ended, Job, finish_record
+from bench.launch.base import Ended, Job, finish_record
 from bench.matrix import load_matrix
-from bench.records import rank_files_left
-from bench.results import append_record, read_results
+from bench.store.records import rank_files_left
+from bench.store.results import append_record, read_results
 from bench.verdicts import nonfinite, outlier_ranks, training_speed
 from tests.test_bad_input import one_line
 
@@ -62,8 +62,8 @@ def test_a_damaged_rank_file_makes_the_cell_an_error_naming_file_and_key(tmp_pat
 
 
 def test_a_damaged_rank_file_is_done_not_lost_for_status(tmp_path, monkeypatch):
-    from bench import slurm
-    from bench.sweep_commands import job_word
+    from bench.launch import slurm
+    from bench.commands.sweep import job_word
 
     monkeypatch.setattr(slurm, "job_state", lambda job_id: None)
     (tmp_path / "rank-0.json").write_text(json.dumps({"rank": 0.5, "host": "n1", "status": "ok"}))

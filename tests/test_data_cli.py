@@ -18,9 +18,9 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.data.faces import FaceRecords
-from bench.data.recordio import IR_SIZE
-from bench.workload.data import FaceDataset, LoaderOptions, RecordLoader, record_loader
+from bench.workload.faces import FaceRecords
+from bench.workload.loader import FaceDataset, LoaderOptions, RecordLoader, record_loader
+from bench.workload.recordio import IR_SIZE
 
 
 def invoke(*args: str):
@@ -254,9 +254,9 @@ def test_make_refuses_bad_seeds_paths_and_names_in_one_line(tmp_path):
 
 
 def test_make_refuses_a_dataset_larger_than_the_free_space(tmp_path, monkeypatch):
-    import bench.data.make
+    import bench.recfiles.make
 
-    monkeypatch.setattr(bench.data.make.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 2**20))
+    monkeypatch.setattr(bench.recfiles.make.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 2**20))
     line = make_refused(tmp_path, tmp_path / "faces", "--images", "300", "--classes", "3")
     assert "300 images need about 2 MiB, 1 MiB free in" in line
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.datasets import DATASETS, TrainingRun, find_dataset
+from bench.report.training_runs import DATASETS, TrainingRun, find_dataset
 
 
 def test_the_configs_datasets_with_their_images_classes_and_epochs():

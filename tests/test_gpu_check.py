@@ -14,8 +14,8 @@ import pytest
 
 from bench.config import IMPLS, Cell
 from bench.matrix import load_matrix
-from bench.records import build_record
-from bench.results import append_record
+from bench.store.records import build_record
+from bench.store.results import append_record
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")

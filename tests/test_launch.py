@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bench.config import Cell
-from bench.launch import PACKAGE_ROOT, Launch, same_bench_path, worker_env
+from bench.launch.local import PACKAGE_ROOT, Launch, same_bench_path, worker_env
 
 
 @pytest.mark.parametrize(

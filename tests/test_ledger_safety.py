@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.files import FileError, remove
-from bench.ledger import PlanSource, add_job, read_ledger
+from bench.launch.ledger import add_job, read_ledger
+from bench.launch.slurm import slurm_command
 from bench.matrix import load_matrix
-from bench.runner import plan_in
-from bench.slurm import slurm_command
+from bench.plan.build import PlanSource, plan_in
+from bench.store.files import FileError, remove
 from tests.sweeps import write_matrix
 
 FORGOTTEN = "slurm_load_jobs error: Invalid job id specified"

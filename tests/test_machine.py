@@ -1,4 +1,4 @@
-"""Tests for bench.machine and bench.rank.telemetry: host description, spec rows, GPU sampling, peak RSS."""
+"""Tests for bench.rank.host and bench.rank.telemetry: host description, spec rows, GPU sampling, peak RSS."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from bench import machine, nvml
-from bench.rank import telemetry
+from bench.rank import host, nvml, telemetry
+from bench.report import server
 
 MACHINE_KEYS = {
     "hostname",
@@ -137,7 +137,7 @@ def _rss_now_mib() -> float:
 
 
 def test_describe_machine_on_this_host() -> None:
-    env = machine.describe_machine()
+    env = host.describe_machine()
 
     assert set(env) == MACHINE_KEYS
     assert env["cpu_threads"] >= (env["cpu_cores"] or 1) >= 1
@@ -154,7 +154,7 @@ def test_describe_machine_on_this_host() -> None:
 
 
 def test_describe_machine_reads_gpus_through_nvml(fake_nvml: FakeNvml) -> None:
-    env = machine.describe_machine()
+    env = host.describe_machine()
 
     assert env["gpus"] == [
         {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81920},
@@ -181,7 +181,7 @@ def _spec_env(**overrides: object) -> dict[str, object]:
 
 
 def test_server_spec_rows() -> None:
-    assert machine.server_spec(_spec_env()) == [
+    assert server.server_spec(_spec_env()) == [
         ("CPU", "2 x Intel(R) Xeon(R) Platinum 8255C CPU @ 2.50GHz"),
         ("Memory", "377GB"),
         ("GPU", "8 x NVIDIA GeForce RTX 3080"),
@@ -194,7 +194,7 @@ def test_server_spec_rows() -> None:
 
 def test_the_cpu_row_counts_cores_and_threads_where_the_cells_ran_on_them() -> None:
     def cpu_row(**env: object) -> str:
-        return dict(machine.server_spec(_spec_env(gpus=[], **env)))["CPU"]
+        return dict(server.server_spec(_spec_env(gpus=[], **env)))["CPU"]
 
     assert cpu_row(cpu_cores=48, cpu_threads=96).endswith("CPU @ 2.50GHz (48 cores, 96 threads)")
     assert cpu_row(cpu_cores=None, cpu_threads=4).endswith(" (4 threads)")
@@ -202,8 +202,8 @@ def test_the_cpu_row_counts_cores_and_threads_where_the_cells_ran_on_them() -> N
     assert cpu_row(cpu_cores=96).endswith(" (96 logical CPUs)")
     # a GPU server's row reads as the published reports write it, unless asked (pfcbench env)
     gpu_server = _spec_env(cpu_cores=48, cpu_threads=96)
-    assert dict(machine.server_spec(gpu_server))["CPU"] == "2 x Intel(R) Xeon(R) Platinum 8255C CPU @ 2.50GHz"
-    assert dict(machine.server_spec(gpu_server, cpu_counts=True))["CPU"].endswith("(48 cores, 96 threads)")
+    assert dict(server.server_spec(gpu_server))["CPU"] == "2 x Intel(R) Xeon(R) Platinum 8255C CPU @ 2.50GHz"
+    assert dict(server.server_spec(gpu_server, cpu_counts=True))["CPU"].endswith("(48 cores, 96 threads)")
 
 
 def test_env_prints_the_cpus_cores_and_threads() -> None:
@@ -211,14 +211,14 @@ def test_env_prints_the_cpus_cores_and_threads() -> None:
 
     from bench.cli import main
 
-    env = machine.describe_machine()
+    env = host.describe_machine()
     done = CliRunner().invoke(main, ["env"])
     assert done.exit_code == 0, done.output
     assert f"({env['cpu_cores']} cores, {env['cpu_threads']} threads)" in done.output
 
 
 def test_server_spec_without_gpus_or_cuda() -> None:
-    rows = machine.server_spec(_spec_env(gpus=[], torch_cuda=None))
+    rows = server.server_spec(_spec_env(gpus=[], torch_cuda=None))
 
     assert ("GPU", "none") in rows
     assert [value for key, value in rows if key == "Installation"] == [
@@ -228,7 +228,7 @@ def test_server_spec_without_gpus_or_cuda() -> None:
 
 
 def test_server_spec_of_this_host() -> None:
-    rows = machine.server_spec(machine.describe_machine())
+    rows = server.server_spec(host.describe_machine())
 
     assert [key for key, _ in rows[:4]] == ["CPU", "Memory", "GPU", "OS"]
     assert rows[-1][1].startswith("PyTorch ")
@@ -297,7 +297,7 @@ def test_cpu_peak_rss_grows_after_touching_memory() -> None:
 
 
 def test_torch_versions_are_read_without_importing_torch() -> None:
-    probe = "import json, sys; from bench import machine; print(json.dumps([machine.describe_machine(), 'torch' in sys.modules]))"
+    probe = "import json, sys; from bench.rank import host; print(json.dumps([host.describe_machine(), 'torch' in sys.modules]))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     env, imported = json.loads(done.stdout)
     assert imported is False
@@ -306,12 +306,12 @@ def test_torch_versions_are_read_without_importing_torch() -> None:
     assert env["torch"] == torch.__version__
     assert env["torch_cuda"] == torch.version.cuda
     if torch.backends.cudnn.version() is not None and env["cudnn"] is not None:
-        assert env["cudnn"] == machine._cudnn_text(torch.backends.cudnn.version())
+        assert env["cudnn"] == server._cudnn_text(torch.backends.cudnn.version())
     assert env["torch_installer"] in (None, "pip", "conda", "uv")
 
 
 def test_server_spec_cuda_cudnn_and_installer() -> None:
-    rows = dict(machine.server_spec(_spec_env(cudnn=90100, torch_installer="conda"))[4:5])
+    rows = dict(server.server_spec(_spec_env(cudnn=90100, torch_installer="conda"))[4:5])
     assert rows == {"Installation": "CUDA 11.1, cuDNN 9.1.0"}
-    assert machine.server_spec(_spec_env(cudnn="8.0.5"))[4] == ("Installation", "CUDA 11.1, cuDNN 8.0.5")
-    assert machine.server_spec(_spec_env(torch_installer="conda"))[-1] == ("Installation", "PyTorch 1.9.0 (conda)")
+    assert server.server_spec(_spec_env(cudnn="8.0.5"))[4] == ("Installation", "CUDA 11.1, cuDNN 8.0.5")
+    assert server.server_spec(_spec_env(torch_installer="conda"))[-1] == ("Installation", "PyTorch 1.9.0 (conda)")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.config import Cell
 from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, predict_cells
-from bench.results import read_records
+from bench.store.results import read_records
 from tests.sweeps import run_sweep, write_matrix
 
 pytestmark = pytest.mark.slow  # memory traces of real steps

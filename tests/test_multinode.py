@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench.launch import free_port
+from bench.launch.local import free_port
 from tests.cli import pfcbench, start_pfcbench
 
 pytestmark = pytest.mark.slow  # real torchrun agents

@@ -20,7 +20,7 @@ from bench.config import Cell
 from bench.matrix import load_matrix
 from bench.report.machines import write_machines_report
 from bench.report.plots import plot_section
-from bench.results import append_record, read_results
+from bench.store.results import append_record, read_results
 from tests.cli import pfcbench
 from tests.sweeps import run_sweep, write_matrix
 from tests.test_report import tables

@@ -17,10 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.matrix import MatrixError, load_matrix
-from bench.options import PACKAGED
+from bench.matrix import PACKAGED, MatrixError, load_matrix
+from bench.plan.build import make_plan
 from bench.report import render_markdown
-from bench.runner import make_plan
 from tests.test_report import published_records, tables
 
 DATA = Path(__file__).resolve().parent / "data"

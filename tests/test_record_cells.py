@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli import main
-from bench.data.recordio import IDX_NAME, REC_NAME, IRHeader, RecordWriter, pack
 from bench.verdicts import LOADER_BOUND, NONFINITE
+from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecordWriter, pack
 from tests.test_data_cli import BAD, corrupt_at, offset_of
 
 CELL = ["--backbone", "none", "--classes", "4", "--batch-size", "8", "--nproc", "2", "--device", "cpu"]
@@ -157,7 +157,7 @@ def test_reading_in_the_steps_process_is_slower_and_loader_bound(tmp_path):
 def test_a_nan_loss_is_recorded_reported_and_never_compared(made, tmp_path):
     record = run_cell("--data-path", str(made), faults="nan@1,slow@1=0.3")
     assert record["status"] == "ok" and record["nonfinite_losses"] == 3
-    from bench.compare import compare_cell
+    from bench.report.compare import compare_cell
     from bench.verdicts import legend_lines, nonfinite, outlier_ranks
 
     assert nonfinite(record) and NONFINITE in legend_lines([record])[0]

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from bench.data.faces import FaceRecords
-from bench.data.make import make_dataset
-from bench.data.recordio import MAGIC, IRHeader, RecordError, pack, read_record, unpack, write_record
+from bench.recfiles.make import make_dataset
+from bench.workload.faces import FaceRecords
+from bench.workload.recordio import MAGIC, IRHeader, RecordError, pack, read_record, unpack, write_record
 
 
 def test_record_round_trip_pads_to_four_bytes():

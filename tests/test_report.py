@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.matrix import load_matrix
 from bench.report import export, load_run, render_markdown
-from bench.results import append_record, latest_by_cell
+from bench.store.results import append_record, latest_by_cell
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

@@ -13,10 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.datasets import DATASETS
-from bench.matrix import load_matrix
-from bench.options import PACKAGED
-from bench.results import append_record, latest_by_cell, read_results
+from bench.matrix import PACKAGED, load_matrix
+from bench.report.training_runs import DATASETS
+from bench.store.results import append_record, latest_by_cell, read_results
 from tests.sweeps import run_sweep, write_matrix
 from tests.test_report import published_records, tables
 

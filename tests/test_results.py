@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import Cell
-from bench.results import append_record, latest_by_cell, read_records, read_results
+from bench.store.results import append_record, latest_by_cell, read_records, read_results
 from tests.sweeps import write_matrix
 
 
@@ -118,7 +118,7 @@ def test_a_results_file_that_is_a_folder_or_a_fifo_is_one_line(tmp_path):
 FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
-from bench.results import append_record
+from bench.store.results import append_record
 path = Path(sys.argv[1])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 limit = path.stat().st_size + 100

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import Cell
-from bench.machine import describe_machine
 from bench.matrix import load_matrix
-from bench.results import append_record, read_records
+from bench.rank.host import describe_machine
+from bench.store.results import append_record, read_records
 from tests.sweeps import write_matrix
 from tests.test_bad_input import one_line
 

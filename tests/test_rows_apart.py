@@ -13,9 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.cli import main
-from bench.lines import cell_line, line_fields
-from bench.matrix import load_matrix
-from bench.options import PACKAGED
+from bench.commands.lines import cell_line, line_fields
+from bench.matrix import PACKAGED, load_matrix
 from bench.report.plots import row_label, varying_fields
 from tests.sweeps import run_sweep
 from tests.test_report import published_records

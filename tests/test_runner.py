@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from bench.results import read_records
+from bench.store.results import read_records
 from tests.procs import pids_with, rank_pids, wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
 

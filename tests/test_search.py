@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.config import Cell
-from bench.search import TOLERANCE, Answer, next_value, search
+from bench.plan.search import TOLERANCE, Answer, next_value, search
 
 
 def outcome_of(answer: int):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bench.results import read_records
+from bench.store.results import read_records
 from tests.cli import pfcbench
 from tests.procs import pids_with, wait_until
 

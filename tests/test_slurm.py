@@ -10,11 +10,11 @@ from collections import Counter
 
 import pytest
 
-from bench.ledger import PlanSource, add_job, read_ledger
+from bench.commands.options import only_sections, plan_again
+from bench.launch.ledger import add_job, read_ledger
 from bench.matrix import load_matrix
-from bench.options import only_sections, plan_again
-from bench.results import read_records
-from bench.runner import plan_in
+from bench.plan.build import PlanSource, plan_in
+from bench.store.results import read_records
 from tests.procs import pids_with, wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
 

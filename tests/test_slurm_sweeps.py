@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import read_records
+from bench.store.results import read_records
 from tests.cli import pfcbench
 from tests.procs import wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench.results import read_results
+from bench.store.results import read_results
 from tests.cli import pfcbench
 from tests.test_report import tables
 

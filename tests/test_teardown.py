@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import read_records
+from bench.store.results import read_records
 from tests.sweeps import write_matrix
 
 pytestmark = pytest.mark.slow  # real cells

@@ -13,7 +13,7 @@ import torch
 from torch import distributed
 
 from bench.config import Cell
-from bench.oom import mentions_oom
+from bench.rank.oom import mentions_oom
 from bench.units import MIB
 
 ONEDNN_FAILURE = "could not create a primitive"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from bench import nvml
+from bench.rank import nvml
 from bench.units import MIB
 
 

@@ -28,15 +28,15 @@ import torch
 from torch import distributed
 
 from bench.config import Cell
-from bench.lifetime import die_with_parent
-from bench.machine import describe_machine
+from bench.launch.watchdog import PG_TIMEOUT_ENV
 from bench.rank import fanout
+from bench.rank.host import describe_machine
+from bench.rank.lifetime import die_with_parent
 from bench.rank.measure import prepare_flop_counting, time_windows
 from bench.rank.memcap import cap_memory, cuda_overhead_bytes, failure_status
 from bench.rank.telemetry import GpuSampler, cpu_peak_rss_mib
-from bench.results import write_atomic
+from bench.store.results import write_atomic
 from bench.units import GIB, KIB, MIB
-from bench.watchdog import PG_TIMEOUT_ENV
 from bench.workload.base_step import BaseStep, build_step
 
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")

@@ -14,16 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell
-from bench.machine import server_spec
-from bench.matrix import load_matrix
+from bench.matrix import PACKAGED, load_matrix
 from bench.numbers import is_number
-from bench.options import PACKAGED
 from bench.report.fields import SAID_BY_RANKS, field_label, field_text, varying_fields
 from bench.report.marks import LEGEND, NO_SPEED, mark, speed_text
 from bench.report.read import read_envs, read_run
+from bench.report.server import server_spec
 from bench.report.tables import markdown_table
 from bench.report.write import prepare_out, write_out
-from bench.results import Results, latest_by_cell
+from bench.store.results import Results, latest_by_cell
 from bench.verdicts import nonfinite_lines, training_speed
 
 ROW_FIELDS = ("backbone", "classes", "batch_size", "precision", "sample_rate", "impl", "world_size", "device")

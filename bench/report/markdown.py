@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 
 from bench.config import Cell
-from bench.machine import server_spec
 from bench.matrix import Matrix, Section
+from bench.plan.search import all_probes
 from bench.report.plots import plot_section
+from bench.report.server import server_spec
 from bench.report.tables import Added, legend, markdown_table, row_records, section_frame
-from bench.search import all_probes
 
 
 def spec_frame(env: dict[str, Any] | None, overrides: dict[str, str]) -> pd.DataFrame:

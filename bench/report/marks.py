@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.results import is_ok
+from bench.store.results import is_ok
 from bench.verdicts import NONFINITE, nonfinite, training_speed
 
 NOT_RUN = "Not run"

@@ -11,7 +11,7 @@ from bench.report.fields import field_label
 from bench.report.fields import varying_fields as varying_cell_fields
 from bench.report.marks import EMULATED, speed_text
 from bench.report.tables import row_records
-from bench.results import is_ok
+from bench.store.results import is_ok
 from bench.verdicts import training_speed
 
 MEMORY_KEYS = {

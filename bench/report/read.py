@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from bench.config import shown
-from bench.files import FileError, read_text
-from bench.machine import env_problem
 from bench.matrix import Matrix, load_matrix
-from bench.results import ReportError, Results, read_results
+from bench.report.server import env_problem
+from bench.store.files import FileError, read_text
+from bench.store.results import ReportError, Results, read_results
 
 
 def read_json(path: Path) -> dict:

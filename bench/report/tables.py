@@ -13,9 +13,9 @@ import pandas as pd
 from bench.config import Cell
 from bench.matrix import METRICS, SEARCH_METRICS, Column, Row, Section
 from bench.numbers import is_number
+from bench.plan.search import bounds, recorded_probes
 from bench.report.marks import EMULATED, LEGEND, NOT_RUN, emulated_mark, mark, speed_text
-from bench.results import is_ok
-from bench.search import bounds, recorded_probes
+from bench.store.results import is_ok
 from bench.verdicts import legend_lines, speed_mark, training_speed
 
 AUTO_FORMATS = {

@@ -1,6 +1,6 @@
 """The optional columns of what one training run would take at each row's samples/sec: hours, and cost.
 
-hours = images x epochs / samples per second / 3600 (bench.datasets.TrainingRun); the cost is
+hours = images x epochs / samples per second / 3600 (bench.report.training_runs.TrainingRun); the cost is
 hours x the cell's GPUs x the price of one GPU-hour (a cell on the CPU has none).
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.config import Cell, check_number
-from bench.datasets import TrainingRun, find_dataset
+from bench.report.training_runs import TrainingRun, find_dataset
 from bench.verdicts import training_speed
 
 MAX_GPU_HOUR_PRICE = 1e6

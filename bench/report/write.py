@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.files import FileError, make_folder, refuse_results_file
 from bench.matrix import Matrix, load_matrix
+from bench.plan.search import all_probes
 from bench.report.markdown import published_server, render_markdown
 from bench.report.read import mixed_env_note, read_envs, read_run
 from bench.report.tables import Added, published_record
-from bench.results import ReportError, Results, latest_by_cell, temporary_path, write_atomic
-from bench.search import all_probes
+from bench.store.files import FileError, make_folder, refuse_results_file
+from bench.store.results import ReportError, Results, latest_by_cell, temporary_path, write_atomic
 
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
 

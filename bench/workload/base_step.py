@@ -106,7 +106,7 @@ class BaseStep:
 def make_batch(cell: Cell, device: torch.device, rank: int):
     """Where the step's batches come from: made on the device, or read from the cell's record files."""
     if cell.data == "records":
-        from bench.workload.data import RecordBatch
+        from bench.workload.loader import RecordBatch
 
         return RecordBatch(cell, device, rank)
     return SyntheticBatch(cell, device, rank)

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.options import gibibytes, load_plan, packaged_matrices, training_options, with_matrix
-from bench.plan import add_training, plan_entries, plan_entries_plain, plan_rows
+from bench.commands.options import gibibytes, load_plan, training_options, with_matrix
+from bench.matrix import packaged_matrices
+from bench.plan.table import add_training, plan_entries, plan_entries_plain, plan_rows
 
 if TYPE_CHECKING:
     from bench.matrix import Matrix

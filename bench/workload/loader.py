@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench.config import Cell
-from bench.data.faces import FaceRecords
+from bench.workload.faces import FaceRecords
 
 PREFETCH_BATCHES = 6
 """DataLoaderX's BackgroundGenerator queue."""

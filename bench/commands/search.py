@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from bench.config import WHOLE_NUMBER_RANGES, Cell, check_number
-from bench.lines import failure_line, record_line
-from bench.options import (
+from bench.commands.lines import failure_line, record_line
+from bench.commands.options import (
     InputError,
     MatrixUsageError,
     cell_options,
@@ -21,8 +20,9 @@ from bench.options import (
     timeout_options,
     warn_skipped,
 )
-from bench.results import Results, ResultsError
-from bench.search import FIELDS, PROBE_STEPS, Probe
+from bench.config import WHOLE_NUMBER_RANGES, Cell, check_number
+from bench.plan.search import FIELDS, PROBE_STEPS, Probe
+from bench.store.results import Results, ResultsError
 
 
 @click.command("search")
@@ -52,11 +52,11 @@ def search_command(
         pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
-    from bench.data.check import data_problem
-    from bench.launch import LocalLauncher, gpu_shortage, visible_gpus
-    from bench.results import latest_by_cell
-    from bench.runner import run_probe, sigterm_as_interrupt
-    from bench.search import Answer, ProbeFailed, search, start_value
+    from bench.launch.local import LocalLauncher, gpu_shortage, visible_gpus
+    from bench.launch.runner import run_probe, sigterm_as_interrupt
+    from bench.plan.search import Answer, ProbeFailed, search, start_value
+    from bench.recfiles.check import data_problem
+    from bench.store.results import latest_by_cell
 
     try:
         config = Cell(**fields)
@@ -117,7 +117,7 @@ def probe_line(field: str, probe: Probe) -> str:
 def read_probes(results_dir: Path) -> Results:
     """The probes recorded in results_dir, its damaged lines counted on stderr; a folder that cannot
     hold them (a file in the way, results.jsonl not a file, a newer schema) is one line, exit 2."""
-    from bench.results import read_results
+    from bench.store.results import read_results
 
     blocked = next((p for p in (results_dir, *results_dir.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:

@@ -177,8 +177,8 @@ def start_value(cell: Cell, field: str) -> int:
     """Where a search starts: the value whose predicted peak fills the rank's memory (its cap, else
     its GPU's), by the memory model; the cell's own value where no memory size or prediction is had.
     """
-    from bench.machine import gpu_memory_gib
     from bench.memory import GIB, memory_size_gib
+    from bench.rank.host import gpu_memory_gib
 
     size_gib = memory_size_gib(cell, None, gpu_memory_gib() if cell.device == "cuda" else None)
     if size_gib is None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from bench.config import one_line
-from bench.data.recordio import RecordError
 from bench.units import KIB, MIB
+from bench.workload.recordio import RecordError
 
 WORKERS_PER_CPU = 4
 """Most DataLoader workers `pfcbench data` starts per CPU of this machine."""
@@ -106,7 +106,7 @@ def make(folder: Path, num_images: int, num_classes: int, seed: int) -> None:
     Example:
         pfcbench dataset make data/faces --images 5000 --classes 100
     """
-    from bench.data.make import make_dataset
+    from bench.recfiles.make import make_dataset
 
     try:
         with stopped_by_signals():
@@ -164,8 +164,8 @@ def data(path: Path, workers: str, batch_size: int, steps: int, num_ranks: int, 
     Example:
         pfcbench data data/faces --workers 1,2,4 --batch-size 128 --nproc 2
     """
-    from bench.data.check import check_sample
-    from bench.data.faces import FaceRecords
+    from bench.recfiles.check import check_sample
+    from bench.workload.faces import FaceRecords
 
     counts = worker_counts(workers)
     check_bound("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
@@ -200,7 +200,7 @@ def measure(path: Path, num_workers: int, rank: int, num_ranks: int, batch_size:
     """Time `steps` batches of one rank's loader on the CPU, after the first."""
     import torch
 
-    from bench.workload.data import LoaderOptions, record_loader
+    from bench.workload.loader import LoaderOptions, record_loader
 
     options = LoaderOptions(batch_size=batch_size, num_workers=num_workers, rank=rank, world_size=num_ranks)
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """The launcher interface: how the runner starts a cell, watches it, and reads its record.
 
-Two launchers implement it: `bench.launch.LocalLauncher` (torchrun on this machine, one slot, as
-cells on one machine would share it) and `bench.slurm.SlurmLauncher` (one Slurm job per cell, up to
+Two launchers implement it: `bench.launch.local.LocalLauncher` (torchrun on this machine, one slot, as
+cells on one machine would share it) and `bench.launch.slurm.SlurmLauncher` (one Slurm job per cell, up to
 --max-jobs at once). The CLI picks one; the runner's single loop (bench/runner.py) fills the slots,
 polls every job, and records each as it ends, whichever launcher it is.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
-from bench.files import remove
-from bench.ledger import scratch_area
-from bench.records import LOG_SCAN_CHARS, RankFileError, build_record, cell_status, log_tail, read_ranks
-from bench.watchdog import Watchdog
+from bench.launch.ledger import scratch_area
+from bench.launch.watchdog import Watchdog
+from bench.store.files import remove
+from bench.store.records import LOG_SCAN_CHARS, RankFileError, build_record, cell_status, log_tail, read_ranks
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -17,14 +17,14 @@ from pathlib import Path
 import psutil
 
 from bench.config import Cell, check_seconds
-from bench.files import remove
-from bench.launcher import Ended, Job, Launcher, finish_record, keep_log
-from bench.ledger import scratch_area
-from bench.lifetime import die_with_parent
-from bench.oom import oom_line
-from bench.records import LOG_SCAN_CHARS, holds_rank0, log_tail
+from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log
+from bench.launch.ledger import scratch_area
+from bench.launch.watchdog import PG_TIMEOUT_ENV, Watchdog, pg_timeout_s
+from bench.rank.lifetime import die_with_parent
+from bench.rank.oom import oom_line
+from bench.store.files import remove
+from bench.store.records import LOG_SCAN_CHARS, holds_rank0, log_tail
 from bench.units import MIB
-from bench.watchdog import PG_TIMEOUT_ENV, Watchdog, pg_timeout_s
 
 KILL_GRACE_S = 5.0
 PROCESS_POLL_S = 0.1
@@ -103,7 +103,7 @@ def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
     return env
 
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holding the bench package this process imported."""
 
 

@@ -26,13 +26,12 @@ from bench.config import (
     one_line,
     shown,
 )
-from bench.matrix import Matrix, MatrixError, load_matrix
-from bench.results import Results, ResultsError
+from bench.matrix import PACKAGED, Matrix, MatrixError, load_matrix, packaged_matrices
+from bench.store.results import Results, ResultsError
 
 if TYPE_CHECKING:
-    from bench.launch import Launch
-    from bench.ledger import PlanSource
-    from bench.runner import Plan
+    from bench.launch.local import Launch
+    from bench.plan.build import Plan, PlanSource
 
 
 def cell_options(func=None, *, defaults: dict | None = None):
@@ -122,7 +121,7 @@ def make_launch(
     timeout_s: float | None, inactivity_timeout_s: float | None, defaults: dict | None = None, **rest
 ) -> Launch:
     """The Launch of a command: each timeout from its option, else from defaults (a matrix's [run]), else Launch's."""
-    from bench.launch import Launch
+    from bench.launch.local import Launch
 
     defaults = defaults or {}
     try:
@@ -170,14 +169,6 @@ class InputError(click.ClickException):
 
 class MatrixUsageError(InputError):
     """A matrix that cannot run: one line, exit code 2, nothing run or written."""
-
-
-PACKAGED = Path(__file__).parent / "matrices"
-"""The matrices that ship with pfcbench, each known by its file name less .toml."""
-
-
-def packaged_matrices() -> dict[str, Path]:
-    return {path.stem: path for path in sorted(PACKAGED.glob("*.toml"))}
 
 
 def matrix_file(name_or_path: str | None) -> Path:
@@ -385,7 +376,7 @@ def with_launcher(func):
                     "need --launcher slurm (a local run is one cell at a time)"
                 )
             return func(slurm=None, max_jobs=1, detach=False, **kwargs)
-        from bench.slurm import SlurmOptions
+        from bench.launch.slurm import SlurmOptions
 
         try:
             options = SlurmOptions(
@@ -405,7 +396,7 @@ def with_launcher(func):
 
 def load_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
     """The plan of a matrix, its results file read; lines skipped in it are announced on stderr."""
-    from bench.runner import make_plan
+    from bench.plan.build import make_plan
 
     try:
         the_plan = make_plan(matrix, results_root, rerun)
@@ -417,7 +408,7 @@ def load_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> P
 
 def plan_again(results_dir: Path, source: PlanSource) -> Plan:
     """The plan a run of results_dir built: its matrix.toml and records, with what the run built it from besides."""
-    from bench.runner import plan_in
+    from bench.plan.build import plan_in
 
     try:
         matrix = load_matrix(results_dir / "matrix.toml", source.overrides)

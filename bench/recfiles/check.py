@@ -10,8 +10,8 @@ same one line, from the rank that reads it.
 from __future__ import annotations
 
 from bench.config import Cell, one_line
-from bench.data.faces import FaceRecords
-from bench.data.recordio import IDX_NAME, REC_NAME, RecordError
+from bench.workload.faces import FaceRecords
+from bench.workload.recordio import IDX_NAME, REC_NAME, RecordError
 
 SAMPLED_IMAGES = 64
 """Image records read and decoded by the check, spread evenly from the first to the last."""

@@ -1,6 +1,6 @@
 """NVML, where there is one: every call degrades to "no GPUs" instead of raising.
 
-The host description (bench.machine) and the GPU sampler in the ranks (bench.rank.telemetry) both go
+The host description (bench.rank.host) and the GPU sampler in the ranks (bench.rank.telemetry) both go
 through here, so that a machine without NVML runs the harness unchanged.
 """
 

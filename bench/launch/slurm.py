@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
-from bench.files import remove
-from bench.launch import Launch, worker_env
-from bench.launcher import Ended, Job, Launcher, finish_record, keep_log
-from bench.ledger import JOB_ID, PlanSource, add_job, read_ledger, remove_job, scratch_area
-from bench.records import log_tail, rank_files_left
-from bench.results import save_env
+from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log
+from bench.launch.ledger import JOB_ID, add_job, read_ledger, remove_job, scratch_area
+from bench.launch.local import Launch, worker_env
+from bench.plan.build import PlanSource
+from bench.store.files import remove
+from bench.store.records import log_tail, rank_files_left
+from bench.store.results import save_env
 
 SLURM_POLL_S = 1.0
 COMMAND_TIMEOUT_S = 60.0

@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.config import Cell
-from bench.files import FileError, read_text, remove
-from bench.results import write_atomic
+from bench.plan.build import PlanSource
+from bench.store.files import FileError, read_text, remove
+from bench.store.results import write_atomic
 
 LEDGER = "in-flight.json"
 SCRATCH = "work"
@@ -37,42 +37,6 @@ REQUIRED = ("cell_id", "config", "workdir")
 
 class LedgerError(ValueError):
     """A ledger that cannot be acted on; the text is one line naming the file, the job and the key."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlanSource:
-    """What a run built its plan from besides the results folder (its matrix.toml and records): enough to build
-    the same plan again."""
-
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """Cell fields set over every cell from the command line (--nproc, --set, ...)."""
-    section_numbers: tuple[int, ...] = ()
-    """The matrix's sections the run kept (--section), numbered from 1; () for every section."""
-    rerun: str | None = None
-    """What --rerun ran again (failed, all), or None."""
-
-    def to_dict(self) -> dict:
-        return {"overrides": self.overrides, "section_numbers": list(self.section_numbers), "rerun": self.rerun}
-
-    @classmethod
-    def of_entry(cls, entry: dict) -> PlanSource:
-        """The source kept in a ledger entry; an entry written before entries kept one had no overrides to keep."""
-        kept = entry.get("plan", {})
-        if not (
-            isinstance(kept, dict)
-            and isinstance(kept.get("overrides", {}), dict)
-            and isinstance(kept.get("section_numbers", []), list)
-            and all(type(n) is int for n in kept.get("section_numbers", []))
-            and isinstance(kept.get("rerun"), str | None)
-        ):
-            raise ValueError(
-                "key 'plan': expected {overrides: object, section_numbers: [numbers], rerun: text or null}"
-            )
-        return cls(
-            overrides=kept.get("overrides", {}),
-            section_numbers=tuple(kept.get("section_numbers", ())),
-            rerun=kept.get("rerun"),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)

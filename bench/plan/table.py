@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from bench.config import Cell
 from bench.report.fields import SAID_BY_RANKS, field_text, varying_fields
 from bench.report.marks import emulated_mark
-from bench.results import is_ok
+from bench.store.results import is_ok
 from bench.verdicts import not_a_speed, training_speed
 
 if TYPE_CHECKING:
     from bench.matrix import Matrix
+    from bench.plan.build import Plan
     from bench.report.training import TrainingColumns
-    from bench.runner import Plan
 
 
 class NoMemorySize(ValueError):
@@ -58,8 +58,8 @@ def plan_entries(the_plan: Plan, memory_gib: float | None) -> list[dict]:
 
     Raises RuntimeError where the memory model cannot trace a cell.
     """
-    from bench.machine import gpu_memory_gib
     from bench.memory import memory_size_gib, predict_cells
+    from bench.rank.host import gpu_memory_gib
     from bench.units import GIB
 
     predictions = predict_cells(the_plan.cells)
@@ -136,8 +136,8 @@ def predicted_failures(cells: list[Cell]) -> dict[str, str]:
 
     Raises NoMemorySize where no cell has a memory size, RuntimeError where a cell cannot be traced.
     """
-    from bench.machine import gpu_memory_gib
     from bench.memory import memory_size_gib, predict_cells, verdict
+    from bench.rank.host import gpu_memory_gib
 
     gpu_gib = gpu_memory_gib()
     sizes = [memory_size_gib(cell, None, gpu_gib) for cell in cells]

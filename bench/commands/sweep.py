@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.options import InputError
+from bench.commands.options import InputError
 
 if TYPE_CHECKING:
-    from bench.ledger import InFlight
+    from bench.launch.ledger import InFlight
 
 results_dir_argument = click.argument("results_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 
 
 def ledger_of(results_dir: Path) -> dict[str, InFlight]:
     """The jobs in flight, each checked; a damaged ledger, or one entry that points outside the folder, is one line."""
-    from bench.ledger import read_ledger
+    from bench.launch.ledger import read_ledger
 
     try:
         return read_ledger(results_dir)
@@ -34,8 +34,8 @@ def ledger_of(results_dir: Path) -> dict[str, InFlight]:
 def job_word(job_id: str, workdir: Path) -> str:
     """queued, running, done (ended, to be recorded), lost (Slurm forgot it and it left no rank file), or unknown
     with Slurm's message when Slurm could not be asked."""
-    from bench.records import rank_files_left
-    from bench.slurm import FINISHED, QUEUED, UNKNOWN, job_state
+    from bench.launch.slurm import FINISHED, QUEUED, UNKNOWN, job_state
+    from bench.store.records import rank_files_left
 
     state = job_state(job_id)
     if state is not None and state.name == UNKNOWN and state.reason:
@@ -58,7 +58,7 @@ def status(results_dir: Path) -> None:
     Example:
         pfcbench status results/rtx3080
     """
-    from bench.results import latest_by_cell, read_records
+    from bench.store.results import latest_by_cell, read_records
 
     counts: Counter = Counter()
     for job_id, entry in ledger_of(results_dir).items():
@@ -82,11 +82,11 @@ def collect(results_dir: Path) -> None:
     Example:
         pfcbench collect results/rtx3080
     """
-    from bench.launch import Launch
-    from bench.ledger import PlanSource
-    from bench.options import plan_again
-    from bench.runner import Tally, run_cells
-    from bench.slurm import SlurmLauncher, SlurmOptions
+    from bench.commands.options import plan_again
+    from bench.launch.local import Launch
+    from bench.launch.runner import Tally, run_cells
+    from bench.launch.slurm import SlurmLauncher, SlurmOptions
+    from bench.plan.build import PlanSource
 
     by_source: dict[str, tuple[PlanSource, list]] = {}
     for entry in ledger_of(results_dir).values():

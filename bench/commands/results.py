@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.options import (
+from bench.commands.options import (
     InputError,
     matrix_file,
     number_in,
     one_line,
-    packaged_matrices,
     training_options,
     warn_skipped,
 )
-from bench.results import latest_by_cell
+from bench.matrix import packaged_matrices
+from bench.store.results import latest_by_cell
 
 if TYPE_CHECKING:
     from bench.report.training import TrainingColumns
@@ -176,7 +176,7 @@ def compare_command(
         pfcbench compare fp32/smoke bf16/smoke --ignore precision
         pfcbench compare baseline/smoke results/smoke --fail-on slower,failing
     """
-    from bench.compare import (
+    from bench.report.compare import (
         compare_records,
         gate_failures,
         load_results,

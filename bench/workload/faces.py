@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.recordio import IDX_NAME, REC_NAME, IRHeader, RecordError, read_idx, read_record, unpack
+from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecordError, read_idx, read_record, unpack
 
 
 def decode_rgb(jpeg: bytes, where: str) -> np.ndarray:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.config import Cell, check_number
 from bench.report.marks import speed_text
-from bench.results import ReportError, Results, is_ok, read_results
+from bench.store.results import ReportError, Results, is_ok, read_results
 from bench.verdicts import not_a_speed, training_speed
 
 MAX_THRESHOLD = 100.0

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.recordio import IDX_NAME, REC_NAME, IRHeader, RecordError, RecordWriter, pack
-from bench.files import FileError, remove
+from bench.store.files import FileError, remove
 from bench.units import KIB, MIB
+from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecordError, RecordWriter, pack
 
 SIDE = 112
 QUALITY = 95

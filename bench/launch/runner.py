@@ -7,7 +7,6 @@ in flight: every finished cell is already on disk, and the next run skips it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import signal
 import time
@@ -16,116 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import Cell
-from bench.files import FileError, read_text, remove
-from bench.launcher import Job, Launcher
-from bench.ledger import SCRATCH, PlanSource
-from bench.machine import describe_machine
-from bench.matrix import Matrix
-from bench.records import oom_reason, skipped_record
-from bench.results import (
-    FAILED,
-    FINAL,
-    Results,
+from bench.launch.base import Job, Launcher
+from bench.launch.ledger import SCRATCH
+from bench.plan.build import Plan, oom_implies
+from bench.plan.search import ProbeFailed, search, start_value
+from bench.rank.host import describe_machine
+from bench.store.files import FileError, read_text, remove
+from bench.store.records import oom_reason, skipped_record
+from bench.store.results import (
     append_record,
-    is_ok,
-    latest_by_cell,
-    read_results,
     save_env,
     write_atomic,
 )
-from bench.search import ProbeFailed, is_settled, search, start_value
-from bench.verdicts import training_speed
-
-
-@dataclass(frozen=True, kw_only=True)
-class Plan:
-    """What a run of a matrix would do: each cell with its newest record, if any."""
-
-    matrix: Matrix
-    results_dir: Path
-    cells: list[Cell]
-    latest: dict[str, dict]
-    rerun: str | None = None
-    results: Results | None = None
-    """What was read from the results file, with the lines skipped as not records."""
-    sections: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    """Cell id -> titles of the sections that hold it."""
-
-    @property
-    def results_file(self) -> Path:
-        return self.results_dir / "results.jsonl"
-
-    def pending(self) -> list[Cell]:
-        return [cell for cell in self.cells if needs_run(self.latest.get(cell.cell_id), self.rerun)]
-
-    def pending_searches(self) -> list[tuple[Cell, str]]:
-        """The searches whose recorded probes do not answer them yet."""
-        return [(cell, field) for cell, field in self.matrix.searches() if not is_settled(cell, field, self.latest)]
-
-    @property
-    def source(self) -> PlanSource:
-        """What this plan was built from besides its results folder, to build it again (pfcbench collect)."""
-        return PlanSource(
-            overrides=self.matrix.overrides, section_numbers=self.matrix.section_numbers, rerun=self.rerun
-        )
-
-    def sections_of(self, cell: Cell) -> list[str]:
-        return self.sections.get(cell.cell_id, [])
-
-    def search_sections_of(self, cell: Cell, field: str) -> list[str]:
-        """Titles of the sections that search field from this cell."""
-        return [
-            s.title
-            for s in self.matrix.sections
-            if s.search == field and any(r.cell.cell_id == cell.cell_id for r in s.rows)
-        ]
-
-
-def needs_run(record: dict | None, rerun: str | None) -> bool:
-    """A cell runs when it has no final record, or when --rerun asks for it: "failed" runs errors,
-    timeouts and ok cells that are no training speed (a NaN loss) again."""
-    if record is None or record.get("status") not in FINAL:
-        return True
-    failed = record["status"] in FAILED or (is_ok(record) and training_speed(record) is None)
-    return rerun == "all" or (rerun == "failed" and failed)
-
-
-def make_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> Plan:
-    return plan_in(matrix, results_root / matrix.name, rerun)
-
-
-def plan_in(matrix: Matrix, results_dir: Path, rerun: str | None = None) -> Plan:
-    """The plan of a matrix whose results folder is results_dir."""
-    results = read_results(results_dir / "results.jsonl")
-    sections: dict[str, list[str]] = {}
-    for section in (s for s in matrix.sections if s.search is None):
-        for row in section.rows:
-            titles = sections.setdefault(row.cell.cell_id, [])
-            if section.title not in titles:
-                titles.append(section.title)
-    return Plan(
-        matrix=matrix,
-        results_dir=results_dir,
-        cells=matrix.cells(),
-        latest=latest_by_cell(results.records),
-        rerun=rerun,
-        results=results,
-        sections=sections,
-    )
-
-
-def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
-    """An oom record of the same config at a batch no larger than this cell's, if there is one."""
-    for record in records.values():
-        if record.get("status") != "oom":
-            continue
-        try:
-            other = Cell.from_dict(record["config"])
-        except ValueError:  # a record of a cell this version cannot build
-            continue
-        if other.batch_size <= cell.batch_size and dataclasses.replace(other, batch_size=cell.batch_size) == cell:
-            return record
-    return None
 
 
 @contextlib.contextmanager
