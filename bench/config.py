@@ -92,7 +92,7 @@ class Cell:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {shown(getattr(self, name))}")
         for name, (least, most) in WHOLE_NUMBER_RANGES.items():
             check_number(name, getattr(self, name), least, most)
-        if self.device == "cuda" and self.warmup_steps < 1:
+        if self.on_gpu and self.warmup_steps < 1:
             raise ValueError("warmup_steps must be at least 1 on cuda: cuDNN's autotuning would fall in a timed window")
         check_number("sample_rate", self.sample_rate, 0, 1, above_least=True, text="in (0, 1]")
         if self.batch_size % self.world_size:
@@ -115,6 +115,12 @@ class Cell:
                 above_least=True,
                 text=f"a positive number of GiB, at most {MAX_MEMORY_GIB:,}",
             )
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether each rank has a GPU of its own (device cuda), which is what a launcher gives it and a
+        memory limit means; the one place a cell says so."""
+        return self.device == "cuda"
 
     @property
     def world_size(self) -> int:

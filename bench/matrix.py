@@ -136,6 +136,18 @@ class Matrix:
                     unique.setdefault(row.cell.cell_id, row.cell)
         return list(unique.values())
 
+    def only_sections(self, numbers: tuple[int, ...]) -> Matrix:
+        """This matrix with only the sections numbered (from 1) in numbers; all of them when none is."""
+        if not numbers:
+            return self
+        wrong = [n for n in numbers if not 1 <= n <= len(self.sections)]
+        if wrong:
+            raise MatrixError(f"{self.path}: --section {wrong[0]}: the matrix has sections 1 to {len(self.sections)}")
+        keep = sorted(set(numbers))
+        return dataclasses.replace(
+            self, sections=tuple(self.sections[n - 1] for n in keep), section_numbers=tuple(keep)
+        )
+
     def not_run_rows(self) -> list[tuple[Section, Row]]:
         """(section, row) of every published row that cannot run, in the order written."""
         return [(section, row) for section in self.sections for row in section.rows if row.not_run is not None]
@@ -269,7 +281,7 @@ def parse_section(section: Any, number: int, defaults: dict, overrides: dict) ->
             note = "" if origin == place else f" ({field} comes from {origin})"
             raise MatrixError(f"{where} {place}: {exc}{note}") from None
         expect(
-            search is None or cell.device == "cuda" or cell.max_memory_gib is not None,
+            search is None or cell.on_gpu or cell.max_memory_gib is not None,
             f"{where} {place}: a search on the CPU needs max_memory_gib, the memory a probe may not exceed",
         )
         rows.append(

@@ -62,7 +62,7 @@ class GpuRuntime:
 
     def bytes_for(self, cell: Cell) -> int:
         """The GPU-only bytes of a rank of cell, beyond what its tensors reserve."""
-        if cell.device != "cuda":
+        if not cell.on_gpu:
             return 0
         convolutions = cell.backbone != "none"
         workspace = self.cudnn_workspace_bytes if convolutions else 0
@@ -162,7 +162,7 @@ def memory_size_gib(cell: Cell, memory_gib: float | None, gpu_memory_gib: float 
         return memory_gib
     if cell.max_memory_gib is not None:
         return cell.max_memory_gib
-    return gpu_memory_gib if cell.device == "cuda" else None
+    return gpu_memory_gib if cell.on_gpu else None
 
 
 def verdict(prediction: Prediction, memory_gib: float | None) -> str:

@@ -10,10 +10,9 @@ from collections import Counter
 
 import pytest
 
-from bench.commands.options import only_sections, plan_again
 from bench.launch.ledger import add_job, read_ledger
 from bench.matrix import load_matrix
-from bench.plan.build import PlanSource, plan_in
+from bench.plan.build import PlanSource, plan_again, plan_in
 from bench.store.results import read_records
 from tests.procs import pids_with, wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
@@ -48,7 +47,7 @@ def test_the_ledger_keeps_what_builds_the_plan_of_the_run_that_submitted_the_job
     results_dir = tmp_path / "results" / "tiny"
     results_dir.mkdir(parents=True)
     (results_dir / "matrix.toml").write_text(path.read_text())  # the copy a run keeps
-    matrix = only_sections(load_matrix(path, {"nproc_per_node": 1, "sample_rate": 0.5}), (2,))
+    matrix = load_matrix(path, {"nproc_per_node": 1, "sample_rate": 0.5}).only_sections((2,))
     run = plan_in(matrix, results_dir, "failed")
     cell = run.cells[1]
     add_job(results_dir, "7", cell.cell_id, cell.to_dict(), results_dir / "work" / "x", run.source)

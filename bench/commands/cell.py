@@ -58,7 +58,7 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     launch = make_launch(timeout_s, inactivity_timeout_s, rdzv_endpoint=rdzv_endpoint, rdzv_id=config.cell_id)
-    shortage = gpu_shortage([config], visible_gpus()) if config.device == "cuda" else None
+    shortage = gpu_shortage([config], visible_gpus()) if config.on_gpu else None
     if shortage:
         raise MatrixUsageError(shortage)
     if problem := data_problem([config]):

@@ -302,27 +302,12 @@ def with_matrix(func):
             options = dict(options, nproc_per_node=emulate_ranks, nnodes=1, emulated=True)
         overrides = {k: v for k, v in options.items() if v is not None} | parse_settings(settings)
         try:
-            matrix = load_matrix(matrix_file(matrix_path), overrides)
+            matrix = load_matrix(matrix_file(matrix_path), overrides).only_sections(section_numbers)
         except MatrixError as exc:
             raise MatrixUsageError(one_line(str(exc))) from None
-        return func(matrix=only_sections(matrix, section_numbers), **kwargs)
+        return func(matrix=matrix, **kwargs)
 
     return wrapper  # fmt: skip
-
-
-def only_sections(matrix: Matrix, numbers: tuple[int, ...]) -> Matrix:
-    """The matrix with only the sections numbered (from 1) in numbers; all of them when none is."""
-    if not numbers:
-        return matrix
-    wrong = [n for n in numbers if not 1 <= n <= len(matrix.sections)]
-    if wrong:
-        raise MatrixUsageError(
-            f"{matrix.path}: --section {wrong[0]}: the matrix has sections 1 to {len(matrix.sections)}"
-        )
-    keep = sorted(set(numbers))
-    return dataclasses.replace(
-        matrix, sections=tuple(matrix.sections[n - 1] for n in keep), section_numbers=tuple(keep)
-    )
 
 
 def with_launcher(func):
@@ -406,15 +391,14 @@ def load_plan(matrix: Matrix, results_root: Path, rerun: str | None = None) -> P
     return the_plan
 
 
-def plan_again(results_dir: Path, source: PlanSource) -> Plan:
-    """The plan a run of results_dir built: its matrix.toml and records, with what the run built it from besides."""
-    from bench.plan.build import plan_in
+def load_plan_again(results_dir: Path, source: PlanSource) -> Plan:
+    """The plan a run of results_dir built (bench.plan.build.plan_again); lines skipped are announced on stderr."""
+    from bench.plan.build import plan_again
 
     try:
-        matrix = load_matrix(results_dir / "matrix.toml", source.overrides)
-        the_plan = plan_in(only_sections(matrix, source.section_numbers), results_dir, source.rerun)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{results_dir}: not the results folder of a sweep ({one_line(str(exc))})") from None
+        the_plan = plan_again(results_dir, source)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     warn_skipped(the_plan.results)
     return the_plan
 

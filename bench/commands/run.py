@@ -104,7 +104,7 @@ def run(
     if slurm is None and rdzv_endpoint is None and any(cell.launched_nodes > 1 for cell in pending):
         raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
     shortage = None
-    if slurm is None and any(cell.device == "cuda" for cell in pending):
+    if slurm is None and any(cell.on_gpu for cell in pending):
         shortage = gpu_shortage(pending, visible_gpus(), matrix=True)
     if shortage:
         raise MatrixUsageError(f"{matrix.path}: {shortage}{cpu_sections_hint(matrix)}")

@@ -69,7 +69,7 @@ def search_command(
             Cell(**{**fields, field: start})
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if config.device == "cuda" and (shortage := gpu_shortage([config], visible_gpus())):
+    if config.on_gpu and (shortage := gpu_shortage([config], visible_gpus())):
         raise MatrixUsageError(shortage)
     if problem := data_problem([config]):
         raise MatrixUsageError(problem)

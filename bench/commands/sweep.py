@@ -82,7 +82,7 @@ def collect(results_dir: Path) -> None:
     Example:
         pfcbench collect results/rtx3080
     """
-    from bench.commands.options import plan_again
+    from bench.commands.options import load_plan_again
     from bench.launch.local import Launch
     from bench.launch.runner import Tally, run_cells
     from bench.launch.slurm import SlurmLauncher, SlurmOptions
@@ -92,9 +92,11 @@ def collect(results_dir: Path) -> None:
     for entry in ledger_of(results_dir).values():
         key = json.dumps(entry.source.to_dict(), sort_keys=True)
         by_source.setdefault(key, (entry.source, []))[1].append(entry.cell)
-    plans = [dataclasses.replace(plan_again(results_dir, source), cells=cells) for source, cells in by_source.values()]
+    plans = [
+        dataclasses.replace(load_plan_again(results_dir, source), cells=cells) for source, cells in by_source.values()
+    ]
     if not plans:  # nothing in flight: still the folder of a sweep, and nothing is written into it
-        click.echo(f"{plan_again(results_dir, PlanSource()).matrix.name}: recorded 0 cells; nothing in flight")
+        click.echo(f"{load_plan_again(results_dir, PlanSource()).matrix.name}: recorded 0 cells; nothing in flight")
         return
     matrix = plans[0].matrix
     launch = Launch(**{key: matrix.run[key] for key in ("timeout_s", "inactivity_timeout_s") if key in matrix.run})

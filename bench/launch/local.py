@@ -140,7 +140,7 @@ def gpu_shortage(cells: list[Cell], num_gpus: int, *, matrix: bool = False) -> s
     matrix is never advised onto the CPU: a matrix made for GPUs (r50 on 618K classes over 8 ranks)
     would run for hours there, or not at all.
     """
-    short = [cell for cell in cells if cell.device == "cuda" and cell.launched_ranks_per_node > num_gpus]
+    short = [cell for cell in cells if cell.on_gpu and cell.launched_ranks_per_node > num_gpus]
     if not short:
         return None
     need = max(cell.launched_ranks_per_node for cell in short)

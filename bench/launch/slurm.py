@@ -110,7 +110,7 @@ def slurm_command(*argv: str) -> subprocess.CompletedProcess:
 
 def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
     """The batch script: srun starts one torchrun per node, joined by c10d on the first node."""
-    gpus = [f"--gpus-per-node={cell.launched_ranks_per_node}"] if cell.device == "cuda" else []
+    gpus = [f"--gpus-per-node={cell.launched_ranks_per_node}"] if cell.on_gpu else []
     srun = ["srun", f"--nodes={cell.launched_nodes}", "--ntasks-per-node=1", *gpus, "--kill-on-bad-exit=1"]
     torchrun = [
         sys.executable, "-m", "torch.distributed.run",
@@ -135,7 +135,7 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
 
 def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
     """sbatch's command line: one task per node; the job's output is the cell's torchrun.log."""
-    if cell.device == "cuda":
+    if cell.on_gpu:
         resources = [
             f"--gpus-per-node={cell.launched_ranks_per_node}",
             f"--cpus-per-task={cell.launched_ranks_per_node * options.cpus_per_gpu}",

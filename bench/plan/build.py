@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import Cell
-from bench.matrix import Matrix
+from bench.config import Cell, one_line
+from bench.matrix import Matrix, load_matrix
 from bench.plan.search import is_settled
 from bench.store.results import FAILED, FINAL, Results, is_ok, latest_by_cell, read_results
 from bench.verdicts import training_speed
@@ -141,3 +141,16 @@ def oom_implies(cell: Cell, records: dict[str, dict]) -> dict | None:
         if other.batch_size <= cell.batch_size and dataclasses.replace(other, batch_size=cell.batch_size) == cell:
             return record
     return None
+
+
+class PlanError(ValueError):
+    """A plan that cannot be built again: its results folder holds no readable matrix.toml."""
+
+
+def plan_again(results_dir: Path, source: PlanSource) -> Plan:
+    """The plan a run of results_dir built: its matrix.toml and records, with what the run built it from besides."""
+    try:
+        matrix = load_matrix(results_dir / "matrix.toml", source.overrides).only_sections(source.section_numbers)
+        return plan_in(matrix, results_dir, source.rerun)
+    except (ValueError, OSError) as exc:
+        raise PlanError(f"{results_dir}: not the results folder of a sweep ({one_line(str(exc))})") from None

@@ -180,7 +180,7 @@ def start_value(cell: Cell, field: str) -> int:
     from bench.memory import GIB, memory_size_gib
     from bench.rank.host import gpu_memory_gib
 
-    size_gib = memory_size_gib(cell, None, gpu_memory_gib() if cell.device == "cuda" else None)
+    size_gib = memory_size_gib(cell, None, gpu_memory_gib() if cell.on_gpu else None)
     if size_gib is None:
         return getattr(cell, field)
     try:

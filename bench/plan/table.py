@@ -155,7 +155,7 @@ def predicted_failures(cells: list[Cell]) -> dict[str, str]:
 
 def cpu_sections_hint(matrix: Matrix) -> str:
     """Where a matrix mixes CPU and CUDA sections, which ones run without a GPU."""
-    titles = [s.title or "untitled" for s in matrix.sections if all(row.cell.device != "cuda" for row in s.rows)]
+    titles = [s.title or "untitled" for s in matrix.sections if all(not row.cell.on_gpu for row in s.rows)]
     if not titles:
         return ""
     return f" (sections that need no GPU: {'; '.join(titles)}; --section N runs section N alone)"

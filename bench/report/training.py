@@ -52,7 +52,7 @@ class TrainingColumns:
         if speed is None:
             return {}
         figures = {"hours_per_run": self.run.hours(speed)}
-        if self.gpu_hour_price is not None and cell.device == "cuda":
+        if self.gpu_hour_price is not None and cell.on_gpu:
             figures["cost_per_run"] = self.run.cost(speed, cell.world_size, self.gpu_hour_price)
         return {key: value for key, value in figures.items() if math.isfinite(value)}
 
