@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.config import Cell
-from bench.launch.local import Launch, worker_env
+from bench.launch.local import Launch, torchrun_argv, worker_env
 from bench.launch.slurm import SlurmOptions, sbatch_argv
 from bench.rank.memcap import failure_status as classify_exception
 from bench.rank.memcap import memory_fraction
@@ -58,7 +59,8 @@ def test_the_ranks_environment():
     cuda = worker_env(Cell(device="cuda", nproc_per_node=2), launch)
     assert cpu["MALLOC_ARENA_MAX"] == "2"
     assert cuda.get("MALLOC_ARENA_MAX") == os.environ.get("MALLOC_ARENA_MAX")
-    assert float(cuda["PFCBENCH_PG_TIMEOUT_S"]) > launch.inactivity_timeout_s
+    argv = torchrun_argv(Cell(device="cuda", nproc_per_node=2), launch, Path("cell.json"), Path("out"))
+    assert float(argv[argv.index("--pg-timeout-s") + 1]) > launch.inactivity_timeout_s
 
 
 def test_slurm_cuda_jobs_ask_for_cpus_per_gpu(tmp_path):

@@ -16,9 +16,17 @@ from typing import NamedTuple
 
 from bench.config import Cell
 from bench.launch.ledger import scratch_area
-from bench.launch.watchdog import Watchdog
+from bench.launch.watchdog import Watchdog, pg_timeout_s
 from bench.store.files import remove
 from bench.store.records import LOG_SCAN_CHARS, RankFileError, build_record, cell_status, log_tail, read_ranks
+
+
+def worker_argv(cell_json: Path, out: Path, inactivity_timeout_s: float) -> list[str]:
+    """What torchrun runs on each rank: the worker module, with everything a rank needs on its command line."""
+    return [
+        "-m", "bench.rank.worker", "--cell", str(cell_json), "--out", str(out),
+        "--pg-timeout-s", str(pg_timeout_s(inactivity_timeout_s)),
+    ]  # fmt: skip
 
 
 @dataclasses.dataclass(kw_only=True)

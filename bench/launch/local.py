@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 
 from bench.config import Cell, check_seconds
-from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log
+from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log, worker_argv
 from bench.launch.ledger import scratch_area
-from bench.launch.watchdog import PG_TIMEOUT_ENV, Watchdog, pg_timeout_s
+from bench.launch.watchdog import Watchdog
 from bench.rank.lifetime import die_with_parent
 from bench.rank.oom import oom_line
 from bench.store.files import remove
@@ -82,16 +82,15 @@ def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> lis
         "--nproc-per-node", str(cell.launched_ranks_per_node),
         "--monitor-interval", "0.1",
         *rendezvous,
-        "-m", "bench.rank.worker", "--cell", str(cell_json), "--out", str(out),
+        *worker_argv(cell_json, out, launch.inactivity_timeout_s),
     ]  # fmt: skip
 
 
 def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
-    """The ranks' environment: this one, plus the process group's timeout, CPU threading and the import path."""
+    """The ranks' environment: this one, plus CPU threading and the import path."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(same_bench_path(env.get("PYTHONPATH")))
-    env[PG_TIMEOUT_ENV] = str(pg_timeout_s(launch.inactivity_timeout_s))
     if cell.device == "cpu":
         # glibc reserves 64 MiB of address space per thread arena, which a CPU memory cap would count.
         env["MALLOC_ARENA_MAX"] = "2"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
-from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log
+from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log, worker_argv
 from bench.launch.ledger import JOB_ID, add_job, read_ledger, remove_job, scratch_area
 from bench.launch.local import Launch, worker_env
 from bench.plan.build import PlanSource
@@ -108,7 +108,7 @@ def slurm_command(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
 
 
-def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
+def job_script(cell: Cell, cell_json: Path, workdir: Path, inactivity_timeout_s: float) -> str:
     """The batch script: srun starts one torchrun per node, joined by c10d on the first node."""
     gpus = [f"--gpus-per-node={cell.launched_ranks_per_node}"] if cell.on_gpu else []
     srun = ["srun", f"--nodes={cell.launched_nodes}", "--ntasks-per-node=1", *gpus, "--kill-on-bad-exit=1"]
@@ -117,7 +117,7 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path) -> str:
         "--nnodes", str(cell.launched_nodes), "--nproc-per-node", str(cell.launched_ranks_per_node), "--monitor-interval", "0.1",
         "--rdzv-backend", "c10d",
     ]  # fmt: skip
-    worker = ["-m", "bench.rank.worker", "--cell", str(cell_json), "--out", str(workdir)]
+    worker = worker_argv(cell_json, workdir, inactivity_timeout_s)
     return "\n".join([
         "#!/bin/bash",
         f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.launched_ranks_per_node} ranks each.",
@@ -260,7 +260,7 @@ class SlurmLauncher(Launcher):
         workdir.mkdir(parents=True)
         cell_json = workdir / "cell.json"
         cell_json.write_text(json.dumps(cell.to_dict()))
-        (workdir / "job.sh").write_text(job_script(cell, cell_json, workdir))
+        (workdir / "job.sh").write_text(job_script(cell, cell_json, workdir, self.launch.inactivity_timeout_s))
         job = Job(cell=cell, workdir=workdir, watchdog=self.launch.watchdog(workdir))
         try:
             with signals_deferred():

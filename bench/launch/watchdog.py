@@ -10,9 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-PG_TIMEOUT_ENV = "PFCBENCH_PG_TIMEOUT_S"
-"""Where the ranks find their process group's timeout."""
-
 
 def pg_timeout_s(inactivity_timeout_s: float) -> float:
     """The ranks' process-group timeout: longer than the inactivity limit, so that a hung collective

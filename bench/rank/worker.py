@@ -28,7 +28,6 @@ import torch
 from torch import distributed
 
 from bench.config import Cell
-from bench.launch.watchdog import PG_TIMEOUT_ENV
 from bench.rank import fanout
 from bench.rank.host import describe_machine
 from bench.rank.lifetime import die_with_parent
@@ -83,11 +82,7 @@ def peak_memory(device: torch.device) -> dict:
     return {"peak_allocated_mib": None, "peak_reserved_mib": None, "peak_rss_mib": cpu_peak_rss_mib()}
 
 
-def pg_timeout() -> timedelta:
-    return timedelta(seconds=float(os.environ.get(PG_TIMEOUT_ENV, 1800)))
-
-
-def set_up(cell: Cell, out: Path, figures: dict) -> tuple[BaseStep, Heartbeat]:
+def set_up(cell: Cell, out: Path, figures: dict, pg_timeout: timedelta) -> tuple[BaseStep, Heartbeat]:
     """Join the process group, apply the memory cap and build the step; returns it and a heartbeat.
 
     On CUDA, figures gets the overhead outside the caching allocator (cuda_overhead_mib).
@@ -103,7 +98,7 @@ def set_up(cell: Cell, out: Path, figures: dict) -> tuple[BaseStep, Heartbeat]:
     distributed.init_process_group(
         "nccl" if device.type == "cuda" else "gloo",
         device_id=device if device.type == "cuda" else None,
-        timeout=pg_timeout(),
+        timeout=pg_timeout,
     )
     beat.now()
     prepare_flop_counting()
@@ -184,6 +179,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="One rank of a pfcbench cell (started by torchrun).")
     parser.add_argument("--cell", type=Path, required=True, help="cell config JSON")
     parser.add_argument("--out", type=Path, required=True, help="folder for rank-N.json and ranks.json")
+    parser.add_argument(
+        "--pg-timeout-s",
+        type=float,
+        default=1800.0,
+        help="the process group's timeout (the launcher's, from its limits)",
+    )
     args = parser.parse_args(argv)
     die_with_parent(signal.SIGKILL)  # a rank never outlives its torchrun agent
     rank = int(os.environ["RANK"])
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     step = None
     try:
-        step, beat = set_up(cell, args.out, record)
+        step, beat = set_up(cell, args.out, record, timedelta(seconds=args.pg_timeout_s))
         fanout.watch(record["world_size"], rank, lambda found: leave_after_peer(record, step, found, args.out))
         record.update(measure(cell, step, beat), status="ok")
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then the rank leaves
