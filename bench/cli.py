@@ -12,6 +12,7 @@ from bench import __version__
 from bench.commands.cell import cell
 from bench.commands.data import data, dataset
 from bench.commands.env import env
+from bench.commands.gpus import gpus
 from bench.commands.matrix import matrices, plan
 from bench.commands.results import compare_command, report_command
 from bench.commands.run import run
@@ -32,6 +33,7 @@ for command in (
     search_command,
     plan,
     matrices,
+    gpus,
     report_command,
     compare_command,
     dataset,

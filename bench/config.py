@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.impls import IMPLS
-
+IMPLS = ("arcface_torch", "arcface_torch_2021", "arcface_torch_2022", "fused")
+"""Impl names: the program and classifier a cell's step runs (bench.impls gives each one's spec)."""
 BACKBONES = ("r18", "r34", "r50", "r100", "r200", "mbf", "none")
 """Backbone names, with arcface_torch's spelling (bench.workload.backbones builds each)."""
 PRECISIONS = ("fp32", "fp16", "bf16")

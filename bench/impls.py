@@ -1,31 +1,28 @@
-"""The registry of classifier implementations a cell can time: impl name -> the module that defines it.
+"""The impls a cell can time, by name, and `load_impl`, which gives an impl's spec inside a rank or a trace.
 
-This module does not import torch, so that the parent (config, plan, report) can list the names.
-Each module named here defines IMPL, a bench.workload.impl.Impl (its step and its classifier);
-`load_impl` imports it, inside a rank or a memory trace only.
+This module does not import torch, so that the parent (config, plan, report) can list the names. The
+specs (step, classifier, cost) are built in bench.workload.registry, which imports torch; `load_impl`
+imports it on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-IMPL_MODULES = {
-    "arcface_torch": "bench.workload.partial_fc",
-    "arcface_torch_2021": "bench.workload.step_2021",
-    "arcface_torch_2022": "bench.workload.partial_fc_2022",
-    "fused": "bench.workload.fused",
-}
-"""impl name -> module defining its IMPL: arcface_torch's train_v2 with PartialFC_V2, its August 2021
-train.py with Partial FC v1, its January 2022 train.py with the autograd Partial FC over the same
-memory bank, and train_v2 with pfcbench's fused classifier."""
+from bench.config import IMPLS
 
-IMPLS = tuple(IMPL_MODULES)
-"""The impl names, in the order they are listed."""
+if TYPE_CHECKING:
+    from bench.workload.impl import ImplSpec
+
+__all__ = ["IMPLS", "load_impl"]
+
+REGISTRY = "bench.workload.registry"
+"""The module that builds the specs. Named, not imported: its steps import load_impl from here."""
 
 
-def load_impl(name: str) -> Any:
-    """The registered Impl of name (imports its module, and torch with it)."""
-    if name not in IMPL_MODULES:
+def load_impl(name: str) -> ImplSpec:
+    """The spec of impl name (imports the registry, and torch with it)."""
+    if name not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {name!r}")
-    return importlib.import_module(IMPL_MODULES[name]).IMPL
+    return importlib.import_module(REGISTRY).SPECS[name]

@@ -26,36 +26,10 @@ from bench.matrix_checks import (
     is_folder_name,
     table,
 )
+from bench.metrics import FORMATS, METRICS, SEARCH_METRICS
 from bench.numbers import is_number
 from bench.plan.search import FIELDS
 from bench.store.files import FileError, read_text
-
-METRICS = (
-    "samples_per_s",
-    "spread",
-    "step_time_ms",
-    "gpu_mem_gb",
-    "peak_allocated_gib",
-    "peak_rss_gib",
-    "power_w",
-    "energy_per_1k_j",
-    "published",
-    "ratio",
-    "published_gpu_mem_gb",
-    "gpu_mem_ratio",
-    "status",
-    "tflops",
-    "mfu",
-    "largest",
-    "smallest_oom",
-    "num_probes",
-)
-"""Result columns a section may show besides cell fields."""
-
-SEARCH_METRICS = ("largest", "smallest_oom", "num_probes")
-"""Result columns of a search section alone: its answer and the probes it took."""
-
-FORMATS = ("auto", "text", "check", "speed", "approx1", "int", "float1", "float2", "percent", "ratio")
 
 TOP_KEYS = {"name", "description", "report", "run", "defaults", "sections"}
 REPORT_KEYS = {"title", "blurb", "spec", "spec_note", "heading", "intro", "notes", "tight_notes"}

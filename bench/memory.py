@@ -5,7 +5,7 @@ steps on the CPU under FakeTensorMode as rank 0 of the cell's world (rank 0 hold
 classes, and the class of arcface_torch's constant label). What the trace cannot see is modelled
 here: DistributedDataParallel's gradient buckets, and on a GPU the memory that only a GPU run has
 (CUDA context, cuDNN workspace, NCCL buffers, the caching allocator's rounding), whose constants
-live in GPU_RUNTIME to be calibrated on a real GPU.
+live in bench.gpus.GPU_RUNTIME to be calibrated on a real GPU.
 
 This module does not import torch: `predict_cells` traces in subprocesses
 (`python -m bench.workload.predict`, which holds `predict`), so that `pfcbench plan` stays light.
@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from bench.config import Cell
+from bench.gpus import GPU_RUNTIME as GPU_RUNTIME  # re-exported: bench.workload.predict reads it here
 from bench.units import GIB, MIB
 
 BACKBONE_STATE = "backbone weights, gradients, optimizer"
@@ -31,49 +32,6 @@ GPU_ONLY = "GPU runtime (context, cuDNN, NCCL, allocator)"
 CPU_ONLY = "CPU runtime (modules and threads of the first step)"
 PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES, DDP_BUCKETS, GPU_ONLY, CPU_ONLY)
 """The parts of a prediction, in the order they are shown."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class GpuRuntime:
-    """Memory a GPU rank holds beyond its tensors; none of it exists on the CPU.
-
-    Guesses from public figures until calibrated on a GPU (compare a cell's NVML peak with
-    its traced tensor bytes): the CUDA context of PyTorch 1.9 with CUDA 11, which made the
-    published tables, loads every kernel at start-up (about 1 GiB; PyTorch 2 with lazy module
-    loading takes a few hundred MiB); cuDNN's autotuned convolutions (cudnn.benchmark) take a
-    workspace; NCCL keeps send and receive buffers per channel. What the caching allocator
-    reserves beyond the tensors (rounding, fragmentation) is not a constant: the trace replays
-    the step's allocations through a model of it (bench.workload.allocator). With these values
-    the model reproduces the RTX 3080 report's Fail pattern at 10 GiB.
-    """
-
-    cuda_context_bytes: int = 1000 * MIB
-    """CUDA context, cuBLAS handles and kernels loaded, per process (outside torch's counters)."""
-    cudnn_workspace_bytes: int = 256 * MIB
-    """cuDNN convolution workspace, for backbones with convolutions."""
-    cudnn_fp32_workspace_bytes_per_sample: int = 25 * 10**6
-    """More cuDNN workspace per sample of a rank's batch when convolutions run in full fp32 (fp32
-    without TF32, as on GPUs before Ampere): the autotuner then picks algorithms whose workspace
-    grows with the batch (FFT, Winograd). Calibrated on the one published pair: the A100 report's
-    IResNet-50 fp32 row at 128 per GPU shows 18.2 GB with TF32 off and 15.0 GB with it on, the same
-    tensors: 3.2 GB, 25 MB per sample."""
-    nccl_bytes: int = 256 * MIB
-    """NCCL communicator buffers, for cells of more than one rank."""
-
-    def bytes_for(self, cell: Cell) -> int:
-        """The GPU-only bytes of a rank of cell, beyond what its tensors reserve."""
-        if not cell.on_gpu:
-            return 0
-        convolutions = cell.backbone != "none"
-        workspace = self.cudnn_workspace_bytes if convolutions else 0
-        if convolutions and cell.precision == "fp32" and not cell.tf32:
-            workspace += self.cudnn_fp32_workspace_bytes_per_sample * cell.per_gpu_batch
-        nccl = self.nccl_bytes if cell.launched_ranks > 1 else 0
-        return self.cuda_context_bytes + workspace + nccl
-
-
-GPU_RUNTIME = GpuRuntime()
-"""The GPU-only constants the model uses; the one place to calibrate them."""
 
 CPU_FIRST_STEP_BYTES = 16 * MIB
 """Address space a capped CPU rank maps beyond its tensors (the modules and threads of the first

@@ -1,7 +1,8 @@
 """Model FLOPs utilisation: achieved TFLOP/s against the peak of the GPUs a cell ran on.
 
-Peaks are dense tensor-core (or plain FP32) figures from NVIDIA's datasheets, without sparsity,
-in TFLOP/s per GPU. GeForce cards count FP16/BF16 with FP32 accumulation, as PyTorch runs them.
+Peaks are dense tensor-core (or plain FP32) figures in TFLOP/s per GPU, from the GPU catalogue
+(bench.gpus.FAMILY_PEAKS), found by the words of a device name as torch or NVML print it.
+GeForce cards count FP16/BF16 with FP32 accumulation, as PyTorch runs them.
 The precision a cell is measured against is its backbone's: fp16, bf16, tf32 (fp32 with TF32
 allowed) or fp32; the classifier runs in fp32 whatever the backbone's precision, as in
 arcface_torch, so a classifier-bound cell shows a low MFU against a half-precision peak.
@@ -11,41 +12,40 @@ from __future__ import annotations
 
 import re
 
-PEAK_TFLOPS: dict[str, dict[str, float]] = {
-    "V100 PCIe": {"fp32": 14.0, "fp16": 112.0},
-    "V100S": {"fp32": 16.4, "fp16": 130.0},
-    "V100": {"fp32": 15.7, "fp16": 125.0},
-    "T4": {"fp32": 8.1, "fp16": 65.0},
-    "A10": {"fp32": 31.2, "tf32": 62.5, "fp16": 125.0, "bf16": 125.0},
-    "A30": {"fp32": 10.3, "tf32": 82.0, "fp16": 165.0, "bf16": 165.0},
-    "A100": {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0},
-    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5},
-    "H100 PCIe": {"fp32": 51.0, "tf32": 378.0, "fp16": 756.0, "bf16": 756.0},
-    "H100": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
-    "H200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
-    "B200": {"fp32": 80.0, "tf32": 1100.0, "fp16": 2250.0, "bf16": 2250.0},
-    "L4": {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0},
-    "L40S": {"fp32": 91.6, "tf32": 183.0, "fp16": 362.0, "bf16": 362.0},
-    "RTX 3080": {"fp32": 29.8, "tf32": 29.8, "fp16": 59.5, "bf16": 59.5},
-    "RTX 3090": {"fp32": 35.6, "tf32": 35.6, "fp16": 71.0, "bf16": 71.0},
-    "RTX 4090": {"fp32": 82.6, "tf32": 82.6, "fp16": 165.2, "bf16": 165.2},
-}
-"""Peak TFLOP/s per GPU by model and precision; a model absent from a precision has no such peak.
-
-The first key whose words appear in a device name wins, so variants come before their family.
-"""
+from bench.gpus import CATALOGUE, FAMILY_PEAKS, GpuSpec
 
 VARIANT_SUFFIX = r"(?!\w| Ti\b| SUPER\b| D\b| Laptop\b)"
 """What may not follow a model's name: a longer model number or a variant with other peaks."""
 
 
+FAMILIES = sorted(FAMILY_PEAKS, key=lambda family: -len(family.split()))
+"""The families a device name is matched against, variants ("H100 PCIe") before their family ("H100")."""
+
+
 def gpu_model(device_name: str) -> str | None:
-    """The key of PEAK_TFLOPS a device name (as torch or NVML print it) belongs to, if any."""
-    for model in PEAK_TFLOPS:
-        words = r"[ -]".join(re.escape(word) for word in model.split())
-        if re.search(rf"(?<![\w-]){words}{VARIANT_SUFFIX}", device_name, re.IGNORECASE):
+    """The family of FAMILY_PEAKS a device name (as torch or NVML print it) belongs to, if any."""
+    for model in FAMILIES:
+        if has_words(device_name, model.split(), VARIANT_SUFFIX):
             return model
     return None
+
+
+def gpu_spec(device_name: str) -> GpuSpec | None:
+    """The catalogue's GPU a device name is ("NVIDIA A100-SXM4-80GB": a100-sxm4-80gb), if any."""
+    family = gpu_model(device_name)
+    for spec in CATALOGUE:
+        if spec.family == family and all(
+            re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", device_name, re.IGNORECASE)
+            for word in spec.device_words
+        ):
+            return spec
+    return None
+
+
+def has_words(device_name: str, words: list[str], after: str) -> bool:
+    """Whether words appear in device_name in a row (a space or hyphen between them), not inside a longer word."""
+    pattern = r"[ -]".join(re.escape(word) for word in words)
+    return re.search(rf"(?<![\w-]){pattern}{after}", device_name, re.IGNORECASE) is not None
 
 
 def peak_precision(precision: str, tf32: bool) -> str:
@@ -58,9 +58,9 @@ def peak_tflops(device_name: str | None, precision: str, tf32: bool) -> float | 
     model = gpu_model(device_name) if device_name else None
     if model is None:
         return None
-    peaks = PEAK_TFLOPS[model]
+    peaks = FAMILY_PEAKS[model]
     # Turing and Volta have no TF32: fp32 with TF32 allowed still runs at the fp32 peak.
-    return peaks.get(peak_precision(precision, tf32)) or (peaks["fp32"] if precision == "fp32" else None)
+    return peaks.at(peak_precision(precision, tf32)) or (peaks.fp32 if precision == "fp32" else None)
 
 
 def mfu_figures(

@@ -10,7 +10,7 @@ mxnet imports only with numpy < 1.24, so it lives in an environment of its own:
    image.imdecode read it (as MXFaceDataset does): the header record, every label, every image's
    shape, and the identity records' ranges must agree with what pfcbench wrote.
 2. mxnet writes a dataset in insightface's layout (pack_img of each image, one identity record per
-   class, the header at key 0, as insightface's dataset_merge.py does); pfcbench's FaceRecords and
+   class, the header at key 0, as insightface's dataset_merge.py does); pfcbench's FaceRecFile and
    its DataLoader read it: counts and labels must agree, and the decoded pixels must match mxnet's
    imdecode (both libjpeg; at most a small rounding difference).
 """
@@ -80,11 +80,11 @@ def pfcbench_side(mxnet_python: str, num_images: int, num_classes: int) -> None:
     import torch
 
     from bench.recfiles.make import make_dataset
-    from bench.workload.faces import FaceRecords
-    from bench.workload.recordio import MAGIC, write_record
+    from bench.workload.faces import FaceRecFile
+    from bench.workload.recordio import MAGIC, write_rec
 
     MAGIC_BYTES = MAGIC.to_bytes(4, "little")
-    from bench.workload.loader import LoaderOptions, record_loader
+    from bench.workload.loader import LoaderOptions, rec_loader
 
     with tempfile.TemporaryDirectory() as scratch:
         ours, theirs = Path(scratch) / "ours", Path(scratch) / "theirs"
@@ -92,7 +92,7 @@ def pfcbench_side(mxnet_python: str, num_images: int, num_classes: int) -> None:
         theirs.mkdir()
         split_payload = b"head" + MAGIC_BYTES + b"middle!!" + MAGIC_BYTES + MAGIC_BYTES + b"tail5"
         with open(Path(scratch) / "split_ours.rec", "wb") as handle:
-            write_record(handle, split_payload)
+            write_rec(handle, split_payload)
         out = subprocess.run(
             [mxnet_python, __file__, "--mxnet-side", str(ours), str(theirs), str(num_images), str(num_classes)],
             check=True,
@@ -100,7 +100,7 @@ def pfcbench_side(mxnet_python: str, num_images: int, num_classes: int) -> None:
             text=True,
         ).stdout
         seen = json.loads(out.strip().splitlines()[-1])
-        records = FaceRecords(ours)
+        records = FaceRecFile(ours)
         want_labels = [records.image(i)[0] for i in range(made.num_images)]
         want_means = [float(records.image(i)[1].mean()) for i in range(made.num_images)]
         want_ranges = [
@@ -121,7 +121,7 @@ def pfcbench_side(mxnet_python: str, num_images: int, num_classes: int) -> None:
             )
             < 0.5,
         }
-        theirs_records = FaceRecords(theirs)
+        theirs_records = FaceRecFile(theirs)
         got_labels = [theirs_records.image(i)[0] for i in range(theirs_records.num_images)]
         got_sums = [
             theirs_records.image(i)[1].astype(int).sum(axis=(0, 1)).tolist() for i in range(theirs_records.num_images)
@@ -129,9 +129,7 @@ def pfcbench_side(mxnet_python: str, num_images: int, num_classes: int) -> None:
         worst = max(
             abs(a - b) / (112 * 112) for x, y in zip(got_sums, seen["written_pixel_sums"]) for a, b in zip(x, y)
         )
-        loader = record_loader(
-            theirs, LoaderOptions(batch_size=len(got_labels) // 2, num_workers=2), torch.device("cpu")
-        )
+        loader = rec_loader(theirs, LoaderOptions(batch_size=len(got_labels) // 2, num_workers=2), torch.device("cpu"))
         loaded = torch.cat([next(loader)[1] for _ in range(2)]).tolist()
         loader.close()
         checks |= {

@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from bench.workload.backbones import BACKBONES, MACS_PER_SAMPLE, build_backbone
+from bench.workload.backbones import BACKBONES, build_backbone
+from bench.workload.sizes import (
+    ACTIVATIONS_PER_SAMPLE,
+    FIRST_CONV_MACS_PER_SAMPLE,
+    MACS_PER_SAMPLE,
+    backbone_macs_per_sample,
+    backbone_parameters,
+)
 
 PARAMS = {
     "r18": 24_025_600,
@@ -29,24 +36,28 @@ def _images(batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, 112, 112, generator=torch.Generator().manual_seed(0))
 
 
-def _count_macs(model: nn.Module) -> int:
-    """Multiply-adds of every Conv2d and Linear in one forward of a 112x112 image on meta."""
-    total = 0
+def _count(model: nn.Module) -> dict[str, int]:
+    """In one forward of a 112x112 image on meta: the multiply-adds of every Conv2d and Linear, those of
+    the first convolution, and the elements of every Conv2d, BatchNorm2d and PReLU output."""
+    counts = {"macs": 0, "first conv macs": 0, "activations": 0}
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
         if isinstance(module, nn.Conv2d):
-            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-            total += out.numel() * per_output
+            macs = out.numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+            counts["first conv macs"] = counts["first conv macs"] or macs
+        elif isinstance(module, nn.Linear):
+            macs = out.numel() * module.in_features
         else:
-            total += out.numel() * module.in_features
+            macs = 0
+        counts["macs"] += macs
+        counts["activations"] += out.numel() if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.PReLU)) else 0
 
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.PReLU)):
             module.register_forward_hook(hook)
     with torch.no_grad():
         model.eval()(torch.empty(1, 3, 112, 112, device="meta"))
-    return total
+    return counts
 
 
 @pytest.mark.slow
@@ -133,10 +144,25 @@ def test_none_needs_no_image_and_trains_its_scale() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MACS_PER_SAMPLE))
-def test_flops_per_sample_matches_counted_multiply_adds(name: str) -> None:
+def test_the_size_tables_match_what_the_model_counts(name: str) -> None:
     with torch.device("meta"):
         model = build_backbone(name, 512)
-    assert _count_macs(model) == pytest.approx(MACS_PER_SAMPLE[name], rel=0.005)
+    counts = _count(model)
+    assert counts["macs"] == pytest.approx(MACS_PER_SAMPLE[name], rel=0.005)
+    assert counts["first conv macs"] == FIRST_CONV_MACS_PER_SAMPLE[name]
+    assert counts["activations"] == ACTIVATIONS_PER_SAMPLE[name]
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("embedding_size", [512, 128])
+def test_the_sizes_follow_the_embedding_size(name: str, embedding_size: int) -> None:
+    with torch.device("meta"):
+        model = build_backbone(name, embedding_size)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert backbone_parameters(name, embedding_size) == trained
+    if name != "none":
+        counted = _count(model)["macs"]
+        assert backbone_macs_per_sample(name, embedding_size) == pytest.approx(counted, rel=0.005)
 
 
 def test_flops_cover_every_real_backbone() -> None:

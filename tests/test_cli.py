@@ -14,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
+from bench.launch.choose import LAUNCHERS
+from bench.launch.local import LocalLauncher
 
 
 @pytest.mark.parametrize("command", sorted(main.commands))
@@ -30,7 +32,7 @@ def test_every_command_has_help_ending_in_an_example(command):
 def test_the_group_lists_every_command():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    commands = {"cell", "search", "plan", "run", "report", "compare", "env", "matrices"}
+    commands = {"cell", "search", "plan", "run", "report", "compare", "env", "matrices", "gpus"}
     assert set(main.commands) == commands | {"data", "dataset", "status", "collect"}
     assert all(command in result.output for command in main.commands)
 
@@ -148,16 +150,10 @@ def test_a_run_of_cuda_cells_without_a_gpu_names_the_sections_that_need_none(tmp
     assert not any(tmp_path.iterdir())
 
 
-class InstantLauncher:
+class InstantLauncher(LocalLauncher):
     """Each cell ends at its first poll, recorded as an error without starting torchrun: `run`'s lines alone."""
 
-    slots, poll_s, queues = 1, 0.0, False
-
-    def __init__(self, launch) -> None:
-        pass
-
-    def adopt(self, results_dir, cells):
-        return []
+    poll_s = 0.0
 
     def submit(self, cell, results_dir):
         from bench.launch.base import Job
@@ -179,7 +175,7 @@ class InstantLauncher:
 
 
 def test_a_local_runs_progress_counts_each_cell_once_in_words_of_a_local_run(tmp_path, monkeypatch):
-    monkeypatch.setattr("bench.launch.local.LocalLauncher", InstantLauncher)
+    monkeypatch.setitem(LAUNCHERS, "local", InstantLauncher)
     done = CliRunner().invoke(main, ["run", "smoke", "--section", "2", "--results", str(tmp_path)])
     assert done.exit_code == 0, done.output
     header, *lines = done.output.splitlines()

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from bench.config import Cell
-from bench.launch.local import Launch, torchrun_argv, worker_env
+from bench.launch.local import torchrun_argv, worker_env
 from bench.launch.slurm import SlurmOptions, sbatch_argv
+from bench.launch.watchdog import Limits
 from bench.rank.memcap import failure_status as classify_exception
-from bench.rank.memcap import memory_fraction
 from bench.store.records import cell_status
+from bench.workload.device import memory_fraction
 from tests.cli import pfcbench
 from tests.ranks import run_ranks
 
@@ -54,13 +55,13 @@ def test_zero_warmup_steps_on_cuda_is_refused_and_allowed_on_the_cpu(tmp_path):
 
 
 def test_the_ranks_environment():
-    launch = Launch(inactivity_timeout_s=300)
-    cpu = worker_env(Cell(device="cpu", nproc_per_node=2), launch)
-    cuda = worker_env(Cell(device="cuda", nproc_per_node=2), launch)
+    limits = Limits(inactivity_timeout_s=300)
+    cpu = worker_env(Cell(device="cpu", nproc_per_node=2))
+    cuda = worker_env(Cell(device="cuda", nproc_per_node=2))
     assert cpu["MALLOC_ARENA_MAX"] == "2"
     assert cuda.get("MALLOC_ARENA_MAX") == os.environ.get("MALLOC_ARENA_MAX")
-    argv = torchrun_argv(Cell(device="cuda", nproc_per_node=2), launch, Path("cell.json"), Path("out"))
-    assert float(argv[argv.index("--pg-timeout-s") + 1]) > launch.inactivity_timeout_s
+    argv = torchrun_argv(Cell(device="cuda", nproc_per_node=2), limits, Path("cell.json"), Path("out"))
+    assert float(argv[argv.index("--pg-timeout-s") + 1]) > limits.inactivity_timeout_s
 
 
 def test_slurm_cuda_jobs_ask_for_cpus_per_gpu(tmp_path):

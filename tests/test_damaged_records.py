@@ -62,14 +62,13 @@ def test_a_damaged_rank_file_makes_the_cell_an_error_naming_file_and_key(tmp_pat
 
 
 def test_a_damaged_rank_file_is_done_not_lost_for_status(tmp_path, monkeypatch):
-    from bench.commands.sweep import job_word
     from bench.launch import slurm
 
     monkeypatch.setattr(slurm, "job_state", lambda job_id: None)
     (tmp_path / "rank-0.json").write_text(json.dumps({"rank": 0.5, "host": "n1", "status": "ok"}))
-    assert job_word("4242", tmp_path) == "done"
+    assert slurm.job_word("4242", tmp_path) == "done"
     (tmp_path / "rank-0.json").write_text('{"rank": 0, "ho')  # cut short: the rank wrote nothing whole
-    assert job_word("4242", tmp_path) == "lost"
+    assert slurm.job_word("4242", tmp_path) == "lost"
 
 
 DAMAGED = {

@@ -18,8 +18,8 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.workload.faces import FaceRecords
-from bench.workload.loader import FaceDataset, LoaderOptions, RecordLoader, record_loader
+from bench.workload.faces import FaceRecFile
+from bench.workload.loader import FaceDataset, LoaderOptions, RecLoader, rec_loader
 from bench.workload.recordio import IR_SIZE
 
 
@@ -63,9 +63,9 @@ def test_data_prints_samples_per_second_per_worker_count_and_rank(made):
 
 
 def test_two_worker_processes_read_every_image_with_its_label(made):
-    records = FaceRecords(made)
+    records = FaceRecFile(made)
     want = Counter(records.image(i)[0] for i in range(records.num_images))
-    loader = record_loader(made, LoaderOptions(batch_size=10, num_workers=2), torch.device("cpu"))
+    loader = rec_loader(made, LoaderOptions(batch_size=10, num_workers=2), torch.device("cpu"))
     try:
         batches = [next(loader) for _ in range(6)]  # one epoch
     finally:
@@ -80,12 +80,12 @@ def test_two_worker_processes_read_every_image_with_its_label(made):
 def test_ranks_read_disjoint_shards(made):
     seen = []
     for rank in range(2):
-        loader = record_loader(
+        loader = rec_loader(
             made, LoaderOptions(batch_size=10, num_workers=0, rank=rank, world_size=2), torch.device("cpu")
         )
         seen.append(torch.cat([next(loader)[1] for _ in range(3)]))
         loader.close()
-    assert Counter(torch.cat(seen).tolist()) == Counter(FaceRecords(made).image(i)[0] for i in range(60))
+    assert Counter(torch.cat(seen).tolist()) == Counter(FaceRecFile(made).image(i)[0] for i in range(60))
 
 
 class DyingDataset(FaceDataset):
@@ -96,7 +96,7 @@ class DyingDataset(FaceDataset):
 
 
 def test_a_worker_that_dies_is_an_error_not_a_hang(made):
-    loader = RecordLoader(
+    loader = RecLoader(
         DyingDataset(made), LoaderOptions(batch_size=10, num_workers=2, timeout_s=20), torch.device("cpu")
     )
     start = time.monotonic()
@@ -123,7 +123,7 @@ def corrupt_at(rec, offset, data):
 
 
 def offset_of(root, key):
-    return FaceRecords(root).index[key]
+    return FaceRecFile(root).index[key]
 
 
 def set_label(root, key, value, at=0):
@@ -266,7 +266,7 @@ def test_make_writes_into_the_empty_folder_a_symlink_names(tmp_path):
     (tmp_path / "faces").symlink_to(tmp_path / "store")
     result = invoke("dataset", "make", str(tmp_path / "faces"), "--images", "6", "--classes", "2")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "faces").is_symlink() and FaceRecords(tmp_path / "faces").num_images == 6
+    assert (tmp_path / "faces").is_symlink() and FaceRecFile(tmp_path / "faces").num_images == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces", "store"]
 
 

@@ -6,15 +6,12 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from bench.config import IMPLS, Cell
+from bench.impls import load_impl
 from bench.memory import GIB, predict_cells
-from bench.workload import build_classifier
 from bench.workload.collectives import EmulatedCollectives
 from bench.workload.partial_fc import shard_of
-from bench.workload.partial_fc_2021 import PartialFC2021
-from bench.workload.partial_fc_2022 import PartialFC2022
 from tests.cli import pfcbench
 from tests.ranks import run_ranks
 from tests.sweeps import run_sweep, write_matrix
@@ -27,31 +24,17 @@ PER_RANK_BATCH = 8
 
 def emulated_step(impl: str, margin: str) -> dict:
     """One classifier forward and backward of rank 0 of EMULATED_RANKS, alone in a group of one."""
-    cell = Cell(backbone="none", classes=CLASSES, device="cpu", nproc_per_node=EMULATED_RANKS, emulated=True)
+    cell = Cell(
+        backbone="none", classes=CLASSES, batch_size=EMULATED_RANKS * PER_RANK_BATCH, embedding_size=EMBEDDING,
+        margin=margin, impl=impl, device="cpu", nproc_per_node=EMULATED_RANKS, emulated=True,
+    )  # fmt: skip
     peers = EmulatedCollectives(cell, torch.device("cpu"))
     gen = torch.Generator().manual_seed(3)
     local = torch.randn(PER_RANK_BATCH, EMBEDDING, generator=gen).requires_grad_()
     labels = torch.randint(0, CLASSES, (PER_RANK_BATCH,), generator=gen)
     torch.manual_seed(5)
-    if impl == "arcface_torch_2021":
-        module = PartialFC2021(margin, EMBEDDING, CLASSES, 1.0, PER_RANK_BATCH, torch.device("cpu"), peers)
-        features = F.normalize(local)
-        optimizer = torch.optim.SGD([module.sub_weight], lr=0.1)
-        x_grad, loss = module.forward_backward(labels, features, optimizer)
-        features.backward(x_grad)
-        weight, weight_grad = module.weight, module.sub_weight.grad
-    elif impl == "arcface_torch_2022":
-        module = PartialFC2022(margin, EMBEDDING, CLASSES, 1.0, None, peers)
-        optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]}, {"params": module.parameters()}])
-        loss = module(local, labels, optimizer)
-        loss.backward()
-        weight, weight_grad = module.weight_activated, module.weight_activated.grad
-    else:
-        module = build_classifier(impl, margin, EMBEDDING, CLASSES, 1.0, peers)
-        loss = module(local, labels)
-        loss.backward()
-        weight, weight_grad = module.weight, module.weight.grad
-    return {"loss": loss.detach(), "emb_grad": local.grad, "weight": weight.detach(), "weight_grad": weight_grad}
+    result = load_impl(impl).classifier_pass(cell, peers, local, labels)
+    return {"loss": result.loss, "emb_grad": local.grad, "weight": result.centres, "weight_grad": result.centres_grad}
 
 
 def every_emulated_step(rank: int, world_size: int, out: str) -> None:

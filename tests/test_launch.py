@@ -1,4 +1,4 @@
-"""Launch settings validate themselves, as Cell does: a bad value is a ValueError naming the fix; the ranks
+"""Limits and a rendezvous validate themselves, as Cell does: a bad value is a ValueError naming the fix; the ranks
 import the bench package their parent imported."""
 
 from __future__ import annotations
@@ -11,32 +11,41 @@ import sys
 import pytest
 
 from bench.config import Cell
-from bench.launch.local import PACKAGE_ROOT, Launch, same_bench_path, worker_env
+from bench.launch.local import PACKAGE_ROOT, Rendezvous, same_bench_path, worker_env
+from bench.launch.watchdog import Limits
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
+    ("kind", "settings", "message"),
     [
-        ({"timeout_s": 0}, "timeout_s must be a number of seconds above 0"),
-        ({"inactivity_timeout_s": -5.0}, "inactivity_timeout_s must be a number of seconds above 0"),
-        ({"timeout_s": "60"}, "timeout_s must be a number of seconds above 0"),
-        ({"rdzv_endpoint": "node1"}, "expected HOST:PORT"),
-        ({"rdzv_endpoint": "node1:99999"}, "expected HOST:PORT"),
-        ({"rdzv_id": ""}, "rdzv_id must not be empty"),
+        (Limits, {"timeout_s": 0}, "timeout_s must be a number of seconds above 0"),
+        (Limits, {"inactivity_timeout_s": -5.0}, "inactivity_timeout_s must be a number of seconds above 0"),
+        (Limits, {"timeout_s": "60"}, "timeout_s must be a number of seconds above 0"),
+        (Rendezvous, {"endpoint": "node1"}, "expected HOST:PORT"),
+        (Rendezvous, {"endpoint": "node1:99999"}, "expected HOST:PORT"),
+        (Rendezvous, {"endpoint": "node1:29400", "id": ""}, "rdzv_id must not be empty"),
     ],
 )
-def test_bad_launch_settings_are_refused(settings, message):
+def test_bad_launch_settings_are_refused(kind, settings, message):
     with pytest.raises(ValueError, match=message):
-        Launch(**settings)
+        kind(**settings)
 
 
 def test_good_launch_settings_are_kept():
-    launch = Launch(timeout_s=60, inactivity_timeout_s=5.5, rdzv_endpoint="node1:29400")
-    assert (launch.timeout_s, launch.inactivity_timeout_s, launch.rdzv_endpoint) == (60, 5.5, "node1:29400")
+    limits = Limits(timeout_s=60, inactivity_timeout_s=5.5)
+    assert (limits.timeout_s, limits.inactivity_timeout_s) == (60, 5.5)
+    assert Rendezvous(endpoint="node1:29400").endpoint == "node1:29400"
+
+
+def test_a_limit_not_given_is_the_matrixs_else_the_default():
+    assert Limits.of(None, None) == Limits()
+    assert Limits.of(None, 9.0, {"timeout_s": 60, "inactivity_timeout_s": 30}) == Limits(
+        timeout_s=60, inactivity_timeout_s=9.0
+    )
 
 
 def test_the_ranks_import_path_puts_this_bench_first_and_leaves_the_working_directory_out(monkeypatch):
-    env = worker_env(Cell(device="cpu", nproc_per_node=2), Launch())
+    env = worker_env(Cell(device="cpu", nproc_per_node=2))
     assert env["PYTHONSAFEPATH"] == "1"
     # this checkout is not in site-packages (an editable install, or PYTHONPATH): it goes first, once
     assert same_bench_path(os.pathsep.join(["/elsewhere", str(PACKAGE_ROOT)]))["PYTHONPATH"] == os.pathsep.join(

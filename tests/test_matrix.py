@@ -25,6 +25,7 @@ from bench.matrix import (
     SECTION_KEYS,
     TOP_KEYS,
     Matrix,
+    MatrixError,
     load_matrix,
 )
 
@@ -337,3 +338,19 @@ def test_example_runs_quickly_on_a_cpu():
     cells = load_matrix(EXAMPLE).cells()
     assert all(c.device == "cpu" and c.world_size <= 2 and c.backbone in ("none", "mbf") for c in cells)
     assert all(c.classes <= 10_000 and c.warmup_steps + c.num_windows * c.steps_per_window <= 10 for c in cells)
+
+
+def test_a_column_may_show_each_metric_of_the_registry_and_no_other(tmp_path):
+    assert list(METRICS) == [
+        "samples_per_s", "spread", "step_time_ms", "gpu_mem_gb", "peak_allocated_gib", "peak_rss_gib", "power_w",
+        "energy_per_1k_j", "published", "ratio", "published_gpu_mem_gb", "gpu_mem_ratio", "status", "tflops", "mfu",
+        "largest", "smallest_oom", "num_probes",
+    ]  # fmt: skip
+    shown = [f'{{ header = "{name}", field = "{name}" }}' for name in METRICS if not METRICS[name].search_only]
+    body = f"columns = [{', '.join(shown)}]\nrows = [{{ batch_size = 8 }}]"
+    matrix = load(tmp_path, f'[[sections]]\ntitle = "All"\n{body}\n')
+    assert [c.field for c in matrix.sections[0].columns] == [c for c in METRICS if not METRICS[c].search_only]
+    with pytest.raises(MatrixError, match="field: unknown field 'samples_per_sec'"):
+        load(tmp_path, section("One", "rows = [{ batch_size = 8 }]").replace('batch_size" }', 'samples_per_sec" }'))
+    with pytest.raises(MatrixError, match="'largest' needs a \\[sections.search\\]"):
+        load(tmp_path, section("One", "rows = [{ batch_size = 8 }]").replace('batch_size" }', 'largest" }'))

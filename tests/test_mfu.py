@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from bench.mfu import gpu_model, mfu_figures, peak_tflops
+from bench.gpus import GPUS
+from bench.mfu import gpu_model, gpu_spec, mfu_figures, peak_tflops
 
 R50_MACS = 6.3e9
 
@@ -41,6 +42,38 @@ R50_MACS = 6.3e9
 )
 def test_device_names_find_their_peaks(name, model):
     assert gpu_model(name) == model
+
+
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("NVIDIA GeForce RTX 3080", "rtx3080"),
+        ("GeForce RTX 3090", "rtx3090"),
+        ("NVIDIA GeForce RTX 4090", "rtx4090"),
+        ("Tesla V100-SXM2-32GB", "v100-sxm2-32gb"),
+        ("Tesla V100-PCIE-32GB", "v100-pcie-32gb"),
+        ("NVIDIA A10", "a10"),
+        ("NVIDIA A30", "a30"),
+        ("NVIDIA A100 80GB PCIe", "a100-pcie-80gb"),
+        ("NVIDIA A100-SXM4-40GB", "a100-sxm4-40gb"),
+        ("NVIDIA A100-SXM4-80GB", "a100-sxm4-80gb"),
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA A100-PCIE-40GB", None),
+        ("Tesla V100-SXM2-16GB", None),
+        ("Tesla V100S-PCIE-32GB", None),
+        ("NVIDIA GeForce RTX 3080 Ti", None),
+        ("Tesla T4", None),
+    ],
+)
+def test_device_names_find_their_catalogue_gpu_and_its_peaks(name, spec):
+    found = gpu_spec(name)
+    assert (found.name if found else None) == spec
+    if found:
+        assert peak_tflops(name, "fp16", False) == found.peaks.fp16 == GPUS[spec].peaks.fp16
+        assert peak_tflops(name, "fp32", True) == (found.peaks.tf32 or found.peaks.fp32)
 
 
 def test_peaks_follow_precision_and_tf32():

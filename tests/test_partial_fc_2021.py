@@ -46,7 +46,8 @@ def one_step_2021(rank: int, world_size: int, num_classes: int, margin: str, rat
     module.weight_mom.copy_(10 * torch.randn_like(module.weight_mom))  # the scale of a centre's gradient
     weight_before, mom_before = module.weight.clone(), module.weight_mom.clone()
     optimizer = classifier_optimizer(module, WORLD_SIZE * PER_RANK_BATCH)
-    x_grad, loss = module.forward_backward(labels[rows_of(rank)].clone(), features, optimizer)
+    forward = module.forward(labels[rows_of(rank)].clone(), features, optimizer)
+    x_grad, loss = module.backward(forward, features), forward.loss
     features.backward(x_grad)
     optimizer.step()
     module.update()
@@ -150,7 +151,8 @@ def both_impls(rank: int, world_size: int, num_classes: int, margin: str, rate: 
     features = F.normalize(local_old)
     optimizer_old = classifier_optimizer(old, WORLD_SIZE * PER_RANK_BATCH)
     torch.manual_seed(500 + rank)
-    x_grad, loss_old = old.forward_backward(labels[rows_of(rank)].clone(), features, optimizer_old)
+    forward = old.forward(labels[rows_of(rank)].clone(), features, optimizer_old)
+    x_grad, loss_old = old.backward(forward, features), forward.loss
     features.backward(x_grad)
     optimizer_old.step()
     old.update()

@@ -23,7 +23,7 @@ from PIL import Image
 
 from bench.cli import main
 from bench.verdicts import LOADER_BOUND, NONFINITE
-from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecordWriter, pack
+from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecWriter, pack
 from tests.test_data_cli import BAD, corrupt_at, offset_of
 
 CELL = ["--backbone", "none", "--classes", "4", "--batch-size", "8", "--nproc", "2", "--device", "cpu"]
@@ -110,7 +110,7 @@ def test_data_path_on_a_synthetic_cell_is_refused_not_ignored(made, tmp_path):
 def write_dataset(root: Path, images: list[np.ndarray], labels: list[int], num_classes: int) -> None:
     """A record dataset in insightface's layout from given images (pfcbench dataset make writes only 112x112 faces)."""
     root.mkdir(parents=True, exist_ok=True)
-    with RecordWriter(root / REC_NAME, root / IDX_NAME) as writer:
+    with RecWriter(root / REC_NAME, root / IDX_NAME) as writer:
         for key, (image, label) in enumerate(zip(images, labels), start=1):
             out = io.BytesIO()
             Image.fromarray(image).save(out, format="JPEG", quality=95)

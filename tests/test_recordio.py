@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from bench.recfiles.make import make_dataset
-from bench.workload.faces import FaceRecords
-from bench.workload.recordio import MAGIC, IRHeader, RecordError, pack, read_record, unpack, write_record
+from bench.workload.faces import FaceRecFile
+from bench.workload.recordio import MAGIC, IRHeader, RecFileError, pack, read_rec, unpack, write_rec
 
 
 def test_record_round_trip_pads_to_four_bytes():
@@ -18,16 +18,16 @@ def test_record_round_trip_pads_to_four_bytes():
     offsets = []
     for payload in payloads:
         offsets.append(out.tell())
-        write_record(out, payload)
+        write_rec(out, payload)
     assert out.tell() % 4 == 0
-    assert [read_record(out, offset) for offset in offsets] == payloads
+    assert [read_rec(out, offset) for offset in offsets] == payloads
 
 
 def test_payload_holding_the_magic_is_split_into_parts_and_read_whole():
     magic = struct.pack("<I", MAGIC)
     payload = b"head" + magic + b"middle!!" + magic + magic + b"tail5"
     out = io.BytesIO()
-    write_record(out, payload)
+    write_rec(out, payload)
     raw = out.getvalue()
     flags = []
     at = 0
@@ -36,7 +36,7 @@ def test_payload_holding_the_magic_is_split_into_parts_and_read_whole():
         flags.append(word >> 29)
         at += 8 + ((word & (2**29 - 1)) + 3) // 4 * 4
     assert flags == [1, 2, 2, 3]  # first part, two middles, last: dmlc-core's split
-    assert read_record(out, 0) == payload
+    assert read_rec(out, 0) == payload
 
 
 def test_irheader_pack_unpack_as_mxnet():
@@ -48,7 +48,7 @@ def test_irheader_pack_unpack_as_mxnet():
 
 def test_made_dataset_has_insightface_layout(tmp_path):
     made = make_dataset(tmp_path / "faces", num_images=30, num_classes=4)
-    records = FaceRecords(made.root)
+    records = FaceRecFile(made.root)
     assert (records.num_images, records.num_classes) == (30, 4)
     header, _ = records.read(0)
     assert header.label == (31.0, 35.0)
@@ -62,5 +62,5 @@ def test_made_dataset_has_insightface_layout(tmp_path):
 
 
 def test_wrong_magic_names_file_and_offset():
-    with pytest.raises(RecordError, match=r"x.rec: offset 0: wrong magic number 0x12345678"):
-        read_record(io.BytesIO(struct.pack("<II", 0x12345678, 4) + b"abcd"), 0, "x.rec")
+    with pytest.raises(RecFileError, match=r"x.rec: offset 0: wrong magic number 0x12345678"):
+        read_rec(io.BytesIO(struct.pack("<II", 0x12345678, 4) + b"abcd"), 0, "x.rec")

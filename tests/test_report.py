@@ -13,8 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.matrix import load_matrix
-from bench.report import export, load_run, render_markdown
+from bench.matrix import Row, load_matrix
+from bench.metrics import BOTH_FAIL, EMULATED, FAIL, LOADER_BOUND, METRICS, NAN, NOT_YET, Entry
+from bench.report import export, read_run, render_markdown
+from bench.report.marks import legend
+from bench.report.tables import section_frame
 from bench.store.results import append_record, latest_by_cell
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,6 +286,65 @@ def test_records_of_a_run_with_overrides_match_the_overridden_cells(tmp_path):
         dict(r, overrides={"nproc_per_node": 1, "max_memory_gib": 10.0}) for r in published_records(overridden).values()
     ]
     results = write_results_dir(tmp_path / "rtx3080", records)
-    matrix, loaded = load_run(results)
-    markdown = render_markdown(matrix, latest_by_cell(loaded), ENV)
+    matrix, loaded = read_run(results)
+    markdown = render_markdown(matrix, latest_by_cell(loaded.records), ENV)
     assert tables(markdown)["2. 600K Identities"][1][-3:] == ["~2023", "~2023", "1.00"]
+
+
+def test_a_table_holds_each_figure_as_a_number_with_its_marks_apart(tmp_path):
+    (tmp_path / "mini.toml").write_text(MINI)
+    matrix = load_matrix(tmp_path / "mini.toml")
+    ok_8, ok_16, oom_32 = (row.cell for row in matrix.sections[0].rows)
+    records = {
+        ok_8.cell_id: {
+            "status": "ok",
+            "samples_per_s": 110.0,
+            "config": {"emulated": True},
+            "loader_wait_fraction": 0.5,
+        },
+        ok_16.cell_id: {"status": "ok", "samples_per_s": 120.0, "nonfinite_losses": 2},
+        oom_32.cell_id: {"status": "oom"},
+    }
+    frame = section_frame(matrix.sections[0], records)
+    speeds, ratios = list(frame["Samples/sec"]), list(frame["Ratio"])
+    assert [(e.value, e.marks) for e in speeds] == [(110.0, (EMULATED, LOADER_BOUND)), (None, (NAN,)), (None, (FAIL,))]
+    assert [e.text() for e in speeds] == ["~110 (emulated) (loader-bound)", "NaN", "Fail"]
+    assert ratios[0].value == pytest.approx(1.1) and ratios[1] == Entry(format="ratio")
+    assert ratios[2].marks == (BOTH_FAIL,) and ratios[2].text() == "both Fail"
+    assert frame["Status"][2].value == "oom" and frame["Status"][2].text() == "out of memory"
+
+
+def test_the_legend_explains_marks_not_texts_that_look_like_one(tmp_path):
+    labelled = MINI.replace('labels = { oom = "out of memory" }', 'labels = { error = "Error" }')
+    labelled = labelled.replace("batch_size = 32", 'batch_size = 32\nlabels = { "Samples/sec" = "n/a" }')
+    (tmp_path / "mini.toml").write_text(labelled)
+    section = load_matrix(tmp_path / "mini.toml").sections[0]
+    records = {section.rows[0].cell.cell_id: {"status": "error"}}  # the other rows: not run yet
+    frame = section_frame(section, records)
+    assert [e.text() for e in frame["Samples/sec"]] == ["Error", "—", "n/a"]
+    assert frame["Status"][0].text() == "Error" and frame["Samples/sec"][2].marks == (NOT_YET,)
+    explained = legend(frame.to_numpy().ravel(), list(records.values()))
+    assert explained.startswith("Error: the job failed") and "—: not run yet." in explained
+    status_only = frame[["Batch-size", "Status"]].to_numpy().ravel()
+    assert legend(status_only, list(records.values())) == ""  # "Error" there is the matrix's label, not a mark
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        {"status": "ok", "samples_per_s": 90.0, "gpu_mem_used_mib_max": 900.0, "config": {"emulated": True}},
+        {"status": "ok", "samples_per_s": 90.0, "loader_wait_fraction": 0.9},
+        {"status": "ok", "samples_per_s": 90.0, "nonfinite_losses": 1},
+        {"status": "ok"},
+        *({"status": status} for status in ("oom", "error", "timeout", "skipped", "not_run", "lost")),
+    ],
+)
+@pytest.mark.parametrize("published", [None, 100.0, "Fail"])
+def test_every_metric_carries_only_the_marks_it_declares(record, published):
+    row = Row(cell=load_matrix(RTX3080).cells()[0], published=published, published_gpu_mem_gb=1.0)
+    shown = None if record is None else dict(record, largest=None, smallest_oom=None, num_probes=2)
+    for metric in METRICS.values():
+        entry = metric.read(row, shown)
+        assert set(entry.marks) <= set(metric.marks), metric.name
+        assert entry.value is None or isinstance(entry.value, str) or entry.format == metric.format

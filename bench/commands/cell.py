@@ -10,25 +10,19 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bench.commands.launcher_options import with_local_launcher
 from bench.commands.lines import describe, failure_line
-from bench.commands.options import (
-    MatrixUsageError,
-    cell_options,
-    make_launch,
-    rdzv_option,
-    timeout_options,
-)
+from bench.commands.options import MatrixUsageError, cell_options
 from bench.config import Cell
 from bench.store.files import FileError, make_folder
 
 if TYPE_CHECKING:
-    pass
+    from bench.launch.local import LocalLauncher
 
 
 @click.command()
 @cell_options
-@timeout_options
-@rdzv_option("HOST:PORT of the c10d rendezvous when --nnodes > 1.")
+@with_local_launcher("HOST:PORT of the c10d rendezvous when --nnodes > 1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result record as JSON.")
 @click.option(
     "--workdir",
@@ -36,7 +30,7 @@ if TYPE_CHECKING:
     default=None,
     help="Keep the rank files and torchrun log here.",
 )
-def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, rdzv_endpoint, **fields) -> None:
+def cell(as_json: bool, workdir: Path | None, launcher: LocalLauncher, **fields) -> None:
     """Run one cell as a torchrun job and print its result.
 
     For a cell of several nodes, run the same command on every node with --nnodes and the same
@@ -47,34 +41,28 @@ def cell(as_json: bool, workdir: Path | None, timeout_s, inactivity_timeout_s, r
         pfcbench cell --backbone none --classes 200000 --batch-size 128 --nproc 2 --sample-rate 0.1 --device cpu --json
         pfcbench cell --backbone r50 --classes 2000000 --batch-size 1024 --nproc 8 --nnodes 2 --rdzv-endpoint node1:29400
     """
-    from bench.launch.local import gpu_shortage, run_cell, visible_gpus
-    from bench.recfiles.check import data_problem
-    from bench.store.records import holds_rank0
+    from bench.launch.base import LaunchError
 
     try:
         config = Cell(**fields)
-        if config.launched_nodes > 1 and rdzv_endpoint is None:
-            raise ValueError(f"a cell of {config.nnodes} nodes needs --rdzv-endpoint HOST:PORT")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    launch = make_launch(timeout_s, inactivity_timeout_s, rdzv_endpoint=rdzv_endpoint, rdzv_id=config.cell_id)
-    shortage = gpu_shortage([config], visible_gpus()) if config.on_gpu else None
-    if shortage:
-        raise MatrixUsageError(shortage)
-    if problem := data_problem([config]):
-        raise MatrixUsageError(problem)
+    try:
+        launcher.check([config])
+    except LaunchError as exc:
+        raise MatrixUsageError(str(exc)) from None
     if workdir is not None:
         try:
             check_workdir(workdir)
         except FileError as exc:
             raise click.UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="pfcbench-cell-") as tmp:
-        record = run_cell(config, workdir or Path(tmp), launch)
-        if not holds_rank0(config, workdir or Path(tmp)) and record["status"] != "ok":
-            click.echo(
-                "Error: the cell failed; this node did not hold rank 0, see the record on the node that did.", err=True
-            )
-            sys.exit(1)
+        record, holds_rank0 = launcher.run_cell(config, workdir or Path(tmp))
+    if not holds_rank0 and record["status"] != "ok":
+        click.echo(
+            "Error: the cell failed; this node did not hold rank 0, see the record on the node that did.", err=True
+        )
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:

@@ -15,7 +15,7 @@ import click
 
 from bench.config import one_line
 from bench.units import KIB, MIB
-from bench.workload.recordio import RecordError
+from bench.workload.recordio import RecFileError
 
 WORKERS_PER_CPU = 4
 """Most DataLoader workers `pfcbench data` starts per CPU of this machine."""
@@ -111,7 +111,7 @@ def make(folder: Path, num_images: int, num_classes: int, seed: int) -> None:
     try:
         with stopped_by_signals():
             made = make_dataset(folder, num_images, num_classes, seed)
-    except RecordError as exc:
+    except RecFileError as exc:
         raise DataUsageError(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
@@ -165,16 +165,16 @@ def data(path: Path, workers: str, batch_size: int, steps: int, num_ranks: int, 
         pfcbench data data/faces --workers 1,2,4 --batch-size 128 --nproc 2
     """
     from bench.recfiles.check import check_sample
-    from bench.workload.faces import FaceRecords
+    from bench.workload.faces import FaceRecFile
 
     counts = worker_counts(workers)
     check_bound("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
     check_bound("--steps", steps, 1, MAX_STEPS)
     check_bound("--nproc", num_ranks, 1, MAX_RANKS)
     try:
-        records = FaceRecords(path)
+        records = FaceRecFile(path)
         check_sample(records, records.num_classes)
-    except RecordError as exc:
+    except RecFileError as exc:
         raise DataUsageError(str(exc)) from None
     if records.num_images < batch_size * num_ranks:
         raise DataUsageError(
@@ -200,18 +200,18 @@ def measure(path: Path, num_workers: int, rank: int, num_ranks: int, batch_size:
     """Time `steps` batches of one rank's loader on the CPU, after the first."""
     import torch
 
-    from bench.workload.loader import LoaderOptions, record_loader
+    from bench.workload.loader import LoaderOptions, rec_loader
 
     options = LoaderOptions(batch_size=batch_size, num_workers=num_workers, rank=rank, world_size=num_ranks)
     start = time.perf_counter()
-    loader = record_loader(path, options, torch.device("cpu"))
+    loader = rec_loader(path, options, torch.device("cpu"))
     try:
         next(loader)
         first = time.perf_counter()
         for _ in range(steps):
             next(loader)
         elapsed = time.perf_counter() - first
-    except RecordError as exc:
+    except RecFileError as exc:
         raise DataUsageError(worker_message(exc)) from None
     finally:
         loader.close()

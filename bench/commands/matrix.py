@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bench.commands.options import gibibytes, load_plan, training_options, with_matrix
+from bench.commands.options import gibibytes, gpu_named, load_plan, memory_size, training_options, with_matrix
 from bench.matrix import packaged_matrices
 from bench.plan.table import add_training, plan_entries, plan_entries_plain, plan_rows
 
 if TYPE_CHECKING:
+    from bench.gpus import GpuSpec
     from bench.matrix import Matrix
     from bench.report.training import TrainingColumns
 
@@ -27,6 +28,13 @@ if TYPE_CHECKING:
     help="Predict each cell's peak memory per rank and whether it fits in this many GiB per rank.",
 )
 @click.option(
+    "--gpu",
+    default=None,
+    callback=gpu_named,
+    metavar="NAME",
+    help="Predict as --memory-gib does, against the memory of this GPU as its driver reports it (pfcbench gpus).",
+)
+@click.option(
     "--predict",
     is_flag=True,
     help="Predict each cell's peak memory per rank, against the matrix's max_memory_gib or this machine's GPU.",
@@ -39,13 +47,14 @@ def plan(
     matrix: Matrix,
     results_root: Path,
     memory_gib: float | None,
+    gpu: GpuSpec | None,
     predict: bool,
     as_json: bool,
     training: tuple[TrainingColumns, ...],
 ) -> None:
     """List the cells of a matrix in order, and which already have a final record.
 
-    With --memory-gib, --predict or --json, each cell also gets its predicted peak memory per rank
+    With --memory-gib, --gpu, --predict or --json, each cell also gets its predicted peak memory per rank
     (traced from its real training step on the CPU) and Fail where that exceeds the memory size.
     With --train-on (or --images and --epochs), each cell that has run ok also gets its samples/sec
     and the hours one training run would take at it (--gpu-hour-price: and its cost).
@@ -57,15 +66,18 @@ def plan(
         pfcbench plan rtx3080
         pfcbench plan my-matrix.toml --nproc 1
         pfcbench plan rtx3080 --memory-gib 10
+        pfcbench plan rtx3080 --gpu rtx3080
         pfcbench plan rtx3080 --memory-gib 10 --json
         pfcbench plan a100 --memory-gib 80 --train-on webface42m --epochs 20
     """
     from tabulate import tabulate
 
+    memory_gib = memory_size(memory_gib, gpu)
+    gpu_name = gpu.name if gpu else None
     the_plan = load_plan(matrix, results_root)
     predicted = predict or as_json or memory_gib is not None
     try:
-        entries = plan_entries(the_plan, memory_gib) if predicted else plan_entries_plain(the_plan)
+        entries = plan_entries(the_plan, memory_gib, gpu_name) if predicted else plan_entries_plain(the_plan)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     rows = plan_rows(the_plan, entries)
@@ -85,8 +97,9 @@ def plan(
         )
     if predicted:
         fails = sum(entry["predicted_fits"] is False for entry in entries)
+        on_gpu = f" on {gpu.name} ({gpu.model}, {gpu.memory_mib} MiB as its driver reports it)" if gpu else ""
         click.echo(
-            f"predicted: {fails} Fail, {sum(e['predicted_fits'] is True for e in entries)} fit (peak of rank 0, GPU-only parts modelled)"
+            f"predicted{on_gpu}: {fails} Fail, {sum(e['predicted_fits'] is True for e in entries)} fit (peak of rank 0, GPU-only parts modelled)"
         )
 
 

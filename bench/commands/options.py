@@ -1,4 +1,4 @@
-"""Options shared by the pfcbench commands, and how they turn into cells, matrices and launchers."""
+"""Options shared by the pfcbench commands, and how they turn into cells and matrices (a launcher's: launcher_options)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import dataclasses
 import functools
 import inspect
 import re
-import shutil
-import socket
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +17,6 @@ from bench.config import (
     CHOICES,
     FIELD_TYPES,
     MAX_MEMORY_GIB,
-    MAX_TIMEOUT_S,
     WHOLE_NUMBER_RANGES,
     Cell,
     check_number,
@@ -30,7 +27,7 @@ from bench.matrix import PACKAGED, Matrix, MatrixError, load_matrix, packaged_ma
 from bench.store.results import Results, ResultsError
 
 if TYPE_CHECKING:
-    from bench.launch.local import Launch
+    from bench.gpus import GpuSpec
     from bench.plan.build import Plan, PlanSource
 
 
@@ -93,72 +90,33 @@ def number_in(least: float, most: float, *, above_least: bool = False, text: str
     return check
 
 
-seconds = number_in(
-    0, MAX_TIMEOUT_S, above_least=True, text=f"a number of seconds above 0 and at most {MAX_TIMEOUT_S:,}"
-)
-"""Refuse a timeout that is not a positive, finite number of seconds (0, -5, nan, inf)."""
-
 gibibytes = number_in(0, MAX_MEMORY_GIB, above_least=True, text=f"a positive number of GiB, at most {MAX_MEMORY_GIB:,}")
 """Refuse a memory size per rank that is not a positive, finite number of GiB (0, nan, inf, 1e30)."""
 
 
-def timeout_options(func):
-    func = click.option(
-        "--inactivity-timeout",
-        "inactivity_timeout_s",
-        type=float,
-        default=None,
-        callback=seconds,
-        help="Seconds without a finished step before a cell is killed.",
-    )(func)
-    func = click.option(
-        "--timeout", "timeout_s", type=float, default=None, callback=seconds, help="Wall-clock seconds a cell may take."
-    )(func)
-    return func
+def gpu_named(ctx: click.Context, param: click.Parameter, value: str | None) -> GpuSpec | None:
+    """--gpu NAME as the catalogue's GPU; a name it lacks is one line listing those it has."""
+    from bench.gpus import gpu_named as catalogue_gpu
 
-
-def make_launch(
-    timeout_s: float | None, inactivity_timeout_s: float | None, defaults: dict | None = None, **rest
-) -> Launch:
-    """The Launch of a command: each timeout from its option, else from defaults (a matrix's [run]), else Launch's."""
-    from bench.launch.local import Launch
-
-    defaults = defaults or {}
     try:
-        return Launch(
-            timeout_s=defaults.get("timeout_s", Launch.timeout_s) if timeout_s is None else timeout_s,
-            inactivity_timeout_s=defaults.get("inactivity_timeout_s", Launch.inactivity_timeout_s)
-            if inactivity_timeout_s is None
-            else inactivity_timeout_s,
-            **rest,
-        )
+        return None if value is None else catalogue_gpu(value)
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.BadParameter(one_line(str(exc))) from None
+
+
+def memory_size(memory_gib: float | None, gpu: GpuSpec | None) -> float | None:
+    """The memory per rank --memory-gib or --gpu gives (the GPU's, as its driver reports it); both is a usage error."""
+    if gpu is None:
+        return memory_gib
+    if memory_gib is not None:
+        raise click.UsageError(
+            f"--gpu {gpu.name} gives the memory per rank ({gpu.memory_mib} MiB); give it or --memory-gib, not both"
+        )
+    return gpu.memory_gib
 
 
 RERUN = ("failed", "all")
 """What --rerun runs again: failed cells (error, timeout, a NaN loss) or all."""
-
-
-ENDPOINT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
-
-
-def endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Refuse a rendezvous endpoint no agent could ever meet at, before torchrun starts and waits for it."""
-    if value is None:
-        return None
-    match = ENDPOINT.fullmatch(value)
-    if match is None or not 1 <= int(match["port"]) <= 65535:
-        raise click.BadParameter(f"must be HOST:PORT with a port from 1 to 65535 (node1:29400), not {shown(value)}")
-    try:
-        socket.getaddrinfo(match["host"].strip("[]"), int(match["port"]), type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise click.BadParameter(f"host {shown(match['host'])} cannot be resolved: {exc.strerror or exc}") from None
-    return value
-
-
-def rdzv_option(help_text: str):
-    return click.option("--rdzv-endpoint", default=None, callback=endpoint, help=help_text)
 
 
 class InputError(click.ClickException):
@@ -306,75 +264,6 @@ def with_matrix(func):
         except MatrixError as exc:
             raise MatrixUsageError(one_line(str(exc))) from None
         return func(matrix=matrix, **kwargs)
-
-    return wrapper  # fmt: skip
-
-
-def with_launcher(func):
-    """--launcher and the Slurm options; passes `slurm`, the SlurmOptions or None to run on this machine."""
-
-    @click.option(
-        "--launcher",
-        type=click.Choice(["local", "slurm"]),
-        default="local",
-        show_default=True,
-        help="local: torchrun on this machine; slurm: each cell a Slurm job (sbatch, then srun torchrun on every node).",
-    )
-    @click.option("--partition", default=None, help="Slurm partition of the jobs.")
-    @click.option("--account", default=None, help="Slurm account charged for the jobs.")
-    @click.option(
-        "--slurm-time",
-        default=None,
-        metavar="TIME",
-        help="Slurm time limit of one cell, in minutes or [D-]HH:MM:SS; a cell Slurm stops for time is a timeout.",
-    )
-    @click.option(
-        "--sbatch-arg",
-        "sbatch_args",
-        multiple=True,
-        metavar="ARG",
-        help="A further sbatch option (repeatable), e.g. --sbatch-arg=--exclusive.",
-    )
-    @click.option(
-        "--cpus-per-gpu",
-        type=int,
-        default=None,
-        help="CPU cores a CUDA cell's Slurm job asks for per GPU.  [default: 4]",
-    )
-    @click.option(
-        "--max-jobs",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Slurm jobs in flight at once; each cell is recorded when its job ends.  [default: 1]",
-    )
-    @click.option(
-        "--detach",
-        is_flag=True,
-        help="Submit the pending cells (up to --max-jobs) and exit; pfcbench status, collect or run picks them up.",
-    )
-    @functools.wraps(func)
-    def wrapper(launcher, partition, account, slurm_time, sbatch_args, cpus_per_gpu, max_jobs, detach, **kwargs):
-        if launcher == "local":
-            if (partition, account, slurm_time, cpus_per_gpu, max_jobs) != (None,) * 5 or sbatch_args or detach:
-                raise click.UsageError(
-                    "--partition, --account, --slurm-time, --sbatch-arg, --cpus-per-gpu, --max-jobs and --detach "
-                    "need --launcher slurm (a local run is one cell at a time)"
-                )
-            return func(slurm=None, max_jobs=1, detach=False, **kwargs)
-        from bench.launch.slurm import SlurmOptions
-
-        try:
-            options = SlurmOptions(
-                partition=partition, account=account, time_limit=slurm_time, sbatch_args=tuple(sbatch_args),
-                cpus_per_gpu=SlurmOptions.cpus_per_gpu if cpus_per_gpu is None else cpus_per_gpu,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-        if shutil.which("sbatch") is None:
-            raise click.ClickException(
-                "--launcher slurm: sbatch is not on PATH; run from a machine that submits Slurm jobs"
-            )
-        return func(slurm=options, max_jobs=max_jobs or 1, detach=detach, **kwargs)
 
     return wrapper  # fmt: skip
 

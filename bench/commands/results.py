@@ -90,41 +90,62 @@ def report_command(
             raise ReportUsageError(
                 "several results folders render one markdown table: no --format, --matrix, --as-published or --train-on"
             )
-        for folder in results_dirs:
-            if problem := not_results_folder(folder, "report"):
-                raise InputError(problem)
-        if twice := given_twice(results_dirs):
-            raise ReportUsageError(twice)
-        from bench.report.machines import write_machines_report
-
-        try:
-            path, read = write_machines_report(list(results_dirs), out=out)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        for results in read:
-            warn_skipped(results)
-        click.echo(path)
-        return
-    if as_published and (published := matrix_named(results_dirs[0])) is not None:
+        report_machines(results_dirs, out)
+    elif as_published and (published := matrix_named(results_dirs[0])) is not None:
         if fmt != "md" or matrix_name:
             raise ReportUsageError(
                 "the published report of a matrix is markdown from the matrix: no --format or --matrix"
             )
-        from bench.report.write import write_published
+        report_published(published, out, training)
+    else:
+        report_folder(results_dirs[0], out, fmt, matrix_name, as_published, training)
 
-        try:
-            click.echo(write_published(published, out=out, added=training))
-        except ValueError as exc:
-            raise InputError(one_line(str(exc))) from None
-        return
-    if problem := not_results_folder(results_dirs[0], "report", as_published=as_published):
+
+def report_machines(results_dirs: tuple[Path, ...], out: Path | None) -> None:
+    """Several results folders, one table with a column per machine."""
+    for folder in results_dirs:
+        if problem := not_results_folder(folder, "report"):
+            raise InputError(problem)
+    if twice := given_twice(results_dirs):
+        raise ReportUsageError(twice)
+    from bench.report.machines import write_machines_report
+
+    try:
+        path, read = write_machines_report(list(results_dirs), out=out)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    for results in read:
+        warn_skipped(results)
+    click.echo(path)
+
+
+def report_published(matrix_path: Path, out: Path | None, training: tuple[TrainingColumns, ...]) -> None:
+    """The published report of a matrix, from the matrix alone."""
+    from bench.report.write import write_published
+
+    try:
+        click.echo(write_published(matrix_path, out=out, added=training))
+    except ValueError as exc:
+        raise InputError(one_line(str(exc))) from None
+
+
+def report_folder(
+    results_dir: Path,
+    out: Path | None,
+    fmt: str,
+    matrix_name: str | None,
+    as_published: bool,
+    training: tuple[TrainingColumns, ...],
+) -> None:
+    """One results folder: its report, or its cells flat as csv or json."""
+    if problem := not_results_folder(results_dir, "report", as_published=as_published):
         raise InputError(problem)
     from bench.report import write_report
 
     matrix_path = matrix_file(matrix_name) if matrix_name else None
     try:
         path, results = write_report(
-            results_dirs[0], out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published, added=training
+            results_dir, out=out, fmt=fmt, matrix_path=matrix_path, as_published=as_published, added=training
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -10,32 +10,27 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bench.commands.launcher_options import with_launcher
 from bench.commands.lines import cell_line, line_fields, outcome, record_line
-from bench.commands.options import (
-    RERUN,
-    InputError,
-    MatrixUsageError,
-    load_plan,
-    make_launch,
-    rdzv_option,
-    timeout_options,
-    with_launcher,
-    with_matrix,
-)
+from bench.commands.options import RERUN, InputError, MatrixUsageError, load_plan, with_matrix
 from bench.commands.sweep import ledger_of
 from bench.plan.search import PROBES_PER_SEARCH
-from bench.plan.table import NoMemorySize, cpu_sections_hint, predicted_failures
+from bench.plan.table import NoMemorySize, predicted_failures
 from bench.store.files import FileError
 
 if TYPE_CHECKING:
-    from bench.launch.slurm import SlurmOptions
+    from collections.abc import Iterator
+
+    from bench.config import Cell
+    from bench.launch.base import Launcher
+    from bench.launch.runner import Tally
     from bench.matrix import Matrix
+    from bench.plan.build import Plan
 
 
 @click.command()
 @with_matrix
 @with_launcher
-@timeout_options
 @click.option(
     "--rerun",
     type=click.Choice(RERUN),
@@ -47,7 +42,6 @@ if TYPE_CHECKING:
     default=None,
     help="Record larger batches of a config that ran out of memory as skipped.",
 )
-@rdzv_option("HOST:PORT of the c10d rendezvous for cells of several nodes.")
 @click.option(
     "--skip-predicted-fail",
     is_flag=True,
@@ -56,15 +50,11 @@ if TYPE_CHECKING:
 def run(
     matrix: Matrix,
     results_root: Path,
-    slurm: SlurmOptions | None,
-    max_jobs: int,
+    launcher: Launcher,
     detach: bool,
-    timeout_s,
-    inactivity_timeout_s,
-    rerun,
-    prune_after_oom,
-    rdzv_endpoint,
-    skip_predicted_fail,
+    rerun: str | None,
+    prune_after_oom: bool | None,
+    skip_predicted_fail: bool,
 ) -> None:
     """Run every pending cell of a matrix, recording each in results/<matrix>/results.jsonl.
 
@@ -81,80 +71,31 @@ def run(
         pfcbench run rtx3080 --skip-predicted-fail --max-memory-gib 10
         pfcbench run my-matrix.toml
     """
-    from bench.launch.local import LocalLauncher, gpu_shortage, visible_gpus
     from bench.launch.runner import Tally, run_cells
-    from bench.recfiles.check import data_problem
 
     the_plan = load_plan(matrix, results_root, rerun)
-    in_flight = ledger_of(the_plan.results_dir)  # checked before anything is run, written or deleted
-    if in_flight and slurm is None:
-        raise InputError(
-            f"{the_plan.results_dir}: {len(in_flight)} Slurm jobs of this matrix are in flight; follow them with "
-            f"pfcbench status / pfcbench collect {the_plan.results_dir}, or run with --launcher slurm to adopt them"
-        )
-    pending = the_plan.pending()
-    searches = the_plan.pending_searches()
+    refuse_jobs_in_flight(the_plan, launcher)
+    pending, searches = the_plan.pending(), the_plan.pending_searches()
     if not pending and not searches:
         click.echo(
             f"Nothing to run: all {len(the_plan.cells)} cells of {matrix.name} have a final record in {the_plan.results_file} (--rerun failed|all runs them again)."
         )
         return
-    if slurm is not None and rdzv_endpoint is not None:
-        raise click.UsageError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
-    if slurm is None and rdzv_endpoint is None and any(cell.launched_nodes > 1 for cell in pending):
-        raise MatrixUsageError(f"{matrix.path}: cells of several nodes need --rdzv-endpoint HOST:PORT")
-    shortage = None
-    if slurm is None and any(cell.on_gpu for cell in pending):
-        shortage = gpu_shortage(pending, visible_gpus(), matrix=True)
-    if shortage:
-        raise MatrixUsageError(f"{matrix.path}: {shortage}{cpu_sections_hint(matrix)}")
-    if problem := data_problem([*pending, *(cell for cell, _ in searches)]):
-        raise MatrixUsageError(f"{matrix.path}: {problem}")
-    launch = make_launch(timeout_s, inactivity_timeout_s, matrix.run, rdzv_endpoint=rdzv_endpoint)
-    launcher = LocalLauncher(launch) if slurm is None else slurm_launcher(launch, slurm, max_jobs, the_plan.source)
+    check_cells(launcher, matrix, [*pending, *(cell for cell, _ in searches)])
     prune = matrix.run.get("prune_after_oom", False) if prune_after_oom is None else prune_after_oom
+    predicted_fail = skipped_as_predicted(pending) if skip_predicted_fail else {}
     and_searches = f" and {len(searches)} searches" if searches else ""
-    try:
-        predicted_fail = predicted_failures(pending) if skip_predicted_fail else {}
-    except NoMemorySize as exc:
-        raise click.UsageError(str(exc)) from None
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(
         f"{matrix.name}: {len(pending)} of {len(the_plan.cells)} cells to run{and_searches}, results in {the_plan.results_file}"
     )
     started = time.monotonic()
-    shown = line_fields([*the_plan.cells, *(cell for cell, _ in searches)])
-    statuses: Counter = Counter()
     tally = Tally(waiting=len(pending), queues=launcher.queues)
-    progress = click.progressbar(
-        length=len(pending) + PROBES_PER_SEARCH * len(searches),
-        label=matrix.name,
-        show_eta=True,
-        show_pos=True,
-        item_show_func=lambda c: c and f"{cell_line(c, shown)} [{tally}, {time.monotonic() - started:.0f} s elapsed]",
-        file=sys.stderr,
-        update_min_steps=0,
-    )
+    records = run_cells(
+        the_plan, launcher.for_plan(the_plan.source), prune_after_oom=prune, predicted_fail=predicted_fail,
+        wait=not detach, tally=tally,
+    )  # fmt: skip
     try:
-        with progress if sys.stderr.isatty() else LinesOnly() as bar:
-            bar.update(0, pending[0] if pending else searches[0][0])
-            for number, (cell, record) in enumerate(
-                run_cells(
-                    the_plan,
-                    launcher,
-                    prune_after_oom=prune,
-                    predicted_fail=predicted_fail,
-                    wait=not detach,
-                    tally=tally,
-                ),
-                start=1,
-            ):
-                statuses[outcome(record)] += 1
-                if not sys.stderr.isatty():
-                    place = f"{number}/{len(pending)}" if number <= len(pending) else "search probe"
-                    click.echo(f"[{place}] {cell_line(cell, shown)}: {record_line(record)} [{tally}]", err=True)
-                bar.update(1, pending[number] if number < len(pending) else None)
+        statuses = show_progress(the_plan, records, tally, started)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: the cell in flight was stopped and not recorded; run again to continue.", err=True)
         sys.exit(130)
@@ -169,6 +110,62 @@ def run(
     click.echo(f"{matrix.name}: ran {sum(statuses.values())} cells in {time.monotonic() - started:.0f} s: {summary}; results in {the_plan.results_file}")  # fmt: skip
 
 
+def refuse_jobs_in_flight(the_plan: Plan, launcher: Launcher) -> None:
+    """Refuse a run whose launcher cannot take over the jobs an earlier run left in flight (the ledger is
+    checked either way, before anything is run, written or deleted)."""
+    in_flight = ledger_of(the_plan.results_dir)
+    if in_flight and not launcher.adopts:
+        raise InputError(
+            f"{the_plan.results_dir}: {len(in_flight)} Slurm jobs of this matrix are in flight; follow them with "
+            f"pfcbench status / pfcbench collect {the_plan.results_dir}, or run with --launcher slurm to adopt them"
+        )
+
+
+def check_cells(launcher: Launcher, matrix: Matrix, cells: list[Cell]) -> None:
+    """The launcher's own check of the cells it is to run, as one line naming the matrix."""
+    from bench.launch.base import LaunchError
+
+    try:
+        launcher.check(cells, matrix)
+    except LaunchError as exc:
+        raise MatrixUsageError(f"{matrix.path}: {exc}") from None
+
+
+def skipped_as_predicted(pending: list[Cell]) -> dict[str, str]:
+    """Cell id: the predicted failure, for --skip-predicted-fail."""
+    try:
+        return predicted_failures(pending)
+    except NoMemorySize as exc:
+        raise click.UsageError(str(exc)) from None
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def show_progress(the_plan: Plan, records: Iterator[tuple[Cell, dict]], tally: Tally, started: float) -> Counter:
+    """Follow the run's records as they come: a progress bar on a terminal, else a line per cell; their outcomes."""
+    pending, searches = the_plan.pending(), the_plan.pending_searches()
+    shown = line_fields([*the_plan.cells, *(cell for cell, _ in searches)])
+    statuses: Counter = Counter()
+    progress = click.progressbar(
+        length=len(pending) + PROBES_PER_SEARCH * len(searches),
+        label=the_plan.matrix.name,
+        show_eta=True,
+        show_pos=True,
+        item_show_func=lambda c: c and f"{cell_line(c, shown)} [{tally}, {time.monotonic() - started:.0f} s elapsed]",
+        file=sys.stderr,
+        update_min_steps=0,
+    )
+    with progress if sys.stderr.isatty() else LinesOnly() as bar:
+        bar.update(0, pending[0] if pending else searches[0][0])
+        for number, (cell, record) in enumerate(records, start=1):
+            statuses[outcome(record)] += 1
+            if not sys.stderr.isatty():
+                place = f"{number}/{len(pending)}" if number <= len(pending) else "search probe"
+                click.echo(f"[{place}] {cell_line(cell, shown)}: {record_line(record)} [{tally}]", err=True)
+            bar.update(1, pending[number] if number < len(pending) else None)
+    return statuses
+
+
 class LinesOnly:
     """The progress bar where stderr is not a terminal: none (click's would print its label alone), a line per cell."""
 
@@ -180,9 +177,3 @@ class LinesOnly:
 
     def update(self, n_steps: int, current_item: object = None) -> None:
         return None
-
-
-def slurm_launcher(launch, slurm, max_jobs: int, source):
-    from bench.launch.slurm import SlurmLauncher
-
-    return SlurmLauncher(launch, slurm, max_jobs, source)

@@ -6,29 +6,32 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from bench.commands.launcher_options import with_local_launcher
 from bench.commands.lines import failure_line, record_line
 from bench.commands.options import (
     InputError,
     MatrixUsageError,
     cell_options,
-    make_launch,
     one_line,
     results_option,
-    timeout_options,
     warn_skipped,
 )
 from bench.config import WHOLE_NUMBER_RANGES, Cell, check_number
-from bench.plan.search import FIELDS, PROBE_STEPS, Probe
+from bench.plan.search import FIELDS, PROBE_STEPS, Answer, Probe
 from bench.store.results import Results, ResultsError
+
+if TYPE_CHECKING:
+    from bench.launch.base import Launcher
 
 
 @click.command("search")
 @click.argument("field", type=click.Choice(FIELDS))
 @cell_options(defaults=PROBE_STEPS)
-@timeout_options
+@with_local_launcher()
 @click.option(
     "--start",
     type=int,
@@ -38,7 +41,7 @@ from bench.store.results import Results, ResultsError
 @results_option("Probes are recorded in RESULTS/search/results.jsonl, and reused by a search run again.")
 @click.option("--json", "as_json", is_flag=True, help="Print field, largest, smallest_oom and the probes' records.")
 def search_command(
-    field: str, start: int | None, results_root: Path, as_json: bool, timeout_s, inactivity_timeout_s, **fields
+    field: str, start: int | None, results_root: Path, as_json: bool, launcher: Launcher, **fields
 ) -> None:
     """Find the largest FIELD (batch_size or classes) of a cell that runs without running out of memory.
 
@@ -52,35 +55,23 @@ def search_command(
         pfcbench search classes --backbone none --batch-size 64 --nproc 2 --device cpu --max-memory-gib 1.5
         pfcbench search batch_size --backbone r50 --classes 1000000 --nproc 8 --precision fp16 --json
     """
-    from bench.launch.local import LocalLauncher, gpu_shortage, visible_gpus
+    from bench.launch.base import LaunchError
     from bench.launch.runner import run_probe, sigterm_as_interrupt
-    from bench.plan.search import Answer, ProbeFailed, search, start_value
-    from bench.recfiles.check import data_problem
+    from bench.plan.search import ProbeFailed, search, start_value
     from bench.store.results import latest_by_cell
 
+    config = searched_cell(field, start, fields)
     try:
-        config = Cell(**fields)
-        if config.device == "cpu" and config.max_memory_gib is None:
-            raise ValueError("a search on the CPU needs --max-memory-gib: the memory a probe may not exceed")
-        if config.launched_nodes > 1:
-            raise ValueError("a search runs cells on this machine; give --nnodes 1")
-        if start is not None:
-            check_number("--start", start, *WHOLE_NUMBER_RANGES[field])
-            Cell(**{**fields, field: start})
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    if config.on_gpu and (shortage := gpu_shortage([config], visible_gpus())):
-        raise MatrixUsageError(shortage)
-    if problem := data_problem([config]):
-        raise MatrixUsageError(problem)
-    launch = make_launch(timeout_s, inactivity_timeout_s)
+        launcher.check([config])
+    except LaunchError as exc:
+        raise MatrixUsageError(str(exc)) from None
     results_dir = results_root / "search"
     probes = []
     try:
         with sigterm_as_interrupt():
             records = latest_by_cell(read_probes(results_dir).records)
             first = (lambda: start) if start is not None else functools.partial(start_value, config, field)
-            for probe in search(config, field, first, records, run_probe(results_dir, LocalLauncher(launch))):
+            for probe in search(config, field, first, records, run_probe(results_dir, launcher)):
                 probes.append(probe)
                 if not as_json:
                     click.echo(probe_line(field, probe))
@@ -94,6 +85,29 @@ def search_command(
             f"{field} {exc.value}: probe {exc.record['status']}: {failure_line(exc.record)}"
         ) from None
     answer = Answer.of(field, probes)
+    say_answer(answer, config, results_dir, as_json)
+    if answer.largest is None:
+        sys.exit(1)
+
+
+def searched_cell(field: str, start: int | None, fields: dict) -> Cell:
+    """The cell a search starts from, and its --start checked; a usage error says what is wrong."""
+    try:
+        config = Cell(**fields)
+        if not config.on_gpu and config.max_memory_gib is None:
+            raise ValueError("a search on the CPU needs --max-memory-gib: the memory a probe may not exceed")
+        if config.launched_nodes > 1:
+            raise ValueError("a search runs cells on this machine; give --nnodes 1")
+        if start is not None:
+            check_number("--start", start, *WHOLE_NUMBER_RANGES[field])
+            Cell(**{**fields, field: start})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return config
+
+
+def say_answer(answer: Answer, config: Cell, results_dir: Path, as_json: bool) -> None:
+    field = answer.field
     if as_json:
         click.echo(json.dumps(answer.to_dict(), indent=2))
     elif answer.largest is None:
@@ -105,8 +119,6 @@ def search_command(
         click.echo(
             f"Largest {field} that fits: {answer.largest} ({oom}); {len(answer.probes)} probes, records in {results_dir / 'results.jsonl'}"
         )
-    if answer.largest is None:
-        sys.exit(1)
 
 
 def probe_line(field: str, probe: Probe) -> str:

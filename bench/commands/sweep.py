@@ -1,6 +1,6 @@
 """pfcbench status and pfcbench collect: follow a Slurm sweep that no process watches (run --detach).
 
-Both read the results folder's ledger of jobs in flight (bench/ledger.py); neither submits a job.
+Both read the results folder's ledger of jobs in flight (bench/launch/ledger.py); neither submits a job.
 """
 
 from __future__ import annotations
@@ -31,22 +31,6 @@ def ledger_of(results_dir: Path) -> dict[str, InFlight]:
         raise InputError(str(exc)) from None
 
 
-def job_word(job_id: str, workdir: Path) -> str:
-    """queued, running, done (ended, to be recorded), lost (Slurm forgot it and it left no rank file), or unknown
-    with Slurm's message when Slurm could not be asked."""
-    from bench.launch.slurm import FINISHED, QUEUED, UNKNOWN, job_state
-    from bench.store.records import rank_files_left
-
-    state = job_state(job_id)
-    if state is not None and state.name == UNKNOWN and state.reason:
-        return f"unknown ({state.reason})"
-    if state is None:
-        return "done" if rank_files_left(workdir) else "lost"
-    if state.name in FINISHED:
-        return "done"
-    return "queued" if state.name in QUEUED else "running"
-
-
 @click.command("status")
 @results_dir_argument
 def status(results_dir: Path) -> None:
@@ -58,11 +42,12 @@ def status(results_dir: Path) -> None:
     Example:
         pfcbench status results/rtx3080
     """
+    from bench.launch.slurm import job_word
     from bench.store.results import latest_by_cell, read_records
 
     counts: Counter = Counter()
     for job_id, entry in ledger_of(results_dir).items():
-        word = job_word(job_id, entry.workdir)
+        word = job_word(job_id, entry.workdir)  # the rule the sweep itself follows
         counts[word.split()[0]] += 1
         click.echo(f"{entry.cell.cell_id}  job {job_id}  {word}")
     results_file = results_dir / "results.jsonl"
@@ -83,9 +68,9 @@ def collect(results_dir: Path) -> None:
         pfcbench collect results/rtx3080
     """
     from bench.commands.options import load_plan_again
-    from bench.launch.local import Launch
     from bench.launch.runner import Tally, run_cells
-    from bench.launch.slurm import SlurmLauncher, SlurmOptions
+    from bench.launch.slurm import SlurmLauncher
+    from bench.launch.watchdog import Limits
     from bench.plan.build import PlanSource
 
     by_source: dict[str, tuple[PlanSource, list]] = {}
@@ -99,12 +84,12 @@ def collect(results_dir: Path) -> None:
         click.echo(f"{load_plan_again(results_dir, PlanSource()).matrix.name}: recorded 0 cells; nothing in flight")
         return
     matrix = plans[0].matrix
-    launch = Launch(**{key: matrix.run[key] for key in ("timeout_s", "inactivity_timeout_s") if key in matrix.run})
+    launcher = SlurmLauncher(Limits.of(None, None, matrix.run))  # the jobs a ledger names are Slurm's
     tally = Tally()
     recorded = []
     for plan in plans:  # one plan per run that left jobs in flight
         in_flight = Tally()
-        recorded += run_cells(plan, SlurmLauncher(launch, SlurmOptions()), submit=False, wait=False, tally=in_flight)
+        recorded += run_cells(plan, launcher, submit=False, wait=False, tally=in_flight)
         tally.queued, tally.running = tally.queued + in_flight.queued, tally.running + in_flight.running
     for cell, record in recorded:
         click.echo(f"{cell.cell_id}: {record['status']}")

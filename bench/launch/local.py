@@ -10,52 +10,51 @@ import site
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
-from bench.config import Cell, check_seconds
-from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log, worker_argv
-from bench.launch.ledger import scratch_area
-from bench.launch.watchdog import Watchdog
+from bench.config import Cell
+from bench.launch.base import (
+    Ended,
+    Job,
+    Launcher,
+    LaunchError,
+    LaunchOptions,
+    finish_record,
+    fresh_workdir,
+    keep_log,
+    worker_argv,
+)
+from bench.launch.watchdog import Limits
 from bench.rank.lifetime import die_with_parent
 from bench.rank.oom import oom_line
-from bench.store.files import remove
 from bench.store.records import LOG_SCAN_CHARS, holds_rank0, log_tail
 from bench.units import MIB
 
+if TYPE_CHECKING:
+    from bench.matrix import Matrix
+
 KILL_GRACE_S = 5.0
-PROCESS_POLL_S = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
-class Launch:
-    """How cells are started, as opposed to what they compute."""
+class Rendezvous:
+    """Where the torchrun agents of a cell of several nodes meet (c10d), one per node."""
 
-    timeout_s: float = 1800.0
-    """Wall-clock limit of one cell, start-up included."""
-    inactivity_timeout_s: float = 300.0
-    """Limit on time without a finished step (or, before the first, without any output)."""
-    rdzv_endpoint: str | None = None
-    """HOST:PORT of the c10d rendezvous for cells of several nodes; None runs on this machine alone."""
-    rdzv_id: str = "pfcbench"
-    """Rendezvous id shared by the nodes of one cell."""
+    endpoint: str
+    """HOST:PORT of the c10d rendezvous."""
+    id: str = "pfcbench"
+    """Rendezvous id shared by the nodes of one cell: its cell id."""
 
     def __post_init__(self) -> None:
-        check_seconds("timeout_s", self.timeout_s)
-        check_seconds("inactivity_timeout_s", self.inactivity_timeout_s)
-        if self.rdzv_endpoint is not None:
-            host, _, port = self.rdzv_endpoint.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"rendezvous endpoint {self.rdzv_endpoint!r}: expected HOST:PORT, e.g. node1:29400")
-        if not self.rdzv_id:
+        host, _, port = self.endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"rendezvous endpoint {self.endpoint!r}: expected HOST:PORT, e.g. node1:29400")
+        if not self.id:
             raise ValueError("rdzv_id must not be empty")
-
-    def watchdog(self, workdir: Path) -> Watchdog:
-        """The clocks of a cell running from workdir, started now."""
-        return Watchdog(workdir, timeout_s=self.timeout_s, inactivity_timeout_s=self.inactivity_timeout_s)
 
 
 def free_port() -> int:
@@ -64,29 +63,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun_argv(cell: Cell, launch: Launch, cell_json: Path, out: Path) -> list[str]:
-    """The torchrun command line of a cell: one process per GPU (or CPU rank) on this node."""
+def torchrun_argv(
+    cell: Cell, limits: Limits, cell_json: Path, out: Path, rendezvous: Rendezvous | None = None
+) -> list[str]:
+    """The torchrun command line of a cell: one process per GPU (or CPU rank) on this node.
+
+    A cell of several nodes meets its other nodes at the rendezvous; a cell of one node needs none.
+    """
     if cell.launched_nodes > 1:
-        if launch.rdzv_endpoint is None:
+        if rendezvous is None:
             raise ValueError(f"a cell of {cell.nnodes} nodes needs a rendezvous endpoint (--rdzv-endpoint HOST:PORT)")
-        rendezvous = [
-            "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", launch.rdzv_endpoint,
-            "--rdzv-id", launch.rdzv_id,
-        ]  # fmt: skip
+        meet = ["--rdzv-backend", "c10d", "--rdzv-endpoint", rendezvous.endpoint, "--rdzv-id", rendezvous.id]
     else:
-        rendezvous = ["--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+        meet = ["--master-addr", "127.0.0.1", "--master-port", str(free_port())]
     return [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", str(cell.launched_nodes),
         "--nproc-per-node", str(cell.launched_ranks_per_node),
         "--monitor-interval", "0.1",
-        *rendezvous,
-        *worker_argv(cell_json, out, launch.inactivity_timeout_s),
+        *meet,
+        *worker_argv(cell_json, out, limits),
     ]  # fmt: skip
 
 
-def worker_env(cell: Cell, launch: Launch) -> dict[str, str]:
+def worker_env(cell: Cell) -> dict[str, str]:
     """The ranks' environment: this one, plus CPU threading and the import path."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -132,12 +132,12 @@ def visible_gpus() -> int:
     return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else 0
 
 
-def gpu_shortage(cells: list[Cell], num_gpus: int, *, matrix: bool = False) -> str | None:
+def gpu_shortage(cells: list[Cell], num_gpus: int, matrix: Matrix | None = None) -> str | None:
     """Why some CUDA cells cannot run on a node with num_gpus visible GPUs, and what to give instead; None if all fit.
 
-    The advice is in the options of the command: a matrix's (run) or a cell's (cell, search). A
-    matrix is never advised onto the CPU: a matrix made for GPUs (r50 on 618K classes over 8 ranks)
-    would run for hours there, or not at all.
+    The advice is in the options of the command: a matrix's (run, which names the matrix's sections
+    that need no GPU) or a cell's (cell, search; matrix None). A matrix is never advised onto the
+    CPU: a matrix made for GPUs (r50 on 618K classes over 8 ranks) would run for hours there, or not at all.
     """
     short = [cell for cell in cells if cell.on_gpu and cell.launched_ranks_per_node > num_gpus]
     if not short:
@@ -145,21 +145,25 @@ def gpu_shortage(cells: list[Cell], num_gpus: int, *, matrix: bool = False) -> s
     need = max(cell.launched_ranks_per_node for cell in short)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     shown = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES unset"
-    if matrix:
+    if matrix is not None:
+        from bench.plan.table import cpu_sections_hint
+
         fix = (
             f"give --emulate-ranks {need} (rank 0 of each cell alone on one GPU) or --nproc {num_gpus} or fewer"
             if num_gpus
             else "run it on a GPU machine (pfcbench plan predicts each cell's memory without one)"
         )
+        hint = cpu_sections_hint(matrix)
     else:
         fix = (
             f"give --emulated (rank 0 of the cell alone on one GPU) or --nproc {num_gpus} or fewer"
             if num_gpus
             else "run it on a GPU machine, or give --device cpu to run it on the CPU"
         )
+        hint = ""
     return (
         f"{len(short)} CUDA cell(s) need {need} GPUs per node but {num_gpus} are visible here ({shown}); "
-        f"{fix}; nothing was run"
+        f"{fix}; nothing was run{hint}"
     )
 
 
@@ -184,35 +188,58 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(alive, timeout=KILL_GRACE_S)
 
 
-class LocalLauncher(Launcher):
+class LocalLauncher(Launcher[subprocess.Popen]):
     """torchrun on this machine, one cell at a time: cells on one machine would share its GPUs and cores."""
 
-    def __init__(self, launch: Launch) -> None:
-        self.launch = launch
+    name = "local"
 
-    def submit(self, cell: Cell, results_dir: Path) -> Job:
-        """Start the cell's torchrun in its own process group from a scratch folder of this node.
+    def __init__(self, limits: Limits, rdzv_endpoint: str | None = None) -> None:
+        """rdzv_endpoint: where the nodes of a cell of several nodes meet; None runs cells of one node only."""
+        self.limits = limits
+        self.rendezvous = Rendezvous(endpoint=rdzv_endpoint) if rdzv_endpoint is not None else None
 
-        The folder is per node, so that the nodes of a cell of several nodes may share the results folder.
-        """
-        workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
-        remove(workdir, scratch_area(results_dir))
-        return self.start(cell, workdir)
+    @classmethod
+    def from_options(cls, limits: Limits, options: LaunchOptions) -> LocalLauncher:
+        slurm = (options.partition, options.account, options.slurm_time, options.cpus_per_gpu, options.max_jobs)
+        if slurm != (None,) * 5 or options.sbatch_args or options.detach:
+            raise LaunchError(
+                "--partition, --account, --slurm-time, --sbatch-arg, --cpus-per-gpu, --max-jobs and --detach "
+                "need --launcher slurm (a local run is one cell at a time)"
+            )
+        try:
+            return cls(limits, options.rdzv_endpoint)
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
 
-    def start(self, cell: Cell, workdir: Path) -> Job:
-        launch = dataclasses.replace(self.launch, rdzv_id=cell.cell_id)
+    def check(self, cells: list[Cell], matrix: Matrix | None = None) -> None:
+        """Cells of several nodes need a rendezvous, CUDA cells the GPUs visible here, record cells their data."""
+        nodes = max((cell.launched_nodes for cell in cells), default=1)
+        if nodes > 1 and self.rendezvous is None:
+            several = "cells of several nodes need" if matrix is not None else f"a cell of {nodes} nodes needs"
+            raise LaunchError(f"{several} --rdzv-endpoint HOST:PORT")
+        if any(cell.on_gpu for cell in cells) and (shortage := gpu_shortage(cells, visible_gpus(), matrix)):
+            raise LaunchError(shortage)
+        super().check(cells, matrix)
+
+    def submit(self, cell: Cell, results_dir: Path) -> Job[subprocess.Popen]:
+        """Start the cell's torchrun from a fresh scratch folder of this node."""
+        return self.start(cell, fresh_workdir(cell, results_dir))
+
+    def start(self, cell: Cell, workdir: Path) -> Job[subprocess.Popen]:
+        """Start the cell's torchrun in its own process group, from workdir."""
+        rendezvous = dataclasses.replace(self.rendezvous, id=cell.cell_id) if self.rendezvous else None
         workdir.mkdir(parents=True, exist_ok=True)
         cell_json = workdir / "cell.json"
         cell_json.write_text(json.dumps(cell.to_dict()))
-        argv = torchrun_argv(cell, launch, cell_json, workdir)
+        argv = torchrun_argv(cell, self.limits, cell_json, workdir, rendezvous)
         with open(workdir / "torchrun.log", "wb") as log_file:
             proc = subprocess.Popen(
-                argv, stdout=log_file, stderr=subprocess.STDOUT, env=worker_env(cell, launch), start_new_session=True,
+                argv, stdout=log_file, stderr=subprocess.STDOUT, env=worker_env(cell), start_new_session=True,
                 preexec_fn=die_with_parent,
             )  # fmt: skip
-        return Job(cell=cell, workdir=workdir, watchdog=launch.watchdog(workdir), handle=proc)
+        return Job(cell=cell, workdir=workdir, watchdog=self.limits.watchdog(workdir), handle=proc)
 
-    def poll(self, job: Job) -> Ended | None:
+    def poll(self, job: Job[subprocess.Popen]) -> Ended | None:
         proc = job.handle
         timeout = None if proc.poll() is not None else job.watchdog.expired()
         if proc.returncode is None and timeout is None:
@@ -222,25 +249,37 @@ class LocalLauncher(Launcher):
         log = log_tail(job.workdir, LOG_SCAN_CHARS)
         return Ended(returncode, timeout, f"torchrun exited with {returncode}: {oom_line(log) or log[-2000:]}", {})
 
-    def cancel(self, job: Job, results_dir: Path | None = None) -> None:
+    def cancel(self, job: Job[subprocess.Popen], results_dir: Path) -> None:
         kill_tree(job.handle.pid)
         job.handle.wait()
 
-    def collect(self, job: Job, ended: Ended, results_dir: Path) -> tuple[dict, bool]:
+    def collect(self, job: Job[subprocess.Popen], ended: Ended, results_dir: Path) -> tuple[dict, bool]:
         return keep_log(finish_record(job, ended), job.workdir, results_dir), holds_rank0(job.cell, job.workdir)
 
+    def run_cell(self, cell: Cell, workdir: Path) -> tuple[dict, bool]:
+        """Run one cell in workdir (which must be empty or absent): its record, and whether this node holds rank 0.
 
-def run_cell(cell: Cell, workdir: Path, launch: Launch) -> dict:
-    """Run one cell in workdir (which must be empty or absent) and return its record.
+        The sweep's loop runs it, as a sweep of one cell whose folder stays: whatever happens,
+        KeyboardInterrupt included, no process of its torchrun is left.
+        """
+        from bench.launch.runner import run_jobs
 
-    Whatever happens, including KeyboardInterrupt, no process of its torchrun is left.
-    """
-    launcher = LocalLauncher(launch)
-    job = launcher.start(cell, workdir)
-    try:
-        while (ended := launcher.poll(job)) is None:
-            time.sleep(PROCESS_POLL_S)
-    except BaseException:
-        launcher.cancel(job)
-        raise
-    return finish_record(job, ended)
+        [(_, (record, here))] = run_jobs(InFolder(self, workdir), workdir, [cell], lambda _, *record_here: record_here)
+        return record, here
+
+
+class InFolder(LocalLauncher):
+    """A local launcher that runs its one cell in a folder of the caller's: the rank files and the log stay
+    there, and the record is returned, not kept."""
+
+    def __init__(self, launcher: LocalLauncher, workdir: Path) -> None:
+        self.limits, self.rendezvous, self.workdir = launcher.limits, launcher.rendezvous, workdir
+
+    def submit(self, cell: Cell, results_dir: Path) -> Job[subprocess.Popen]:
+        return self.start(cell, self.workdir)
+
+    def collect(self, job: Job[subprocess.Popen], ended: Ended, results_dir: Path) -> tuple[dict, bool]:
+        return finish_record(job, ended), holds_rank0(job.cell, job.workdir)
+
+    def release(self, job: Job[subprocess.Popen], results_dir: Path) -> None:
+        return None

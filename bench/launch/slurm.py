@@ -11,11 +11,10 @@ import contextlib
 import json
 import os
 import re
-import shlex
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +22,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.config import Cell
-from bench.launch.base import Ended, Job, Launcher, finish_record, keep_log, worker_argv
+from bench.launch.base import (
+    Ended,
+    Job,
+    Launcher,
+    LaunchError,
+    LauncherUnavailable,
+    LaunchOptions,
+    finish_record,
+    fresh_workdir,
+    keep_log,
+)
 from bench.launch.ledger import JOB_ID, add_job, read_ledger, remove_job, scratch_area
-from bench.launch.local import Launch, worker_env
+from bench.launch.slurm_job import SlurmOptions, job_env, job_script, sbatch_argv
+from bench.launch.watchdog import Limits
 from bench.plan.build import PlanSource
 from bench.store.files import remove
 from bench.store.records import log_tail, rank_files_left
@@ -43,48 +53,10 @@ QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFI
 UNKNOWN = "UNKNOWN"
 """The state of a job that Slurm could not be asked about (scontrol failed): neither running nor ended nor lost."""
 OUT_OF_TIME = frozenset({"TIMEOUT", "DEADLINE"})
-TIME_LIMIT = re.compile(r"(?i)(\d+-)?\d+(:\d+){0,2}|infinite|unlimited")
-NAME = re.compile(r"[\w.,:@+-]+")
-"""A partition or account name (or a comma list of them): nothing a shell or sbatch would read as more."""
-SBATCH_ARG = re.compile(r"--?[A-Za-z][\w-]*(=[\w.,:@+=/%-]*)?")
-"""One sbatch option, --name or --name=value or -x; never a bare word, which sbatch takes as its script."""
 
 
 class SlurmError(RuntimeError):
     """Slurm refused a command; the text is Slurm's own message."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SlurmOptions:
-    """Where, and under which limits, Slurm runs the cells of a sweep."""
-
-    partition: str | None = None
-    """Partition to submit to (--partition); None is the cluster's default."""
-    account: str | None = None
-    """Account charged for the jobs (--account); None is the user's default."""
-    time_limit: str | int | None = None
-    """Slurm's limit on one cell (--time): minutes, or a Slurm time such as 1:30:00; None is the partition's."""
-    sbatch_args: tuple[str, ...] = ()
-    """Further sbatch options, each one argument: ("--qos=high", "--exclusive")."""
-    cpus_per_gpu: int = 4
-    """CPU cores a CUDA cell's job asks for per GPU (its ranks' data and launch threads)."""
-
-    def __post_init__(self) -> None:
-        for option, value in (("--partition", self.partition), ("--account", self.account)):
-            if value is not None and not NAME.fullmatch(value):
-                raise ValueError(f"{option} {value!r}: expected a Slurm name (letters, digits, _ . - , : @ +)")
-        for arg in self.sbatch_args:
-            if not SBATCH_ARG.fullmatch(arg):
-                raise ValueError(
-                    f"--sbatch-arg {arg!r}: expected one sbatch option such as --qos=high or --exclusive "
-                    "(no spaces, quotes or shell characters; a bare word would be taken as the job script)"
-                )
-        if self.cpus_per_gpu < 1:
-            raise ValueError(f"--cpus-per-gpu must be at least 1, not {self.cpus_per_gpu}")
-        if self.time_limit is not None and not TIME_LIMIT.fullmatch(str(self.time_limit)):
-            raise ValueError(
-                f"Slurm time limit {self.time_limit!r}: give minutes (30) or [days-]hours:minutes:seconds (1:30:00)"
-            )
 
 
 class JobState(NamedTuple):
@@ -108,60 +80,6 @@ def slurm_command(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
 
 
-def job_script(cell: Cell, cell_json: Path, workdir: Path, inactivity_timeout_s: float) -> str:
-    """The batch script: srun starts one torchrun per node, joined by c10d on the first node."""
-    gpus = [f"--gpus-per-node={cell.launched_ranks_per_node}"] if cell.on_gpu else []
-    srun = ["srun", f"--nodes={cell.launched_nodes}", "--ntasks-per-node=1", *gpus, "--kill-on-bad-exit=1"]
-    torchrun = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", str(cell.launched_nodes), "--nproc-per-node", str(cell.launched_ranks_per_node), "--monitor-interval", "0.1",
-        "--rdzv-backend", "c10d",
-    ]  # fmt: skip
-    worker = worker_argv(cell_json, workdir, inactivity_timeout_s)
-    return "\n".join([
-        "#!/bin/bash",
-        f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.launched_ranks_per_node} ranks each.",
-        "set -eu",
-        "# A requeued job (preempted, scontrol requeue) starts over: nothing of an earlier run may be recorded.",
-        f"rm -f {shlex.quote(str(workdir))}/rank-*.json {shlex.quote(str(workdir))}/heartbeat",
-        'head_node=$(hostname)  # the batch script runs on the first node',
-        "port=$((20000 + SLURM_JOB_ID % 20000))",
-        f"exec {shlex.join(srun)} --cpus-per-task=$SLURM_CPUS_ON_NODE \\",
-        f'    {shlex.join(torchrun)} --rdzv-endpoint "$head_node:$port" --rdzv-id "$SLURM_JOB_ID" \\',
-        f"    {shlex.join(worker)}",
-        "",
-    ])  # fmt: skip
-
-
-def sbatch_argv(cell: Cell, workdir: Path, options: SlurmOptions) -> list[str]:
-    """sbatch's command line: one task per node; the job's output is the cell's torchrun.log."""
-    if cell.on_gpu:
-        resources = [
-            f"--gpus-per-node={cell.launched_ranks_per_node}",
-            f"--cpus-per-task={cell.launched_ranks_per_node * options.cpus_per_gpu}",
-        ]
-    else:
-        resources = [f"--cpus-per-task={cell.launched_ranks_per_node}"]
-    optional = {"--partition": options.partition, "--account": options.account, "--time": options.time_limit}
-    return [
-        "sbatch", "--parsable", f"--job-name=pfcbench-{cell.cell_id}",
-        f"--nodes={cell.launched_nodes}", "--ntasks-per-node=1", *resources,
-        f"--output={str(workdir / 'torchrun.log').replace('%', '%%')}", "--export=ALL", "--requeue",
-        *(f"{flag}={value}" for flag, value in optional.items() if value is not None),
-        *options.sbatch_args,
-        str(workdir / "job.sh"),
-    ]  # fmt: skip
-
-
-def job_env(cell: Cell, launch: Launch) -> dict[str, str]:
-    """The workers' environment, less the SLURM_* variables of a job this runner itself runs in (SLURM_CONF stays)."""
-    env = worker_env(cell, launch)
-    inherited = [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]
-    for key in inherited:
-        del env[key]
-    return env
-
-
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while sbatch runs, so that a job is never submitted unseen."""
@@ -173,8 +91,8 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
-def submit(argv: list[str], env: dict[str, str]) -> str:
-    """Submit the job and return its id; SlurmError carries sbatch's message when it refuses."""
+def sbatch(argv: list[str], env: dict[str, str]) -> str:
+    """Submit the job with sbatch and return its id; SlurmError carries sbatch's message when it refuses."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -209,7 +127,7 @@ def job_state(job_id: str) -> JobState | None:
     )  # fmt: skip
 
 
-def cancel(job_id: str) -> JobState | None:
+def scancel(job_id: str) -> JobState | None:
     """scancel the job and wait until it has left the queue (Slurm's KillWait, at most CANCEL_WAIT_S)."""
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         slurm_command("scancel", job_id)
@@ -221,7 +139,35 @@ def cancel(job_id: str) -> JobState | None:
     return state
 
 
-class SlurmLauncher(Launcher):
+def progress(state: JobState | None, workdir: Path) -> str:
+    """What a job's state means to a sweep, the one rule the runner and pfcbench status share: queued,
+    running, done (ended, to be recorded), lost (Slurm forgot it and it left no rank file: it runs
+    again) or unknown (Slurm could not be asked: the job stays as it was last seen)."""
+    if state is None:
+        return "done" if rank_files_left(workdir) else "lost"
+    if state.name in FINISHED:
+        return "done"
+    if state.name == UNKNOWN:
+        return "unknown"
+    return "queued" if state.name in QUEUED else "running"
+
+
+def job_word(job_id: str, workdir: Path) -> str:
+    """The job's progress as pfcbench status says it; unknown with Slurm's message when Slurm could not be asked."""
+    state = job_state(job_id)
+    word = progress(state, workdir)
+    return f"unknown ({state.reason})" if word == "unknown" and state.reason else word
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A cell's Slurm job: its id, or why sbatch refused it (then it never ran, and ends at its first poll)."""
+
+    job_id: str | None
+    refused: str | None = None
+
+
+class SlurmLauncher(Launcher[Submitted]):
     """Each cell a Slurm job of its own, up to max_jobs in flight at once; pfcbench holds the throttle.
 
     Separate jobs rather than one job array: the cells of one matrix ask for different resources
@@ -231,68 +177,93 @@ class SlurmLauncher(Launcher):
     The cost is one sbatch per cell, which a sweep of hundreds of cells of minutes each does not notice.
     """
 
+    name = "slurm"
     poll_s = SLURM_POLL_S
     queues = True
+    adopts = True
 
     def __init__(
-        self, launch: Launch, options: SlurmOptions, max_jobs: int = 1, source: PlanSource | None = None
+        self, limits: Limits, options: SlurmOptions | None = None, max_jobs: int = 1, source: PlanSource | None = None
     ) -> None:
         """source: what the run's plan was built from, which the ledger keeps beside each job it submits."""
         if max_jobs < 1:
             raise ValueError(f"--max-jobs must be at least 1, not {max_jobs}")
-        self.launch, self.options, self.slots = launch, options, max_jobs
+        self.limits, self.options, self.slots = limits, options or SlurmOptions(), max_jobs
         self.source = source or PlanSource()
 
-    def adopt(self, results_dir: Path, cells: list[Cell]) -> list[Job]:
+    @classmethod
+    def from_options(cls, limits: Limits, options: LaunchOptions) -> SlurmLauncher:
+        """LaunchError for an option sbatch would misread, LauncherUnavailable where sbatch is not on PATH."""
+        if options.rdzv_endpoint is not None:
+            raise LaunchError("--rdzv-endpoint is for --launcher local: a Slurm job meets on its own first node")
+        try:
+            slurm = SlurmOptions(
+                partition=options.partition, account=options.account, time_limit=options.slurm_time,
+                sbatch_args=tuple(options.sbatch_args),
+                cpus_per_gpu=SlurmOptions.cpus_per_gpu if options.cpus_per_gpu is None else options.cpus_per_gpu,
+            )  # fmt: skip
+            launcher = cls(limits, slurm, options.max_jobs or 1)
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
+        if shutil.which("sbatch") is None:
+            raise LauncherUnavailable(
+                "--launcher slurm: sbatch is not on PATH; run from a machine that submits Slurm jobs"
+            )
+        return launcher
+
+    def for_plan(self, source: PlanSource) -> SlurmLauncher:
+        return SlurmLauncher(self.limits, self.options, self.slots, source)
+
+    def adopt(self, results_dir: Path, cells: list[Cell]) -> list[Job[Submitted]]:
         by_id = {cell.cell_id: cell for cell in cells}
         jobs = []
         for job_id, entry in read_ledger(results_dir).items():  # each scratch folder checked inside the scratch area
             if entry.cell.cell_id in by_id:
-                watchdog = self.launch.watchdog(entry.workdir)
+                watchdog = self.limits.watchdog(entry.workdir)
                 cell = by_id.pop(entry.cell.cell_id)
-                jobs.append(Job(cell=cell, workdir=entry.workdir, watchdog=watchdog, handle=job_id))
+                jobs.append(Job(cell=cell, workdir=entry.workdir, watchdog=watchdog, handle=Submitted(job_id)))
         return jobs
 
-    def submit(self, cell: Cell, results_dir: Path) -> Job:
+    def submit(self, cell: Cell, results_dir: Path) -> Job[Submitted]:
         """sbatch the cell from a fresh scratch folder; the ledger names the job before anyone waits on it."""
-        workdir = results_dir / "work" / f"{cell.cell_id}.{socket.gethostname()}"
-        remove(workdir, scratch_area(results_dir))
+        workdir = fresh_workdir(cell, results_dir)
         workdir.mkdir(parents=True)
         cell_json = workdir / "cell.json"
         cell_json.write_text(json.dumps(cell.to_dict()))
-        (workdir / "job.sh").write_text(job_script(cell, cell_json, workdir, self.launch.inactivity_timeout_s))
-        job = Job(cell=cell, workdir=workdir, watchdog=self.launch.watchdog(workdir))
+        (workdir / "job.sh").write_text(job_script(cell, cell_json, workdir, self.limits))
+        watchdog = self.limits.watchdog(workdir)
         try:
             with signals_deferred():
-                job.handle = submit(sbatch_argv(cell, workdir, self.options), job_env(cell, self.launch))
-                add_job(results_dir, job.handle, cell.cell_id, cell.to_dict(), workdir, self.source)
+                job_id = sbatch(sbatch_argv(cell, workdir, self.options), job_env(cell))
+                add_job(results_dir, job_id, cell.cell_id, cell.to_dict(), workdir, self.source)
         except SlurmError as exc:
-            job.handle = exc
             note(workdir, f"pfcbench: sbatch refused the cell: {exc}")
-        return job
+            return Job(cell=cell, workdir=workdir, watchdog=watchdog, handle=Submitted(None, refused=str(exc)))
+        return Job(cell=cell, workdir=workdir, watchdog=watchdog, handle=Submitted(job_id))
 
-    def poll(self, job: Job) -> Ended | None:
+    def poll(self, job: Job[Submitted]) -> Ended | None:
         """The job's end, or None while it is queued or running; its clocks start when it leaves the queue."""
-        if isinstance(job.handle, SlurmError):
-            return Ended(None, None, str(job.handle), {"slurm_job_id": None, "slurm_state": None})
-        state = job_state(job.handle)
-        if state is None or state.name in FINISHED:
+        if job.handle.refused is not None:
+            return Ended(None, None, job.handle.refused, {"slurm_job_id": None, "slurm_state": None})
+        state = job_state(job.handle.job_id)
+        word = progress(state, job.workdir)
+        if word in ("done", "lost"):
             return self.ending(job, state)
-        if state.name != UNKNOWN:  # scontrol failed: the job stays as it was last seen
-            job.running = state.name not in QUEUED
+        if word != "unknown":
+            job.running = word == "running"
         if not job.running:
             job.watchdog.restart()
         job.started = job.watchdog.started
         timeout = job.running and job.watchdog.expired()
-        return self.ending(job, cancel(job.handle), timeout) if timeout else None
+        return self.ending(job, scancel(job.handle.job_id), timeout) if timeout else None
 
-    def ending(self, job: Job, state: JobState | None, timeout: str | None = None) -> Ended:
+    def ending(self, job: Job[Submitted], state: JobState | None, timeout: str | None = None) -> Ended:
         """How the job ended; a job Slurm forgot that left no rank file is lost, and runs again."""
-        job_id, workdir = job.handle, job.workdir
+        job_id, workdir = job.handle.job_id, job.workdir
         fields = {"slurm_job_id": job_id, "slurm_state": state.name if state else None}
         if state is None:
             error = f"Slurm forgot job {job_id} before its end was seen: {log_tail(workdir)}"
-            return Ended(None, None, error, fields, lost=not rank_files_left(workdir))
+            return Ended(None, None, error, fields, lost=progress(state, workdir) == "lost")
         code, _, sig = state.exit_code.partition(":")
         returncode = int(code) if code.isdigit() and sig in ("", "0") else None
         if state.name in OUT_OF_TIME:
@@ -305,20 +276,20 @@ class SlurmLauncher(Launcher):
         note(workdir, f"pfcbench: {seen}: {timeout or 'ended'}")
         return Ended(returncode, timeout, error, fields)
 
-    def cancel(self, job: Job, results_dir: Path) -> None:
-        if isinstance(job.handle, str):
-            cancel(job.handle)
-            remove_job(results_dir, job.handle)
+    def cancel(self, job: Job[Submitted], results_dir: Path) -> None:
+        if job.handle.job_id is not None:
+            scancel(job.handle.job_id)
+            remove_job(results_dir, job.handle.job_id)
 
-    def collect(self, job: Job, ended: Ended, results_dir: Path) -> tuple[dict, bool]:
+    def collect(self, job: Job[Submitted], ended: Ended, results_dir: Path) -> tuple[dict, bool]:
         record = finish_record(job, ended)
         if record["status"] == "ok":
             describe_compute_nodes(results_dir, job.workdir, record)
         return keep_log(record, job.workdir, results_dir), True
 
-    def release(self, job: Job, results_dir: Path) -> None:
-        if isinstance(job.handle, str):
-            remove_job(results_dir, job.handle)
+    def release(self, job: Job[Submitted], results_dir: Path) -> None:
+        if job.handle.job_id is not None:
+            remove_job(results_dir, job.handle.job_id)
         remove(job.workdir, scratch_area(results_dir))
 
 

@@ -53,8 +53,9 @@ def published_figures(matrix: Matrix) -> dict[str, dict]:
     return figures
 
 
-def plan_entries(the_plan: Plan, memory_gib: float | None) -> list[dict]:
-    """plan_entries_plain with each cell's predicted peak, parts and fit against its memory size.
+def plan_entries(the_plan: Plan, memory_gib: float | None, gpu: str | None = None) -> list[dict]:
+    """plan_entries_plain with each cell's predicted peak, parts and fit against its memory size;
+    gpu names the catalogue GPU memory_gib is the memory of, where one is.
 
     Raises RuntimeError where the memory model cannot trace a cell.
     """
@@ -73,6 +74,7 @@ def plan_entries(the_plan: Plan, memory_gib: float | None) -> list[dict]:
             predicted_fits=prediction.fits(size_gib),
             predicted_parts_gib={part: round(n / GIB, 3) for part, n in prediction.parts.items()},
             predicted_largest_part=prediction.largest_part(),
+            **({"gpu": gpu} if gpu else {}),
         )
     return entries
 
@@ -126,9 +128,15 @@ def plan_row(number: int, entry: dict, shown: Sequence[str] = ()) -> dict:
         row["predicted GiB/rank"] = f"{entry['predicted_peak_gib']:.2f}"
         if "published_gpu_mem_gb" in entry:
             row["published GPU Mem(GB)"] = f"~{entry['published_gpu_mem_gb']}"
-        row["predicted"] = "" if fits is None else ("fits" if fits else "Fail") + f" ({entry['memory_gib']:g} GiB)"
+        row["predicted"] = "" if fits is None else ("fits" if fits else "Fail") + f" ({memory_text(entry)})"
         row["largest part"] = entry["predicted_largest_part"]
     return row
+
+
+def memory_text(entry: dict) -> str:
+    """The memory per rank a plan entry was predicted against: "10 GiB", "rtx3080: 9.7832 GiB"."""
+    size = f"{entry['memory_gib']:g} GiB"
+    return f"{entry['gpu']}: {size}" if "gpu" in entry else size
 
 
 def predicted_failures(cells: list[Cell]) -> dict[str, str]:

@@ -9,18 +9,15 @@ from contextlib import AbstractContextManager
 
 import torch
 from torch import distributed
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, mm_flop
 
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from bench.workload.device import Device
 
 
 def time_windows(
     step: Callable[[], float | torch.Tensor],
     *,
-    device: torch.device,
+    device: Device,
     warmup_steps: int,
     num_windows: int,
     steps_per_window: int,
@@ -47,7 +44,7 @@ def time_windows(
     for _ in range(warmup_steps - 1):
         losses.append(step())
         heartbeat()
-    synchronize(device)
+    device.synchronize()
     if after_warmup is not None:
         after_warmup()
     if batch_wait_s is not None:
@@ -57,18 +54,18 @@ def time_windows(
     window_times_s = []
     with measured or contextlib.nullcontext():
         for _ in range(num_windows):
-            synchronize(device)
+            device.synchronize()
             window_start = time.perf_counter()
             for _ in range(steps_per_window):
                 step_start = time.perf_counter()
                 losses.append(step())
                 step_times_s.append(time.perf_counter() - step_start)
                 heartbeat()
-            synchronize(device)
+            device.synchronize()
             window_times_s.append(time.perf_counter() - window_start)
             if batch_wait_s is not None and (wait_s := batch_wait_s()) is not None:
                 loader_wait_s.append(wait_s)
-    slowest = torch.tensor(window_times_s, dtype=torch.float64, device=device)
+    slowest = torch.tensor(window_times_s, dtype=torch.float64, device=device.torch)
     distributed.all_reduce(slowest, distributed.ReduceOp.MAX)
     figures = {"loader_wait_s": loader_wait_s} if loader_wait_s else {}
     return {
@@ -88,6 +85,23 @@ def prepare_flop_counting() -> None:
     import torch._dynamo  # noqa: F401
 
 
+def in_place_addmm_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    return mm_flop(a_shape, b_shape)
+
+
+def conv_backward_flops(grad_out, x, w, bias, stride, padding, dilation, transposed, out_pad, groups, mask, **kwargs):
+    """The forward's FLOPs for each gradient computed (of the input, of the weights), whatever the groups."""
+    return conv_flop_count(x, w, grad_out, transposed=transposed) * (int(mask[0]) + int(mask[1]))
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FLOP counter, taught the in-place addmm_ of fused's backward (it counts addmm only) and the
+    backward of a grouped convolution (torch 2.14 counts its weight gradient groups times over: mbf's
+    depthwise convolutions; pytorch/pytorch pull 183405)."""
+    custom = {torch.ops.aten.addmm_: in_place_addmm_flops, torch.ops.aten.convolution_backward: conv_backward_flops}
+    return FlopCounterMode(display=False, custom_mapping=custom)
+
+
 def count_flops(step: Callable[[], float]) -> tuple[float, int]:
     """Run one step under FlopCounterMode: its loss, and the FLOPs this rank ran in it.
 
@@ -95,6 +109,6 @@ def count_flops(step: Callable[[], float]) -> tuple[float, int]:
     classifier's GEMMs over the centres this rank holds or sampled), whatever the implementation;
     element-wise work, normalisation and communication are not counted.
     """
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         loss = step()
     return loss, counter.get_total_flops()

@@ -24,7 +24,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
-import torch
 from torch import distributed
 
 from bench.config import Cell
@@ -32,11 +31,12 @@ from bench.rank import fanout
 from bench.rank.host import describe_machine
 from bench.rank.lifetime import die_with_parent
 from bench.rank.measure import prepare_flop_counting, time_windows
-from bench.rank.memcap import cap_memory, cuda_overhead_bytes, failure_status
+from bench.rank.memcap import failure_status
+from bench.rank.output import write_atomic
 from bench.rank.telemetry import GpuSampler, cpu_peak_rss_mib
-from bench.store.results import write_atomic
 from bench.units import GIB, KIB, MIB
 from bench.workload.base_step import BaseStep, build_step
+from bench.workload.device import Device, rank_device
 
 BYTES_ASKED = re.compile(r"(?i)tried to allocate ([\d.]+) ?(bytes|KiB|MiB|GiB)")
 UNITS = {"bytes": 1, "kib": KIB, "mib": MIB, "gib": GIB}
@@ -72,52 +72,31 @@ def bytes_asked(exc: BaseException) -> int | None:
     return int(float(match.group(1)) * UNITS[match.group(2).lower()]) if match else None
 
 
-def peak_memory(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {
-            "peak_allocated_mib": torch.cuda.max_memory_allocated(device) / MIB,
-            "peak_reserved_mib": torch.cuda.max_memory_reserved(device) / MIB,
-            "peak_rss_mib": cpu_peak_rss_mib(),
-        }
-    return {"peak_allocated_mib": None, "peak_reserved_mib": None, "peak_rss_mib": cpu_peak_rss_mib()}
+def peak_memory(device: Device) -> dict:
+    """The allocator's peaks (None where the device has no such figures) and the process's peak RSS."""
+    peaks = {"peak_allocated_mib": None, "peak_reserved_mib": None, **device.peak_memory_mib()}
+    return {**peaks, "peak_rss_mib": cpu_peak_rss_mib()}
 
 
 def set_up(cell: Cell, out: Path, figures: dict, pg_timeout: timedelta) -> tuple[BaseStep, Heartbeat]:
     """Join the process group, apply the memory cap and build the step; returns it and a heartbeat.
 
-    On CUDA, figures gets the overhead outside the caching allocator (cuda_overhead_mib).
+    figures gets what the device's runtime holds (on CUDA, cuda_overhead_mib: the memory outside the
+    caching allocator).
     """
     beat = Heartbeat(out / "heartbeat")
     beat.now()
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if cell.device == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    distributed.init_process_group(
-        "nccl" if device.type == "cuda" else "gloo",
-        device_id=device if device.type == "cuda" else None,
-        timeout=pg_timeout,
-    )
+    device = rank_device(cell, int(os.environ["LOCAL_RANK"]))
+    device.init_process_group(pg_timeout)
     beat.now()
     prepare_flop_counting()
     beat.now()
-    overhead_bytes = 0
-    if device.type == "cuda":
-        overhead_bytes = cuda_overhead_bytes(device)
-        figures["cuda_overhead_mib"] = overhead_bytes / MIB
+    figures.update(device.start_runtime())
     if cell.max_memory_gib is not None:
-        cap_memory(cell, device, overhead_bytes)
-    step = build_step(cell, device, distributed.get_rank())
+        device.cap_memory(int(cell.max_memory_gib * GIB))
+    step = build_step(cell, device.torch, distributed.get_rank())
     beat.now()
     return step, beat
-
-
-def cuda_device(device: torch.device) -> dict:
-    """What CUDA says of this rank's device: its UUID (to find it in NVML), name and memory."""
-    props = torch.cuda.get_device_properties(device)
-    return {"uuid": str(props.uuid), "name": props.name, "memory_mib": props.total_memory // MIB}
 
 
 def measure(cell: Cell, step: BaseStep, beat: Callable[[], None]) -> dict:
@@ -126,18 +105,14 @@ def measure(cell: Cell, step: BaseStep, beat: Callable[[], None]) -> dict:
     Peak memory is reset after warm-up: cuDNN's autotuning tries workspaces sized from the free
     memory of the card, which no measured step needs. The warm-up's own peak is kept apart.
     """
-    device = step.device
-    devices = [cuda_device(device)] if device.type == "cuda" else []
+    device = step.rank_device
+    devices = device.gpus()
     sampler = GpuSampler([d["uuid"] for d in devices])
     warmup: dict = {}
 
     def after_warmup() -> None:
-        if device.type == "cuda":
-            warmup.update(
-                warmup_peak_allocated_mib=torch.cuda.max_memory_allocated(device) / MIB,
-                warmup_peak_reserved_mib=torch.cuda.max_memory_reserved(device) / MIB,
-            )
-            torch.cuda.reset_peak_memory_stats(device)
+        warmup.update({f"warmup_{name}": value for name, value in device.peak_memory_mib().items()})
+        device.reset_peak_memory()
         warmup["warmup_skipped_steps"] = step.num_skipped_steps
         step.take_forward_times_s()
 

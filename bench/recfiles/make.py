@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.store.files import FileError, remove
 from bench.units import KIB, MIB
-from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecordError, RecordWriter, pack
+from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecFileError, RecWriter, pack
 
 SIDE = 112
 QUALITY = 95
@@ -89,7 +89,7 @@ def make_dataset(root: Path, num_images: int, num_classes: int, seed: int = 0) -
     key 0 with labels (N + 1, N + 1 + K). Class c holds a contiguous block of about N / K keys,
     as in the shipped datasets, so every class has images and every identity record a range.
 
-    Everything a user could get wrong is refused (RecordError) before anything is written. The
+    Everything a user could get wrong is refused (RecFileError) before anything is written. The
     dataset is written in a temporary folder beside `root` (beside the folder it links to, when
     `root` is a symlink to an empty folder) and renamed at the end, so a make that fails or is
     interrupted leaves no half dataset; folders it made above `root` are removed again. A write
@@ -102,9 +102,9 @@ def make_dataset(root: Path, num_images: int, num_classes: int, seed: int = 0) -
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as exc:
         _remove_empty(made_parents)
-        raise RecordError(f"{root}: cannot write in {target.parent} ({exc.strerror or exc})") from None
+        raise RecFileError(f"{root}: cannot write in {target.parent} ({exc.strerror or exc})") from None
     try:
-        total_jpeg = _write_records(scratch, num_images, num_classes, np.random.default_rng(seed))
+        total_jpeg = _write_rec_file(scratch, num_images, num_classes, np.random.default_rng(seed))
         rec_bytes = (scratch / REC_NAME).stat().st_size
         scratch.chmod(0o755)
         os.replace(scratch, target)  # a rename takes the place of an empty folder
@@ -117,43 +117,43 @@ def make_dataset(root: Path, num_images: int, num_classes: int, seed: int = 0) -
 
 
 def _check_make(root: Path, num_images: int, num_classes: int, seed: int) -> Path:
-    """The folder to write (root, or the empty folder it links to); RecordError on what cannot be made."""
+    """The folder to write (root, or the empty folder it links to); RecFileError on what cannot be made."""
     if not str(root).isprintable():
-        raise RecordError(f"folder {str(root)!r}: a control character in its name; choose a printable name")
+        raise RecFileError(f"folder {str(root)!r}: a control character in its name; choose a printable name")
     if not 1 <= num_images <= MAX_IMAGES:
-        raise RecordError(f"{root}: --images {num_images} is not from 1 to {MAX_IMAGES:,}")
+        raise RecFileError(f"{root}: --images {num_images} is not from 1 to {MAX_IMAGES:,}")
     if num_classes < 1:
-        raise RecordError(f"{root}: --classes {num_classes} is below 1")
+        raise RecFileError(f"{root}: --classes {num_classes} is below 1")
     if num_classes > num_images:
-        raise RecordError(f"{root}: {num_classes} classes need at least as many images (got {num_images})")
+        raise RecFileError(f"{root}: {num_classes} classes need at least as many images (got {num_images})")
     if not 0 <= seed <= MAX_SEED:
-        raise RecordError(f"{root}: --seed {seed} is not from 0 to {MAX_SEED:,}")
+        raise RecFileError(f"{root}: --seed {seed} is not from 0 to {MAX_SEED:,}")
     target = root
     if root.is_symlink():
         target = root.resolve()
         if not target.is_dir():
-            raise RecordError(f"{root}: a symlink to {target}, which is not a folder")
+            raise RecFileError(f"{root}: a symlink to {target}, which is not a folder")
     if target.exists():
         if not target.is_dir():
-            raise RecordError(f"{root}: a file, not a folder")
+            raise RecFileError(f"{root}: a file, not a folder")
         if any(target.iterdir()):
-            raise RecordError(f"{root}: folder exists and is not empty")
+            raise RecFileError(f"{root}: folder exists and is not empty")
     above = next(p for p in target.parents if p.exists() or p.is_symlink())
     if not above.is_dir():
-        raise RecordError(f"{root}: {above} is not a folder")
+        raise RecFileError(f"{root}: {above} is not a folder")
     need = num_images * BYTES_PER_IMAGE
     free = shutil.disk_usage(above).free
     if need > free:
-        raise RecordError(
+        raise RecFileError(
             f"{root}: {num_images:,} images need about {need / MIB:,.0f} MiB, {free / MIB:,.0f} MiB free in {above}"
         )
     return target
 
 
-def _write_records(folder: Path, num_images: int, num_classes: int, rng: np.random.Generator) -> int:
+def _write_rec_file(folder: Path, num_images: int, num_classes: int, rng: np.random.Generator) -> int:
     """Write the records of make_dataset into folder; the total bytes of the JPEGs."""
     total_jpeg = 0
-    with RecordWriter(folder / REC_NAME, folder / IDX_NAME) as writer:
+    with RecWriter(folder / REC_NAME, folder / IDX_NAME) as writer:
         starts = [1 + c * num_images // num_classes for c in range(num_classes + 1)]
         for label in range(num_classes):
             for key in range(starts[label], starts[label + 1]):

@@ -1,8 +1,9 @@
 """The report of a matrix run: result records -> markdown in the arcface_torch layout, PNG plots, flat exports.
 
 `render_markdown` (markdown) follows insightface's published speed reports; `write_report` (write)
-is what `pfcbench report` runs. The modules: read (a results folder), marks (what a cell prints
-when it has no figure), tables, markdown, plots, write. Importing this package loads none of
+is what `pfcbench report` runs. The modules: read (a results folder), tables (a section as a table
+of values and marks, bench.metrics' entries), marks (the legend read from those marks), markdown
+(the only place a table becomes text), plots, write. Importing this package loads none of
 them, so that the CLI answers at once; a name is loaded from its module when first used.
 """
 
@@ -16,7 +17,6 @@ LAZY = {
     "write_report": "write",
     "render_markdown": "markdown",
     "read_run": "read",
-    "load_run": "read",
 }
 """Names the package offers, and the module each lives in."""
 

@@ -18,9 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell, check_number
+from bench.metrics import EMULATED, METRICS, speed_entry
 from bench.report.marks import speed_text
+from bench.report.tables import markdown_table
 from bench.store.results import ReportError, Results, is_ok, read_results
 from bench.verdicts import not_a_speed, training_speed
+
+SPEED = METRICS["samples_per_s"]
 
 MAX_THRESHOLD = 100.0
 """Largest --threshold: a change of samples/sec by a factor of 101."""
@@ -88,11 +92,12 @@ def compare_cell(a: dict | None, b: dict | None, threshold: float, alpha: float)
     if not is_ok(b) or not is_ok(a):
         verdict = "newly failing" if is_ok(a) else "fixed"
         return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=None, p_value=None, verdict=verdict)
-    ratio = training_speed(b) / training_speed(a)
+    speed_a, speed_b = training_speed(a), training_speed(b)
+    ratio = speed_b / speed_a
     samples_a, samples_b = timing_samples(a), timing_samples(b)
     p_value = mann_whitney_p(samples_a, samples_b) if samples_a and samples_b else None
     changed = abs(ratio - 1) > threshold and p_value is not None and p_value < alpha
-    verdict = ("faster" if ratio > 1 else "slower") if changed else "same"
+    verdict = ("faster" if SPEED.improves(speed_b, speed_a) else "slower") if changed else "same"
     return Comparison(cell_id=cell_id, config=config, a=a, b=b, ratio=ratio, p_value=p_value, verdict=verdict)
 
 
@@ -167,13 +172,14 @@ def key_fields(comparisons: list[Comparison]) -> list[str]:
 
 
 def comparison_frame(comparisons: list[Comparison]) -> pd.DataFrame:
+    """One row per cell: what tells it apart, samples/sec in A and B as entries, their ratio, the verdict."""
     fields = key_fields(comparisons)
     rows = [
         {
             "cell": c.cell_id,
             **{name: "" if c.config.get(name) is None else str(c.config[name]) for name in fields},
-            "A": speed_text(c.a),
-            "B": speed_text(c.b),
+            "A": speed_entry(c.a, after=(EMULATED,)),
+            "B": speed_entry(c.b, after=(EMULATED,)),
             "ratio": "" if c.ratio is None else f"{c.ratio:.3f}",
             "p-value": "" if c.p_value is None else f"{c.p_value:.2g}",
             "verdict": f"{c.verdict} ({c.why})" if c.why else c.verdict,
@@ -187,7 +193,7 @@ def render_comparison(comparisons: list[Comparison]) -> str:
     """The comparison table (tabulate, github style) and a one-line count of verdicts."""
     if not comparisons:
         return "No records in either run."
-    table = comparison_frame(comparisons).to_markdown(index=False, tablefmt="github", disable_numparse=True)
+    table = markdown_table(comparison_frame(comparisons))
     counts = Counter(c.verdict for c in comparisons)
     return table + "\n\n" + ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
 

@@ -8,16 +8,17 @@ with the same cell, and samples/sec per watt where a machine measured its power.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from bench.config import Cell
-from bench.matrix import PACKAGED, load_matrix
+from bench.matrix import PACKAGED, Row, load_matrix
+from bench.metrics import EMULATED, METRICS, NO_SPEED, NOT_YET, Entry, Mark, speed_entry
 from bench.numbers import is_number
 from bench.report.fields import SAID_BY_RANKS, field_label, field_text, varying_fields
-from bench.report.marks import LEGEND, NO_SPEED, mark, speed_text
 from bench.report.read import read_envs, read_run
 from bench.report.server import server_spec
 from bench.report.tables import markdown_table
@@ -67,15 +68,15 @@ def read_machines(folders: list[Path]) -> list[Machine]:
     ]
 
 
-def published_figures() -> dict[str, float | str]:
-    """Published samples/sec (or "Fail") of every packaged report's rows, by cell id."""
-    figures: dict[str, float | str] = {}
+def published_rows() -> dict[str, Row]:
+    """The first row of the packaged reports that gives a published samples/sec (or Fail) of a cell, by cell id."""
+    rows: dict[str, Row] = {}
     for path in sorted(PACKAGED.glob("*.toml")):
         for section in load_matrix(path).sections:
             for row in section.rows:
                 if row.published is not None and row.not_run is None:
-                    figures.setdefault(row.cell.cell_id, row.published)
-    return figures
+                    rows.setdefault(row.cell.cell_id, row)
+    return rows
 
 
 def per_watt(record: dict | None) -> float | None:
@@ -90,23 +91,27 @@ def row_fields(cells: list[Cell]) -> list[str]:
 
 
 def machines_frame(machines: list[Machine]) -> pd.DataFrame:
-    """One row per cell any machine ran; per machine its samples/sec (or mark, "—" where it lacks the
-    cell) and where it measured power its samples/sec per watt; the published figure where one exists."""
+    """One row of entries per cell any machine ran; per machine its samples/sec (or mark, "—" where it lacks
+    the cell) and where it measured power its samples/sec per watt; the published figure where one exists."""
     cells = list({c.cell_id: c for m in machines for c in m.cells}.values())
-    fields, published = row_fields(cells), published_figures()
+    fields, published = row_fields(cells), published_rows()
     rows = []
     for cell in cells:
-        row = {field: field_text(field, getattr(cell, field)) for field in fields}
+        row = {field: Entry(field_text(field, getattr(cell, field))) for field in fields}
         for m in machines:
-            row[m.name] = speed_text(m.latest.get(cell.cell_id)) if cell.cell_id in m.latest else mark(None)
+            row[m.name] = speed_entry(m.latest.get(cell.cell_id), after=(EMULATED,))
             if any(per_watt(r) is not None for r in m.latest.values()):
-                watt = per_watt(m.latest.get(cell.cell_id))
-                row[f"{m.name} samples/s/W"] = f"{watt:.2f}" if watt is not None else ""
+                row[f"{m.name} samples/s/W"] = Entry(per_watt(m.latest.get(cell.cell_id)), format="float2")
         figure = published.get(cell.cell_id)
-        row["Published"] = "" if figure is None else figure if isinstance(figure, str) else f"~{round(figure)}"
+        row["Published"] = METRICS["published"].read(figure, None) if figure is not None else Entry()
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return frame if frame["Published"].any() else frame.drop(columns="Published")
+    shown = any(entry.value is not None or entry.marks for entry in frame["Published"])
+    return frame if shown else frame.drop(columns="Published")
+
+
+def has_mark(entries: Iterable[Entry], mark: Mark) -> bool:
+    return any(mark in entry.marks for entry in entries)
 
 
 def plot_machines(machines: list[Machine], frame: pd.DataFrame, path: Path) -> Path | None:
@@ -127,10 +132,10 @@ def plot_machines(machines: list[Machine], frame: pd.DataFrame, path: Path) -> P
         ax.barh([j + i * height for j in range(len(cells))], [s or 0 for s in speeds], height=height, label=m.name)
         for j, speed in enumerate(speeds):
             if speed is None:
-                ax.annotate(frame[m.name][j], (0, j + i * height), fontsize=7, color="tab:red", va="center")
+                ax.annotate(frame[m.name][j].text(), (0, j + i * height), fontsize=7, color="tab:red", va="center")
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(cells))], labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("samples/sec")
+    ax.set_xlabel(METRICS["samples_per_s"].label)
     fig.legend(loc="outside lower center", fontsize=8)  # below the axes: never over a bar
     ax.grid(axis="x", alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +151,7 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
     frame = machines_frame(machines)
     plot = plot_machines(machines, frame, out.with_suffix(".png"))
     listing = pd.DataFrame([{"Machine": m.name, "Results": str(m.folder), "Cells": len(m.cells)} for m in machines])
-    only = sum(1 for row in frame.to_dict("records") if any(row[m.name] == mark(None) for m in machines))
+    only = sum(1 for _, row in frame.iterrows() if has_mark((row[m.name] for m in machines), NOT_YET))
     text = "\n\n".join(
         part
         for part in (
@@ -155,7 +160,7 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
             markdown_table(frame),
             f"—: the machine has no record of the cell ({only} of {len(frame)} cells not on every machine)."
             + (" Published: the figure of the packaged report with the same cell." if "Published" in frame else ""),
-            f"{NO_SPEED}: {LEGEND[NO_SPEED]}." if (frame == NO_SPEED).any().any() else "",
+            f"{NO_SPEED.text}: {NO_SPEED.meaning}." if has_mark(frame.to_numpy().ravel(), NO_SPEED) else "",
             " ".join(nonfinite_lines([r for m in machines for r in m.latest.values()])),
             f"![samples/sec across machines]({plot.name})" if plot else "",
         )

@@ -13,9 +13,10 @@ import pandas as pd
 from bench.config import Cell
 from bench.matrix import Matrix, Section
 from bench.plan.search import all_probes
+from bench.report.marks import legend
 from bench.report.plots import plot_section
 from bench.report.server import server_spec
-from bench.report.tables import Added, legend, markdown_table, row_records, section_frame
+from bench.report.tables import Added, markdown_table, row_records, section_frame
 
 
 def spec_frame(env: dict[str, Any] | None, overrides: dict[str, str]) -> pd.DataFrame:
@@ -166,4 +167,4 @@ def section_parts(
     records = row_records(section, records_by_id, as_published=as_published)
     link = f"![{section.title or 'plot'}]({Path(os.path.relpath(plot, markdown_dir)).as_posix()})" if plot else ""
     heading = f"### {section.title}" if section.title else ""
-    return [heading, section.text.strip(), markdown_table(frame), legend(frame, records), link]
+    return [heading, section.text.strip(), markdown_table(frame), legend(frame.to_numpy().ravel(), records), link]

@@ -1,49 +1,59 @@
-"""The marks a report prints in place of, or beside, a figure: Fail, Error, ~2190, (emulated), and what each means."""
+"""The marks of a table's entries read back for the lines under it, and the one-line texts that say a speed.
+
+The marks themselves (Fail, Error, "(emulated)", ...) are bench.metrics'; a legend is made from the
+marks a table's entries carry, never from their text.
+"""
 
 from __future__ import annotations
 
-from bench.store.results import is_ok
-from bench.verdicts import NONFINITE, nonfinite, training_speed
+from collections.abc import Iterable
 
-NOT_RUN = "Not run"
-MARKS = {"oom": "Fail", "error": "Error", "timeout": "Timeout", "skipped": "Skipped", "not_run": NOT_RUN, None: "—"}
-"""What a cell that did not finish prints instead of its samples/sec; None is a cell not run yet,
-"not_run" a published row pfcbench does not run (the matrix says why)."""
+from bench.metrics import (
+    EMULATED,
+    ERROR,
+    NO_SPEED,
+    NOT_RUN,
+    NOT_YET,
+    SKIPPED,
+    TIMEOUT,
+    Entry,
+    Mark,
+    is_emulated,
+    speed_entry,
+)
+from bench.verdicts import legend_lines
 
-NO_SPEED = "no speed"
-"""An ok record without a usable samples/sec (a damaged or hand-made record)."""
-
-EMULATED = " (emulated)"
-"""After the samples/sec of an emulated cell, which is an estimate: rank 0 alone, no communication."""
-
-
-def mark(record: dict | None) -> str:
-    """The printed mark of a cell that has no samples/sec: Fail, Error, Timeout, Skipped or —."""
-    return MARKS.get(record["status"] if record else None, "Error")
+LEGEND = (ERROR, TIMEOUT, SKIPPED, NOT_YET, NOT_RUN, NO_SPEED, EMULATED)
+"""The marks a legend explains, in its order; Fail (out of memory) is the published convention, and NaN and
+"(loader-bound)" are explained by bench.verdicts.legend_lines."""
 
 
 def speed_text(record: dict | None) -> str:
-    """Samples/sec as the published reports print it (~2190); else NaN, "no speed" or the cell's mark."""
-    speed = training_speed(record)
-    if speed is not None:
-        return f"~{round(speed)}{emulated_mark(record)}"
-    if is_ok(record):
-        return NONFINITE if nonfinite(record) else NO_SPEED
-    return mark(record)
+    """Samples/sec as a one-line output prints it (~2190 (emulated)); else NaN, "no speed" or the cell's mark."""
+    return speed_entry(record, after=(EMULATED,)).text()
 
 
 def emulated_mark(record: dict | None) -> str:
-    return EMULATED if record and record.get("config", {}).get("emulated") else ""
+    """ " (emulated)" after the samples/sec of an emulated cell's line, else nothing."""
+    return f" {EMULATED.text}" if is_emulated(record) else ""
 
 
-LEGEND = {
-    "Error": "the job failed for a reason other than memory (see the record's error in results.jsonl)",
-    "Timeout": "the job was stopped at the wall-clock or inactivity limit",
-    "Skipped": "not run",
-    "—": "not run yet",
-    NOT_RUN: "a published row pfcbench does not run, shown with its published figures",
-    NO_SPEED: "the record is ok but holds no usable samples/sec (a damaged or hand-edited record)",
-    EMULATED.strip(): "only rank 0 of the cell's ranks ran, alone on one device, fed made-up embeddings of the "
-    "others: its memory is rank 0's, its samples/sec an estimate without communication",
-}
-"""Explanation printed under a table for each mark in it; "Fail" (out of memory) is the published convention."""
+def legend(entries: Iterable[Entry], records: list[dict | None]) -> str:
+    """One line explaining each mark the entries show, with the reasons cells were skipped or not run.
+
+    An emulated cell is explained wherever a table shows one, with or without its samples/sec.
+    """
+    shown: set[Mark] = {mark for entry in entries for mark in entry.shown_marks}
+    if any(is_emulated(record) for record in records):
+        shown.add(EMULATED)
+    skipped = list(dict.fromkeys(r["reason"] for r in records if r and r["status"] == "skipped" and r.get("reason")))
+    not_run = list(dict.fromkeys(r["not_run"] for r in records if r and r.get("not_run")))
+    if not_run:
+        shown.add(NOT_RUN)
+    details = {SKIPPED: skipped, NOT_RUN: not_run}
+    parts = []
+    for mark in LEGEND:
+        if mark in shown:
+            detail = f" ({'; '.join(details[mark])})" if details.get(mark) else ""
+            parts.append(f"{mark.text}: {mark.meaning}{detail}.")
+    return " ".join(parts + legend_lines(records))

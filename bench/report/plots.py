@@ -6,20 +6,16 @@ import math
 from pathlib import Path
 
 from bench.matrix import Row, Section
+from bench.metrics import EMULATED, METRICS, Metric
 from bench.numbers import is_number
 from bench.report.fields import field_label
 from bench.report.fields import varying_fields as varying_cell_fields
-from bench.report.marks import EMULATED, speed_text
 from bench.report.tables import row_records
 from bench.store.results import is_ok
-from bench.verdicts import training_speed
 
-MEMORY_KEYS = {
-    "gpu_mem_used_mib_max": "peak GPU memory (NVML), GiB",
-    "peak_allocated_mib_max": "peak torch allocated, GiB",
-    "peak_rss_mib_max": "peak RSS, GiB",
-}
-"""Peak memory a plot shows: the first of these that the section's records have, and its axis label."""
+SPEED = METRICS["samples_per_s"]
+MEMORY = tuple(METRICS[name] for name in ("gpu_mem_gb", "peak_allocated_gib", "peak_rss_gib"))
+"""Peak memory a plot shows: the first of these that the section's records have."""
 
 
 def varying_fields(section: Section) -> list[str]:
@@ -38,24 +34,25 @@ def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -
     records = row_records(section, records_by_id)
     if not any(is_ok(r) for r in records):
         return None
-    speeds = [training_speed(r) for r in records]
-    series = [("samples/sec", [math.nan if s is None else s for s in speeds])]
-    memory_key = next((k for k in MEMORY_KEYS if any(is_number(metric_or_nan(r, k)) for r in records)), None)
-    if memory_key:
-        series.append((MEMORY_KEYS[memory_key], [metric_or_nan(r, memory_key) / 1024 for r in records]))
+    speeds = [SPEED.read(row, record) for row, record in zip(section.rows, records)]
+    series = [(SPEED.label, [nan_if_none(s.value) for s in speeds])]
+    memory = next((m for m in MEMORY if any(is_number(figure(r, m)) for r in records)), None)
+    if memory:
+        series.append((f"{memory.label}, GiB", [figure(r, memory) for r in records]))
     varying = varying_fields(section)
     numeric_axis = len(varying) == 1 and all(is_number(getattr(row.cell, varying[0])) for row in section.rows)
     fig = Figure(figsize=(6.4 * len(series), 0.5 * len(records) + 2.5), layout="constrained")
-    fig.suptitle(section.title + (EMULATED if any(row.cell.emulated for row in section.rows) else ""))
+    emulated = any(row.cell.emulated for row in section.rows)
+    fig.suptitle(section.title + (f" {EMULATED.text}" if emulated else ""))
     for ax, (name, values) in zip(fig.subplots(1, len(series), squeeze=False)[0], series, strict=True):
         if numeric_axis:
             draw_line(ax, [getattr(row.cell, varying[0]) for row in section.rows], values, varying[0], name)
         else:
             draw_bars(ax, [row_label(row, varying) for row in section.rows], values, name)
         for i, record in enumerate(records):
-            if not is_ok(record) or (name == "samples/sec" and speeds[i] is None):  # no figure: its mark, or NaN
+            if not is_ok(record) or (name == SPEED.label and speeds[i].value is None):  # its mark, or NaN
                 xy = (getattr(section.rows[i].cell, varying[0]), 0) if numeric_axis else (0, i)
-                ax.annotate(speed_text(record), xy, fontsize=8, color="tab:red", va="center")
+                ax.annotate(speeds[i].text(), xy, fontsize=8, color="tab:red", va="center")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
@@ -65,9 +62,14 @@ def row_label(row: Row, varying: list[str]) -> str:
     return ", ".join(field_label(name, getattr(row.cell, name)) for name in varying) or row.cell.cell_id
 
 
-def metric_or_nan(record: dict | None, key: str) -> float:
-    value = record.get(key) if is_ok(record) else None
-    return value if is_number(value) else math.nan
+def figure(record: dict | None, metric: Metric) -> float:
+    """The metric's figure of an ok record (a cell that trained NaN still used its memory), else NaN."""
+    value = record.get(metric.key) if is_ok(record) else None
+    return value * metric.factor if is_number(value) else math.nan
+
+
+def nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def draw_line(ax, xs: list, values: list[float], xlabel: str, ylabel: str) -> None:

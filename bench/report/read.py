@@ -87,9 +87,3 @@ def read_run(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix
         raise ReportError(f"{matrix_path}: no such file (give the matrix with --matrix FILE)")
     overrides = next((r["overrides"] for r in reversed(results.records) if r.get("overrides")), {})
     return load_matrix(matrix_path, overrides if isinstance(overrides, dict) else {}), results
-
-
-def load_run(results_dir: Path, matrix_path: Path | None = None) -> tuple[Matrix, list[dict]]:
-    """The matrix a results directory ran and its records, oldest first (see read_run)."""
-    matrix, results = read_run(results_dir, matrix_path)
-    return matrix, results.records

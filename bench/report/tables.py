@@ -1,126 +1,31 @@
-"""A section of a matrix as a table of text: each row's cell, the record it shows, the value each column prints.
+"""A section of a matrix as a table of values: each row's cell, the record it shows, each column's entry.
 
-The tables are pandas DataFrames printed by tabulate in GitHub's markdown.
+A table is a pandas DataFrame of bench.metrics.Entry (a value and its marks, apart); markdown_table
+prints it, by tabulate in GitHub's markdown, making each entry's text there and only there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import pandas as pd
 
 from bench.config import Cell
-from bench.matrix import METRICS, SEARCH_METRICS, Column, Row, Section
+from bench.matrix import Column, Row, Section
+from bench.metrics import METRICS, Entry
 from bench.numbers import is_number
 from bench.plan.search import bounds, recorded_probes
-from bench.report.marks import EMULATED, LEGEND, NOT_RUN, emulated_mark, mark, speed_text
-from bench.store.results import is_ok
-from bench.verdicts import legend_lines, speed_mark, training_speed
-
-AUTO_FORMATS = {
-    "samples_per_s": "speed",
-    "published": "speed",
-    "spread": "percent",
-    "ratio": "ratio",
-    "published_gpu_mem_gb": "approx1",
-    "gpu_mem_ratio": "ratio",
-    "step_time_ms": "float1",
-    "gpu_mem_gb": "float1",
-    "peak_allocated_gib": "float2",
-    "peak_rss_gib": "float2",
-    "power_w": "int",
-    "energy_per_1k_j": "float1",
-    "tflops": "float2",
-    "mfu": "percent",
-    "largest": "int",
-    "smallest_oom": "int",
-    "num_probes": "int",
-}
-
-
-FORMATTERS = {
-    "text": str,
-    "check": lambda value: "√" if value else "×",
-    "speed": lambda value: f"~{round(value)}",
-    "approx1": lambda value: f"~{value:.1f}",
-    "int": lambda value: str(round(value)),
-    "float1": lambda value: f"{value:.1f}",
-    "float2": lambda value: f"{value:.2f}",
-    "percent": lambda value: f"{value * 100:.1f}%",
-    "ratio": lambda value: f"{value:.2f}",
-}
-
-
-SCALED_METRICS = {
-    "samples_per_s": ("samples_per_s", 1.0),
-    "step_time_ms": ("step_time_s_median", 1000.0),
-    "gpu_mem_gb": ("gpu_mem_used_mib_max", 1 / 1024),
-    "peak_allocated_gib": ("peak_allocated_mib_max", 1 / 1024),
-    "peak_rss_gib": ("peak_rss_mib_max", 1 / 1024),
-    "power_w": ("power_w", 1.0),
-    "energy_per_1k_j": ("energy_j_per_1k_samples", 1.0),
-    "tflops": ("achieved_tflops", 1.0),
-    "mfu": ("mfu", 1.0),
-}
-"""Metric -> (record key, factor): a GB here is 1024 MiB, as nvidia-smi and gpustat users read it."""
-
 
 PUBLISHED_COLUMNS = {
-    "samples_per_s": (Column(header="Published", field="published"), Column(header="Ratio", field="ratio")),
-    "gpu_mem_gb": (
-        Column(header="Published Mem(GB)", field="published_gpu_mem_gb"),
-        Column(header="Mem ratio", field="gpu_mem_ratio"),
-    ),
+    measured: tuple(Column(header=METRICS[name].header, field=name) for name in added)
+    for measured, added in (
+        ("samples_per_s", ("published", "ratio")),
+        ("gpu_mem_gb", ("published_gpu_mem_gb", "gpu_mem_ratio")),
+    )
 }
 """Columns a report adds after a measured one where rows have a published figure to set beside it."""
-
-
-FAIL_AGAINST_FAIL = {
-    (True, True): "both Fail",
-    (True, False): "measured Fail",
-    (False, True): "published Fail",
-}
-"""The ratio column of a row where the cell (first) or the published run (second) ran out of memory."""
-
-
-def metric_value(name: str, row: Row, record: dict | None) -> Any:
-    """A result column's value for one row: a number, a mark, "Fail" (published) or None (blank)."""
-    if name == "published":
-        return row.published
-    if name == "status":
-        return record["status"] if record else "not run"
-    if name == "published_gpu_mem_gb":
-        return row.published_gpu_mem_gb
-    if name in SEARCH_METRICS:  # a probe that trained NaN still answers the memory question it was run for
-        value = record[name] if record else None
-        return mark(record) if name == "largest" and value is None else value
-    if is_ok(record) and training_speed(record) is None:  # not a training speed: neither it nor figures from it
-        return speed_text(record) if name == "samples_per_s" else None
-    if name == "ratio":
-        return speed_ratio(row, record)
-    if name == "gpu_mem_ratio":
-        measured = metric_value("gpu_mem_gb", row, record)
-        return measured / row.published_gpu_mem_gb if is_number(measured) and row.published_gpu_mem_gb else None
-    if not is_ok(record):
-        return mark(record) if name == "samples_per_s" else None
-    if name == "spread":
-        low, high, median = (record.get(k) for k in ("samples_per_s_min", "samples_per_s_max", "samples_per_s"))
-        return (high - low) / median if all(is_number(v) for v in (low, high, median)) and median else None
-    key, factor = SCALED_METRICS[name]
-    value = record.get(key)
-    return value * factor if is_number(value) else None
-
-
-def speed_ratio(row: Row, record: dict | None) -> float | str | None:
-    """Measured over published samples/sec; where either ran out of memory, which did (see FAIL_AGAINST_FAIL)."""
-    measured_fail = record is not None and record.get("status") == "oom"
-    speed = training_speed(record)
-    if (measured_fail or speed is not None) and (row.published == "Fail" or is_number(row.published)):
-        if measured_fail or row.published == "Fail":
-            return FAIL_AGAINST_FAIL[(measured_fail, row.published == "Fail")]
-        return speed / row.published
-    return None
 
 
 def with_published(section: Section) -> tuple[Column, ...]:
@@ -142,32 +47,20 @@ def with_published(section: Section) -> tuple[Column, ...]:
     return tuple(columns)
 
 
-def format_value(value: Any, fmt: str, field: str | None) -> str:
-    """Print a value in a column format; text (marks, "Fail") prints as it is and None as blank."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if fmt == "auto":
-        fmt = AUTO_FORMATS.get(field, "check" if isinstance(value, bool) else "text")
-    return FORMATTERS[fmt](value)
-
-
-def cell_text(column: Column, row: Row, record: dict | None) -> str:
-    """What one table cell prints: the row's label, else the column's text, label or formatted value."""
-    if column.header in row.labels:
-        return row.labels[column.header]
+def entry(column: Column, row: Row, record: dict | None) -> Entry:
+    """One table cell: the metric's entry or the cell field's value, in the column's format, with the text
+    the matrix fixes for it (the row's label, the column's constant, or the column's label for the value)."""
     if column.text is not None:
-        return column.text
-    value = metric_value(column.field, row, record) if column.field in METRICS else getattr(row.cell, column.field)
-    if str(value) in column.labels:
-        return column.labels[str(value)]
-    text = format_value(value, column.format, column.field)
-    return (
-        text + emulated_mark(record) + speed_mark(record)
-        if column.field == "samples_per_s" and is_number(value)
-        else text
-    )
+        return Entry(label=row.labels.get(column.header, column.text))
+    if column.field in METRICS:
+        found = METRICS[column.field].read(row, record)
+    else:
+        found = Entry(getattr(row.cell, column.field))
+    fmt = column.format
+    if fmt == "auto":
+        fmt = found.format if column.field in METRICS else "check" if isinstance(found.value, bool) else "text"
+    label = row.labels.get(column.header, column.labels.get(found.key))
+    return dataclasses.replace(found, format=fmt, label=label)
 
 
 def row_records(section: Section, records_by_id: dict[str, dict], *, as_published: bool = False) -> list[dict | None]:
@@ -213,20 +106,20 @@ def search_answer(cell: Cell, field: str, records_by_id: dict[str, dict]) -> dic
 def section_frame(
     section: Section, records_by_id: dict[str, dict], *, as_published: bool = False, added: Sequence[Added] = ()
 ) -> pd.DataFrame:
-    """The section's table as text, one row per matrix row, columns in the matrix's order.
+    """The section's table of entries, one row per matrix row, columns in the matrix's order.
 
     Unless as_published, rows with a published figure get it and the ratio beside the measured one.
     The added columns (hours per training run, say) follow the samples/sec column, or end the table.
     """
     columns = section.columns if as_published else with_published(section)
     records = row_records(section, records_by_id, as_published=as_published)
-    rows = [[cell_text(c, row, record) for c in columns] for row, record in zip(section.rows, records)]
+    rows = [[entry(c, row, record) for c in columns] for row, record in zip(section.rows, records)]
     frame = pd.DataFrame(rows, columns=[c.header for c in columns])
     fields = [c.field for c in columns]
     place = fields.index("samples_per_s") + 1 if "samples_per_s" in fields else len(columns)
     for extra in added:
-        for header, texts in reversed(extra.columns([row.cell for row in section.rows], records).items()):
-            frame.insert(place, header, texts)
+        for header, entries in reversed(extra.entries([row.cell for row in section.rows], records).items()):
+            frame.insert(place, header, entries)
     return frame
 
 
@@ -236,26 +129,12 @@ class Added(Protocol):
     note: str
     """A note under the report's others saying how the columns are computed."""
 
-    def columns(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[str]]: ...
+    def entries(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[Entry]]:
+        """Header: the column's entry for each cell."""
+        ...
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True)
-
-
-def legend(frame: pd.DataFrame, records: list[dict | None]) -> str:
-    """One line explaining each mark that appears in the table, with the reasons cells were skipped."""
-    shown = set(frame.to_numpy().ravel())
-    if any(emulated_mark(record) for record in records):
-        shown.add(EMULATED.strip())
-    reasons = list(dict.fromkeys(r["reason"] for r in records if r and r["status"] == "skipped" and r.get("reason")))
-    not_run = list(dict.fromkeys(r["not_run"] for r in records if r and r.get("not_run")))
-    if not_run:
-        shown.add(NOT_RUN)
-    parts = []
-    for text, meaning in LEGEND.items():
-        if text in shown:
-            detail = f" ({'; '.join(reasons)})" if text == "Skipped" and reasons else ""
-            detail = f" ({'; '.join(not_run)})" if text == NOT_RUN else detail
-            parts.append(f"{text}: {meaning}{detail}.")
-    return " ".join(parts + legend_lines(records))
+    """The table in GitHub's markdown: each entry's text, any other value (a spec's text) as it is."""
+    texts = frame.map(lambda value: value.text() if isinstance(value, Entry) else value)
+    return texts.to_markdown(index=False, tablefmt="github", disable_numparse=True)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.config import Cell, check_number
+from bench.metrics import NO_GPU, Entry
 from bench.report.training_runs import TrainingRun, find_dataset
 from bench.verdicts import training_speed
 
@@ -19,9 +20,6 @@ MAX_GPU_HOUR_PRICE = 1e6
 MAX_IMAGES = 10**12
 MAX_EPOCHS = 10**6
 """Bounds of --images and --epochs: far beyond any training run, and their product stays a finite number of hours."""
-
-NO_GPU = "no GPU"
-"""What the cost column says of a cell that ran on the CPU."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +34,7 @@ class TrainingColumns:
     @property
     def note(self) -> str:
         cost = (
-            f"; Cost/run = hours x GPUs x {self.gpu_hour_price:g} per GPU-hour ({NO_GPU}: a CPU cell uses no GPU-hours)"
+            f"; Cost/run = hours x GPUs x {self.gpu_hour_price:g} per GPU-hour ({NO_GPU.text}: a CPU cell uses no GPU-hours)"
             if self.gpu_hour_price is not None
             else ""
         )
@@ -56,14 +54,21 @@ class TrainingColumns:
             figures["cost_per_run"] = self.run.cost(speed, cell.world_size, self.gpu_hour_price)
         return {key: value for key, value in figures.items() if math.isfinite(value)}
 
-    def columns(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[str]]:
+    def entries(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[Entry]]:
+        """Hours per run of each cell, and with a price its cost ("no GPU" for a CPU cell); blank where the
+        record is no training speed."""
         figures = [self.figures(cell, record) for cell, record in zip(cells, records)]
-        columns = {f"Hours/run ({self.name})": [f"{f['hours_per_run']:,.1f}" if f else "" for f in figures]}
+        columns = {f"Hours/run ({self.name})": [Entry(f.get("hours_per_run"), format="thousands1") for f in figures]}
         if self.gpu_hour_price is not None:
             columns[f"Cost/run (at {self.gpu_hour_price:g}/GPU-h)"] = [
-                f"{f['cost_per_run']:,.0f}" if "cost_per_run" in f else NO_GPU if f else "" for f in figures
+                Entry(f.get("cost_per_run"), (NO_GPU,) if f and "cost_per_run" not in f else (), "thousands0")
+                for f in figures
             ]
         return columns
+
+    def columns(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[str]]:
+        """The entries as text, for the plan's table."""
+        return {header: [entry.text() for entry in entries] for header, entries in self.entries(cells, records).items()}
 
 
 def training_columns(

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.rank.output import temporary_path as temporary_path  # re-exported: the store writes as the rank does
+from bench.rank.output import write_atomic
 from bench.store.files import FileError, open_regular
 from bench.store.records import SCHEMA
 from bench.units import MIB
@@ -63,24 +64,6 @@ class Results:
 
 def is_ok(record: dict | None) -> bool:
     return record is not None and record.get("status") == "ok"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or none: a temporary file beside it, fsync, then an atomic rename.
-
-    The temporary name carries host and pid, so that nodes sharing a folder never collide.
-    """
-    tmp = temporary_path(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def temporary_path(path: Path) -> Path:
-    """Where write_atomic writes path before its rename."""
-    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
 
 
 def parse_record(line: bytes) -> dict:

@@ -22,20 +22,7 @@ IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "r100": (3, 13, 30, 3),
     "r200": (6, 26, 60, 6),
 }
-"""IBasicBlocks in each of the four IResNet stages."""
-
-MACS_PER_SAMPLE: dict[str, float] = {
-    "r18": 2.61e9,
-    "r34": 4.46e9,
-    "r50": 6.31e9,
-    "r100": 12.09e9,
-    "r200": 23.42e9,
-    "mbf": 0.438e9,
-}
-"""Forward multiply-adds of the convs and Linears for one 3x112x112 image (embedding 512).
-
-Counted with forward hooks on Conv2d and Linear; BatchNorm, PReLU and additions are left out.
-"""
+"""IBasicBlocks in each of the four IResNet stages (their sizes: bench.workload.sizes)."""
 
 
 def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> AbstractContextManager[object]:

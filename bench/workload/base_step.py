@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -12,6 +10,7 @@ from bench.config import Cell
 from bench.impls import load_impl
 from bench.workload.backbones import build_backbone
 from bench.workload.collectives import Collectives, collectives_for
+from bench.workload.device import Device, device_of
 from bench.workload.faults import Faults
 from bench.workload.synthetic import AUTOCAST_DTYPES, SyntheticBatch, configure_torch, memory_format
 
@@ -35,6 +34,7 @@ class BaseStep:
     def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
         self.cell = cell
         self.device = device
+        self.rank_device: Device = device_of(device)
         self.phase = "setup"
         self.impl = load_impl(cell.impl)
         configure_torch(cell, rank)
@@ -47,9 +47,8 @@ class BaseStep:
         self.num_skipped_steps = 0
         """fp16 steps whose backbone step the scaler skipped (inf or nan gradients)."""
         self.faults = Faults(rank, device)
-        self.forward_times_s: list[float] = []
-        """Host seconds of each backbone forward (device-synchronised on CUDA only when read)."""
-        self._forward_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.forward_clock = self.rank_device.stopwatch()
+        """Times each backbone forward (on CUDA by events, read once the device is synchronised)."""
         self.batch = make_batch(cell, device, rank)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -57,23 +56,12 @@ class BaseStep:
 
         On CUDA the time comes from events, read by take_forward_times_s after the device is synchronised.
         """
-        if self.device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            embeddings = self.faults.after_forward(self.backbone(images))
-            end.record()
-            self._forward_events.append((start, end))
-            return embeddings
-        start_s = time.perf_counter()
-        embeddings = self.faults.after_forward(self.backbone(images))
-        self.forward_times_s.append(time.perf_counter() - start_s)
-        return embeddings
+        with self.forward_clock.span():
+            return self.faults.after_forward(self.backbone(images))
 
     def take_forward_times_s(self) -> list[float]:
         """The forward times since the last call, cleared; on CUDA call it with the device synchronised."""
-        times = self.forward_times_s + [a.elapsed_time(b) / 1000 for a, b in self._forward_events]
-        self.forward_times_s, self._forward_events = [], []
-        return times
+        return self.forward_clock.take_s()
 
     def build_training(self) -> None:
         """Build the classifier and the optimizers."""
@@ -81,11 +69,11 @@ class BaseStep:
 
     def make_scaler(self) -> torch.amp.GradScaler:
         """The fp16 loss scaler, disabled (a pass-through) for other precisions."""
-        return torch.amp.GradScaler(self.device.type, growth_interval=100, enabled=self.cell.fp16)
+        return torch.amp.GradScaler(self.rank_device.type, growth_interval=100, enabled=self.cell.fp16)
 
     def data_parallel(self, backbone: nn.Module, **options) -> nn.Module:
         """The backbone in DistributedDataParallel: the one place a step wraps it (the memory trace swaps it)."""
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        device_ids = self.rank_device.ddp_device_ids
         return DistributedDataParallel(backbone, device_ids=device_ids, broadcast_buffers=False, **options)
 
     def step_backbone(self, optimizer: torch.optim.Optimizer) -> None:
@@ -106,9 +94,9 @@ class BaseStep:
 def make_batch(cell: Cell, device: torch.device, rank: int):
     """Where the step's batches come from: made on the device, or read from the cell's record files."""
     if cell.data == "records":
-        from bench.workload.loader import RecordBatch
+        from bench.workload.loader import RecBatch
 
-        return RecordBatch(cell, device, rank)
+        return RecBatch(cell, device, rank)
     return SyntheticBatch(cell, device, rank)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecordError, read_idx, read_record, unpack
+from bench.workload.recordio import IDX_NAME, REC_NAME, IRHeader, RecFileError, read_idx, read_rec, unpack
 
 
 def decode_rgb(jpeg: bytes, where: str) -> np.ndarray:
@@ -24,7 +24,7 @@ def decode_rgb(jpeg: bytes, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(jpeg)) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        raise RecordError(f"{where}: image does not decode ({exc})") from None
+        raise RecFileError(f"{where}: image does not decode ({exc})") from None
 
 
 def whole_number(value: float) -> bool:
@@ -32,7 +32,7 @@ def whole_number(value: float) -> bool:
     return math.isfinite(value) and value >= 0 and float(value).is_integer()
 
 
-class FaceRecords:
+class FaceRecFile:
     """`train.rec` + `train.idx` with record 0 the header (N + 1, N + 1 + K): images are keys 1..N.
 
     The `.rec` file is opened lazily and again in each process that reads (a DataLoader worker
@@ -56,7 +56,7 @@ class FaceRecords:
         """K, the identity records N+1..N+K; labels are 0..K-1."""
         missing = [k for k in (1, self.num_images) if k not in self.index]
         if self.num_images < 1 or missing:
-            raise RecordError(
+            raise RecFileError(
                 f"{self.idx_path}: header record says {self.num_images} images but key {missing[:1] or 1} is missing"
             )
         for key in (1, self.num_images):
@@ -64,42 +64,42 @@ class FaceRecords:
 
     def _check_files(self) -> None:
         if not self.root.is_dir():
-            raise RecordError(f"{self.root}: no such folder (want one holding {REC_NAME} + {IDX_NAME})")
+            raise RecFileError(f"{self.root}: no such folder (want one holding {REC_NAME} + {IDX_NAME})")
         for path in (self.rec_path, self.idx_path):
             if not path.is_file():
-                raise RecordError(f"{path}: missing (a record dataset is {REC_NAME} + {IDX_NAME})")
+                raise RecFileError(f"{path}: missing (a record dataset is {REC_NAME} + {IDX_NAME})")
             if path.stat().st_size == 0:
-                raise RecordError(f"{path}: empty file")
+                raise RecFileError(f"{path}: empty file")
 
     def _check_offsets(self) -> None:
         if not self.index:
-            raise RecordError(f"{self.idx_path}: no 'key<TAB>offset' lines")
+            raise RecFileError(f"{self.idx_path}: no 'key<TAB>offset' lines")
         key, offset = max(self.index.items(), key=lambda item: item[1])
         if offset + 8 > self.rec_size:
-            raise RecordError(
+            raise RecFileError(
                 f"{self.idx_path}: key {key}: offset {offset} is past the end of {self.rec_path} ({self.rec_size} bytes)"
             )
         self.read(key)  # the last record in the file, so a cut-off .rec shows here
 
     def _header(self) -> IRHeader:
         if 0 not in self.index:
-            raise RecordError(f"{self.idx_path}: no key 0: the header record (N + 1, N + 1 + K) is missing")
+            raise RecFileError(f"{self.idx_path}: no key 0: the header record (N + 1, N + 1 + K) is missing")
         header, _ = self.read(0)
         labels = header.label if header.flag >= 2 and isinstance(header.label, tuple) else ()
         if not labels or not all(whole_number(x) for x in labels[:2]) or labels[1] <= labels[0]:
-            raise RecordError(
+            raise RecFileError(
                 f"{self.rec_path}: key 0 is not a header record "
                 f"(want whole-number labels (N + 1, N + 1 + K), got {labels or header.label})"
             )
         return header
 
     def read(self, key: int) -> tuple[IRHeader, bytes]:
-        """The record under `key`, unpacked; RecordError names the file and the key."""
+        """The record under `key`, unpacked; RecFileError names the file and the key."""
         if key not in self.index:
-            raise RecordError(f"{self.idx_path}: no key {key}")
+            raise RecFileError(f"{self.idx_path}: no key {key}")
         if self._pid != os.getpid():
             self._handle, self._pid = open(self.rec_path, "rb"), os.getpid()  # noqa: SIM115 -- one per process
-        data = read_record(self._handle, self.index[key], f"{self.rec_path}: key {key}")
+        data = read_rec(self._handle, self.index[key], f"{self.rec_path}: key {key}")
         return unpack(data, f"{self.rec_path}: key {key}")
 
     def image(self, i: int) -> tuple[int, np.ndarray]:
@@ -107,7 +107,7 @@ class FaceRecords:
         header, jpeg = self.read(i + 1)
         label = header.first_label
         if not (whole_number(label) and label < self.num_classes):
-            raise RecordError(
+            raise RecFileError(
                 f"{self.rec_path}: key {i + 1}: label {label:g} is not a whole number in 0..{self.num_classes - 1} "
                 "(the header's classes)"
             )

@@ -16,50 +16,21 @@ over chunks of the rank's (sampled) centres with an online softmax:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
-from bench.units import MIB
 from bench.workload.collectives import PROCESS_GROUP, Collectives
-from bench.workload.impl import Impl
 from bench.workload.margin import CombinedMarginLoss
 from bench.workload.partial_fc import PartialFC
-from bench.workload.step import TrainStep
+from bench.workload.sizes import DEFAULT_BUDGET_BYTES, ChunkPlan, plan_chunks
 
-DEFAULT_BUDGET_BYTES = 256 * MIB
-"""Memory for the classifier's temporaries beyond the centres, their gradient and the B x D inputs."""
 CPU_MAX_CHUNK_COLS = 4096
 """Most centres in one chunk on the CPU, where small chunks keep the elementwise passes in cache."""
 NORM_EPS = 1e-12
 """F.normalize's floor on a norm."""
-FLOAT_BYTES = 4
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """How the centres are walked: chunk_cols at a time, and whether the cosines are kept for backward."""
-
-    chunk_cols: int
-    keep_cosines: bool
-
-
-def plan_chunks(
-    batch_size: int, num_cols: int, embedding_size: int, budget_bytes: int, max_cols: int | None = None
-) -> ChunkPlan:
-    """The largest chunk the budget holds (up to max_cols); keep the cosines if they fit too.
-
-    A chunk of n centres needs about 3 B x n and 4 n x D floats at once (cosines, logits,
-    normalised and gathered centres, their gradient).
-    """
-    col_bytes = FLOAT_BYTES * (3 * batch_size + 4 * embedding_size)
-    kept_bytes = FLOAT_BYTES * batch_size * num_cols
-    min_cols = min(num_cols, 256)
-    keep = kept_bytes + col_bytes * min_cols <= budget_bytes
-    free_bytes = budget_bytes - kept_bytes if keep else budget_bytes
-    chunk_cols = max(1, min(num_cols, max_cols or num_cols, free_bytes // col_bytes))
-    return ChunkPlan(chunk_cols=int(chunk_cols), keep_cosines=keep)
 
 
 @dataclass(frozen=True)
@@ -216,6 +187,18 @@ class FusedPartialFC(PartialFC):
         self.fused_margin = FusedMarginSoftmax(margin_loss)
         self.budget_bytes = budget_bytes
 
+    def optimizer_group(self, weight_decay: float) -> dict[str, Any]:
+        """The centres' SGD parameter group, without weight decay: decay adds it to their gradient."""
+        return {"params": self.parameters(), "weight_decay": 0.0}
+
+    @torch.no_grad()
+    def decay(self, weight_decay: float) -> None:
+        """grad += weight_decay * weight, in place: SGD's update without the shard-sized copy of the
+        gradient that its weight decay makes."""
+        for param in self.parameters():
+            if param.grad is not None:
+                param.grad.add_(param, alpha=weight_decay)
+
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         num_cols = self.num_local if index is None else index.numel()
         max_cols = CPU_MAX_CHUNK_COLS if embeddings.device.type == "cpu" else None
@@ -223,7 +206,3 @@ class FusedPartialFC(PartialFC):
         return FusedMarginSoftmaxFunc.apply(
             normalize(embeddings), self.weight, labels.view(-1), index, self.fused_margin, plan, self.collectives
         )
-
-
-IMPL = Impl(step=TrainStep, classifier=FusedPartialFC, decays_centres=True)
-"""fused: train_v2.py with the fused classifier, the centres' weight decay added in place."""

@@ -2,7 +2,7 @@
 
 `FaceDataset` is MXFaceDataset (insightface c01f3d48, dataset.py): record i + 1, the first label,
 the JPEG decoded to RGB, a random horizontal flip, ToTensor, Normalize(0.5, 0.5), here in torch
-ops. `RecordLoader` is DataLoaderX: a DataLoader over a DistributedSampler (per-GPU batch,
+ops. `RecLoader` is DataLoaderX: a DataLoader over a DistributedSampler (per-GPU batch,
 `num_workers` processes, pinned memory on CUDA, drop_last), on CUDA iterated in a background thread
 (a queue of 6) that copies each batch to the device on a side stream. It times each wait of the
 step for its next batch.
@@ -10,8 +10,7 @@ step for its next batch.
 
 from __future__ import annotations
 
-import queue
-import threading
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench.config import Cell
-from bench.workload.faces import FaceRecords
+from bench.workload.device import device_of
+from bench.workload.faces import FaceRecFile
 
 PREFETCH_BATCHES = 6
 """DataLoaderX's BackgroundGenerator queue."""
@@ -35,13 +35,13 @@ class FaceDataset(Dataset):
     """Image i of a record dataset as (3x112x112 float tensor in [-1, 1], int64 label)."""
 
     def __init__(self, root: Path) -> None:
-        self.records = FaceRecords(root)
+        self.rec_file = FaceRecFile(root)
 
     def __len__(self) -> int:
-        return self.records.num_images
+        return self.rec_file.num_images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        label, rgb = self.records.image(int(index))
+        label, rgb = self.rec_file.image(int(index))
         if torch.rand(()) < 0.5:
             rgb = rgb[:, ::-1]
         # ToTensor then Normalize(0.5, 0.5): x / 255 * 2 - 1, per sample in numpy, because torch's
@@ -70,16 +70,16 @@ class LoaderOptions:
     """DataLoader's timeout: a stuck worker ends as an error after this long."""
 
 
-class RecordLoader:
+class RecLoader:
     """Endless batches of one rank's shard on `device`, epoch after epoch; `waits_s` times each `next`."""
 
     def __init__(self, dataset: FaceDataset, options: LoaderOptions, device: torch.device) -> None:
         if len(dataset) < options.batch_size * options.world_size:
             raise ValueError(
-                f"{dataset.records.root}: {len(dataset)} images, fewer than one global batch "
+                f"{dataset.rec_file.root}: {len(dataset)} images, fewer than one global batch "
                 f"({options.batch_size} x {options.world_size} ranks)"
             )
-        self.device = device
+        self.device = device_of(device)
         self.sampler = DistributedSampler(
             dataset, num_replicas=options.world_size, rank=options.rank, shuffle=True, seed=options.seed
         )
@@ -88,21 +88,21 @@ class RecordLoader:
             batch_size=options.batch_size,
             sampler=self.sampler,
             num_workers=options.num_workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=self.device.pin_memory,
             drop_last=True,
             timeout=options.timeout_s if options.num_workers > 0 else 0,
         )
         self.waits_s: list[float] = []
         """Seconds each call to next waited for its batch."""
         self._batches = self._epochs()
-        self._source = _Prefetcher(self._batches, device) if device.type == "cuda" else self._batches
+        self._source = self.device.prefetch(self._batches, PREFETCH_BATCHES)
 
     def _epochs(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for epoch in count():
             self.sampler.set_epoch(epoch)
             yield from self.loader
 
-    def __iter__(self) -> RecordLoader:
+    def __iter__(self) -> RecLoader:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,75 +118,17 @@ class RecordLoader:
 
     def close(self) -> None:
         """Stop the prefetch thread and the DataLoader's workers."""
-        if isinstance(self._source, _Prefetcher):
-            self._source.close()
-        try:
+        self._source.close()
+        with contextlib.suppress(ValueError):  # still running in a prefetch thread that did not stop in time
             self._batches.close()
-        except ValueError:  # still running in a prefetch thread that did not stop in time
-            pass
 
 
-def record_loader(root: Path, options: LoaderOptions, device: torch.device) -> RecordLoader:
+def rec_loader(root: Path, options: LoaderOptions, device: torch.device) -> RecLoader:
     """The loader a step calls: FaceDataset(root) read as `options` say, batches on `device`."""
-    return RecordLoader(FaceDataset(root), options, device)
+    return RecLoader(FaceDataset(root), options, device)
 
 
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class _Prefetcher:
-    """DataLoaderX on CUDA: a thread fills a queue of 6; the next batch is copied on a side stream."""
-
-    def __init__(self, batches: Iterator, device: torch.device) -> None:
-        self.device = device
-        self.queue: queue.Queue = queue.Queue(PREFETCH_BATCHES)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._fill, args=(batches,), daemon=True)
-        self.thread.start()
-        self.stream = torch.cuda.Stream(device)
-        self.ready = self._preload()
-
-    def _fill(self, batches: Iterator) -> None:
-        torch.cuda.set_device(self.device)
-        try:
-            for batch in batches:
-                while not self.stop.is_set():
-                    try:
-                        self.queue.put(batch, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if self.stop.is_set():
-                    return
-        except BaseException as exc:  # noqa: BLE001 -- handed to the step's thread, raised there
-            self.queue.put(_Failed(exc))
-
-    def _preload(self) -> tuple[torch.Tensor, ...]:
-        item = self.queue.get()
-        if isinstance(item, _Failed):
-            raise item.exc
-        with torch.cuda.stream(self.stream):
-            return tuple(t.to(self.device, non_blocking=True) for t in item)
-
-    def __next__(self) -> tuple[torch.Tensor, ...]:
-        current = torch.cuda.current_stream(self.device)
-        current.wait_stream(self.stream)
-        batch = self.ready
-        for tensor in batch:
-            tensor.record_stream(current)
-        self.ready = self._preload()
-        return batch
-
-    def close(self) -> None:
-        self.stop.set()
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.thread.join(timeout=5)
-
-
-class RecordBatch:
+class RecBatch:
     """A step's batches read from the cell's record files (data = "records"), labels from the records."""
 
     def __init__(self, cell: Cell, device: torch.device, rank: int) -> None:
@@ -198,7 +140,7 @@ class RecordBatch:
             world_size=cell.world_size,
             seed=cell.seed,
         )
-        self.loader = record_loader(Path(cell.data_path), options, device)
+        self.loader = rec_loader(Path(cell.data_path), options, device)
         self.memory_format = torch.channels_last if cell.channels_last else torch.contiguous_format
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:

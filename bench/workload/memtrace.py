@@ -231,7 +231,7 @@ def tracing_patches(cell: Cell) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(BaseStep, "data_parallel", local_module))
         stack.enter_context(mock.patch.object(torch.nn.Module, "to", lambda self, *args, **kwargs: self))
-        if cell.device == "cuda":
+        if cell.on_gpu:
             stack.enter_context(
                 mock.patch.object(sgd, "_default_to_fused_or_foreach", lambda *args, **kwargs: (False, True))
             )
@@ -267,7 +267,7 @@ def trace(cell: Cell) -> Trace:
     distributed.init_process_group("fake", store=FakeStore(), rank=0, world_size=cell.world_size)
     try:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-        allocator = CachingAllocator() if cell.device == "cuda" else None
+        allocator = CachingAllocator() if cell.on_gpu else None
         tracker = PartTracker(class_rows(cell), cell.embedding_size, allocator)
         real_values = RealValues(fake_mode)
         with fake_mode, real_values, tracing_patches(cell), tracker:

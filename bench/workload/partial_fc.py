@@ -8,21 +8,14 @@ computes the softmax cross-entropy across ranks without ever gathering the logit
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import distributed
 from torch.nn.functional import linear, normalize
 
 from bench.workload.collectives import PROCESS_GROUP, Collectives
-from bench.workload.impl import Impl
-from bench.workload.step import TrainStep
-
-
-def shard_of(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
-    """(first class, number of classes) that rank holds: C//W each, one more for r < C%W."""
-    num_local = num_classes // world_size + int(rank < num_classes % world_size)
-    class_start = num_classes // world_size * rank + min(rank, num_classes % world_size)
-    return class_start, num_local
+from bench.workload.sizes import shard_of
 
 
 @torch.no_grad()
@@ -70,6 +63,13 @@ class PartialFC(torch.nn.Module):
         self.margin_softmax = margin_loss
         self.weight = torch.nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_size)))
         self.weight_index: torch.Tensor | None = None
+
+    def optimizer_group(self, weight_decay: float) -> dict[str, Any]:
+        """The centres' SGD parameter group: SGD decays them, as train_v2 builds it."""
+        return {"params": self.parameters(), "weight_decay": weight_decay}
+
+    def decay(self, weight_decay: float) -> None:
+        """Nothing to do before SGD: it applies the weight decay itself."""
 
     def sample(self, labels: torch.Tensor, index_positive: torch.Tensor) -> torch.Tensor:
         """Indices of every local positive plus random negatives, up to num_sample; relabel in place."""
@@ -131,7 +131,3 @@ class DistCrossEntropyFunc(torch.autograd.Function):
         logits[index] -= one_hot
         logits.div_(batch_size)
         return logits * loss_gradient.item(), None, None
-
-
-IMPL = Impl(step=TrainStep, classifier=PartialFC)
-"""arcface_torch: train_v2.py with PartialFC_V2."""

@@ -14,7 +14,6 @@ gradient; the embeddings' gradient goes back to each rank by reduce_scatter, tim
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +21,7 @@ from torch import distributed
 from torch.nn.functional import linear, normalize
 
 from bench.workload.collectives import PROCESS_GROUP, Collectives
+from bench.workload.device import Event, device_of
 from bench.workload.partial_fc import sample_classes, shard_of
 
 SCALE = 64.0
@@ -101,7 +101,9 @@ class PartialFC2021(torch.nn.Module):
         with torch.no_grad():
             self.weight = torch.normal(0, 0.01, (self.num_local, embedding_size), device=device)
             self.weight_mom = torch.zeros_like(self.weight)
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.rank_device = device_of(device)
+        self.stream = self.rank_device.new_stream()
+        """Where labels are gathered and centres sampled: a CUDA side stream, as in 2021."""
         self.index: torch.Tensor | None = None
         self.sampling = int(sample_rate) != 1
         if self.sampling:
@@ -109,10 +111,6 @@ class PartialFC2021(torch.nn.Module):
         else:
             self.sub_weight = torch.nn.Parameter(self.weight)
             self.sub_weight_mom = self.weight_mom
-
-    def side_stream(self) -> contextlib.AbstractContextManager:
-        """Where labels are gathered and centres sampled: a CUDA side stream, as in 2021."""
-        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     @torch.no_grad()
     def sample(self, total_labels: torch.Tensor) -> None:
@@ -127,14 +125,14 @@ class PartialFC2021(torch.nn.Module):
         self.sub_weight_mom = self.weight_mom[self.index]
 
     def prepare(
-        self, labels: torch.Tensor, optimizer: torch.optim.Optimizer, ready: torch.cuda.Event | None = None
+        self, labels: torch.Tensor, optimizer: torch.optim.Optimizer, ready: Event | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather the labels, sample, swap the sampled Parameter and its momentum into the optimizer.
 
         Returns the relabelled global labels and the normalised sampled centres. On CUDA the work
         runs on the side stream once `ready` (recorded after the labels were made) has passed.
         """
-        with self.side_stream():
+        with self.rank_device.use_stream(self.stream):
             if ready is not None:
                 self.stream.wait_event(ready)
             total_labels = self.collectives.gather_labels(labels)
@@ -147,14 +145,13 @@ class PartialFC2021(torch.nn.Module):
 
     def forward(
         self, labels: torch.Tensor, features: torch.Tensor, optimizer: torch.optim.Optimizer,
-        ready: torch.cuda.Event | None = None,
+        ready: Event | None = None,
     ) -> Forward2021:  # fmt: skip
         """Logits, margin, and the loss and logits' gradient of the softmax cross-entropy across ranks."""
         total_labels, norm_weight = self.prepare(labels, optimizer, ready)
         total_features = self.collectives.gather_features(features.data)
         total_features.requires_grad = True
-        if self.stream is not None:
-            torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        self.rank_device.current_stream().wait_stream(self.stream)
         logits = self.margin_softmax(linear(total_features, norm_weight), total_labels)
         logits_grad, loss, one_hot = self.softmax_cross_entropy(logits, total_labels)
         return Forward2021(total_features, logits, logits_grad, loss, norm_weight, one_hot)
@@ -183,13 +180,6 @@ class PartialFC2021(torch.nn.Module):
         """Backward through the margin and the GEMM; returns this rank's embeddings' gradient times W."""
         forward.logits.backward(forward.logits_grad)
         return self.collectives.scatter_gradient(forward.total_features.grad, features) * self.world_size
-
-    def forward_backward(
-        self, labels: torch.Tensor, features: torch.Tensor, optimizer: torch.optim.Optimizer
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The embeddings' gradient and the loss of one step, as 2021's PartialFC.forward_backward."""
-        forward = self.forward(labels, features, optimizer)
-        return self.backward(forward, features), forward.loss
 
     @torch.no_grad()
     def update(self) -> None:

@@ -26,7 +26,6 @@ from torch.nn.functional import linear, normalize
 
 from bench.workload.base_step import WEIGHT_DECAY, BaseStep
 from bench.workload.collectives import PROCESS_GROUP, Collectives
-from bench.workload.impl import Impl
 from bench.workload.partial_fc import DistCrossEntropyFunc, sample_classes, shard_of
 from bench.workload.synthetic import AUTOCAST_DTYPES
 
@@ -172,7 +171,3 @@ class TrainStep2022(BaseStep):
         self.optimizer.zero_grad()
         self.phase = "between steps"
         return loss.detach()
-
-
-IMPL = Impl(step=TrainStep2022, classifier=PartialFC2022)
-"""arcface_torch_2022: the January 2022 train.py with its autograd Partial FC over the memory bank."""

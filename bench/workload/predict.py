@@ -33,7 +33,7 @@ def predict(cell: Cell) -> Prediction:
     # on a GPU the tensors take what the caching allocator reserves for them, more than their peak
     allocator_bytes = traced.reserved_bytes - traced.peak_bytes if traced.reserved_bytes is not None else 0
     parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell) + allocator_bytes
-    parts[CPU_ONLY] = CPU_FIRST_STEP_BYTES if cell.device == "cpu" else 0
+    parts[CPU_ONLY] = 0 if cell.on_gpu else CPU_FIRST_STEP_BYTES
     return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
 
 

@@ -34,7 +34,7 @@ IDX_LINE_BYTES = 64
 _IDX_LINE = re.compile(r"([0-9]{1,20})\t([0-9]{1,20})")
 
 
-class RecordError(ValueError):
+class RecFileError(ValueError):
     """Bad record data: the message is one line naming the file and the offset or key."""
 
 
@@ -69,20 +69,20 @@ def pack(header: IRHeader, payload: bytes) -> bytes:
 def unpack(data: bytes, where: str = "record") -> tuple[IRHeader, bytes]:
     """Split a record's payload into its IRHeader and the bytes after it, as mxnet.recordio.unpack."""
     if len(data) < IR_SIZE:
-        raise RecordError(f"{where}: {len(data)} bytes, shorter than an IRHeader ({IR_SIZE} bytes)")
+        raise RecFileError(f"{where}: {len(data)} bytes, shorter than an IRHeader ({IR_SIZE} bytes)")
     flag, label, id_, id2 = struct.unpack_from(_IR_FORMAT, data)
     end = IR_SIZE + 4 * flag
     if flag > 0:
         if len(data) < end:
-            raise RecordError(f"{where}: header says {flag} labels but the record ends first")
+            raise RecFileError(f"{where}: header says {flag} labels but the record ends first")
         label = struct.unpack_from(f"<{flag}f", data, IR_SIZE)
     return IRHeader(flag, label, id_, id2), data[end if flag > 0 else IR_SIZE :]
 
 
-def write_record(out: BinaryIO, payload: bytes) -> None:
+def write_rec(out: BinaryIO, payload: bytes) -> None:
     """Append one record, split where the payload holds the magic at a 4-byte boundary (dmlc-core)."""
     if len(payload) > _LENGTH_MASK:
-        raise RecordError(f"a record of {len(payload)} bytes is over recordio's 2^29-byte limit")
+        raise RecFileError(f"a record of {len(payload)} bytes is over recordio's 2^29-byte limit")
     start = 0
     for i in range(0, len(payload) - len(payload) % 4, 4):
         if payload[i : i + 4] == _MAGIC_BYTES:
@@ -96,32 +96,32 @@ def _write_part(out: BinaryIO, cflag: int, part: bytes) -> None:
     out.write(part + b"\0" * (-len(part) % 4))
 
 
-def read_record(handle: BinaryIO, offset: int, name: str = REC_NAME) -> bytes:
-    """The record that starts at `offset`, its parts joined; RecordError on a wrong magic or a cut record."""
+def read_rec(handle: BinaryIO, offset: int, name: str = REC_NAME) -> bytes:
+    """The record that starts at `offset`, its parts joined; RecFileError on a wrong magic or a cut record."""
     handle.seek(offset)
     parts: list[bytes] = []
     at = offset
     while True:
         head = handle.read(8)
         if len(head) < 8:
-            raise RecordError(f"{name}: offset {at}: truncated record (file ends inside its 8-byte head)")
+            raise RecFileError(f"{name}: offset {at}: truncated record (file ends inside its 8-byte head)")
         magic, word = struct.unpack("<II", head)
         if magic != MAGIC:
-            raise RecordError(f"{name}: offset {at}: wrong magic number {magic:#010x} (want {MAGIC:#010x})")
+            raise RecFileError(f"{name}: offset {at}: wrong magic number {magic:#010x} (want {MAGIC:#010x})")
         cflag, length = word >> _LENGTH_BITS, word & _LENGTH_MASK
         body = handle.read(length + (-length % 4))
         if len(body) < length:
-            raise RecordError(f"{name}: offset {at}: truncated record ({length} bytes said, {len(body)} there)")
+            raise RecFileError(f"{name}: offset {at}: truncated record ({length} bytes said, {len(body)} there)")
         parts.append(body[:length])
         at += 8 + len(body)
         if cflag in (0, 3):
             return _MAGIC_BYTES.join(parts)
         if cflag not in (1, 2):
-            raise RecordError(f"{name}: offset {at}: continuation flag {cflag} is not one of recordio's 0-3")
+            raise RecFileError(f"{name}: offset {at}: continuation flag {cflag} is not one of recordio's 0-3")
 
 
 def read_idx(path: Path) -> dict[int, int]:
-    """The `.idx` file as {key: byte offset}; RecordError on a line that is not `key<TAB>offset`.
+    """The `.idx` file as {key: byte offset}; RecFileError on a line that is not `key<TAB>offset`.
 
     Read a line at a time, each at most IDX_LINE_BYTES, so a binary file in its place (the two
     files swapped) is refused at once, never read whole.
@@ -129,27 +129,27 @@ def read_idx(path: Path) -> dict[int, int]:
     index: dict[int, int] = {}
     with open(path, "rb") as handle:
         if handle.read(4) == _MAGIC_BYTES:
-            raise RecordError(f"{path}: line 1: a record file, not an index (are {REC_NAME} and {IDX_NAME} swapped?)")
+            raise RecFileError(f"{path}: line 1: a record file, not an index (are {REC_NAME} and {IDX_NAME} swapped?)")
         handle.seek(0)
         for number, raw in enumerate(iter(lambda: handle.readline(IDX_LINE_BYTES + 1), b""), start=1):
             try:
                 line = raw.decode("ascii").strip()
             except UnicodeDecodeError as exc:
-                raise RecordError(
+                raise RecFileError(
                     f"{path}: line {number}: byte {raw[exc.start]:#04x} is not text; want 'key<TAB>offset' lines"
                 ) from None
             if len(line) > IDX_LINE_BYTES:
-                raise RecordError(f"{path}: line {number}: longer than {IDX_LINE_BYTES} bytes, not 'key<TAB>offset'")
+                raise RecFileError(f"{path}: line {number}: longer than {IDX_LINE_BYTES} bytes, not 'key<TAB>offset'")
             if not line:
                 continue
             match = _IDX_LINE.fullmatch(line)
             if not match:
-                raise RecordError(f"{path}: line {number}: {line[:60]!r} is not 'key<TAB>offset'")
+                raise RecFileError(f"{path}: line {number}: {line[:60]!r} is not 'key<TAB>offset'")
             index[int(match[1])] = int(match[2])
     return index
 
 
-class RecordWriter:
+class RecWriter:
     """Writes `train.rec` + `train.idx` record by record (mxnet.recordio.MXIndexedRecordIO in 'w')."""
 
     def __init__(self, rec_path: Path, idx_path: Path) -> None:
@@ -160,7 +160,7 @@ class RecordWriter:
     def write(self, key: int, payload: bytes) -> None:
         """Append a record under `key`; the `.idx` line gets the offset where it starts."""
         self._idx.write(f"{key}\t{self._rec.tell()}\n")
-        write_record(self._rec, payload)
+        write_rec(self._rec, payload)
         self.keys.append(key)
 
     def close(self) -> None:
@@ -168,7 +168,7 @@ class RecordWriter:
         self._rec.close()
         self._idx.close()
 
-    def __enter__(self) -> RecordWriter:
+    def __enter__(self) -> RecWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,11 +6,16 @@ import torch
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook, fp16_compress_hook
 
 from bench.workload.base_step import WEIGHT_DECAY, BaseStep
+from bench.workload.impl import MarginClassifier
 from bench.workload.margin import CombinedMarginLoss
 
 
 class TrainStep(BaseStep):
-    """DDP backbone + Partial FC (the impl's classifier) + SGD on synthetic data."""
+    """DDP backbone + Partial FC (the impl's classifier) + SGD on synthetic data.
+
+    The classifier says how SGD decays its centres (optimizer_group) and applies what SGD does not
+    (decay), between the gradients' unscaling and the optimizer step.
+    """
 
     ddp_options = {"bucket_cap_mb": 16, "find_unused_parameters": True, "static_graph": True}
 
@@ -18,18 +23,12 @@ class TrainStep(BaseStep):
         cell = self.cell
         # arcface_torch compresses gradients to fp16; a bf16 cell compresses them to bf16 instead.
         self.backbone.register_comm_hook(None, bf16_compress_hook if cell.precision == "bf16" else fp16_compress_hook)
-        self.partial_fc = self.impl.classifier(
+        classifier: MarginClassifier = self.impl.classifier(
             CombinedMarginLoss.named(cell.margin), cell.embedding_size, cell.classes, cell.sample_rate, self.collectives
         )
-        self.partial_fc = self.partial_fc.to(self.device).train()
-        # fused adds the centres' weight decay into their gradient in place (decay_centres): the same
-        # update without the shard-sized copy of the gradient that SGD's weight decay makes
-        self.decays_centres = self.impl.decays_centres
+        self.partial_fc = classifier.to(self.device).train()
         self.optimizer = torch.optim.SGD(
-            [
-                {"params": self.backbone.parameters()},
-                {"params": self.partial_fc.parameters(), "weight_decay": 0.0 if self.decays_centres else WEIGHT_DECAY},
-            ],
+            [{"params": self.backbone.parameters()}, self.partial_fc.optimizer_group(WEIGHT_DECAY)],
             lr=0.1,
             momentum=0.9,
             weight_decay=WEIGHT_DECAY,
@@ -50,12 +49,4 @@ class TrainStep(BaseStep):
         return loss.item()
 
     def before_optimizer_step(self) -> None:
-        self.decay_centres()
-
-    @torch.no_grad()
-    def decay_centres(self) -> None:
-        """grad += weight_decay * weight for the centres, in place, where SGD does not (fused)."""
-        if self.decays_centres:
-            for param in self.partial_fc.parameters():
-                if param.grad is not None:
-                    param.grad.add_(param, alpha=WEIGHT_DECAY)
+        self.partial_fc.decay(WEIGHT_DECAY)

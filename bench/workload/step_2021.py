@@ -13,7 +13,6 @@ import torch
 from torch.nn.functional import normalize
 
 from bench.workload.base_step import WEIGHT_DECAY, BaseStep
-from bench.workload.impl import Impl
 from bench.workload.partial_fc_2021 import PartialFC2021
 
 MOMENTUM = 0.9
@@ -86,21 +85,13 @@ class TrainStep2021(BaseStep):
 
     def make_scaler(self) -> MaxClipGradScaler:
         batch = self.cell.per_gpu_batch
-        return MaxClipGradScaler(self.device.type, batch, 128 * batch, growth_interval=100, enabled=self.cell.fp16)
-
-    def labels_ready(self) -> torch.cuda.Event | None:
-        """An event after this step's labels (and the last step's update) for the side stream to wait on."""
-        if self.device.type != "cuda":
-            return None
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.device))
-        return event
+        return MaxClipGradScaler(self.rank_device.type, batch, 128 * batch, growth_interval=100, enabled=self.cell.fp16)
 
     def __call__(self) -> torch.Tensor:
         """Run one step and return its loss, left on the device."""
         self.phase = "data"
         images, labels = self.batch.next()
-        ready = self.labels_ready()
+        ready = self.rank_device.record_event()  # after the labels and the last update: the side stream waits on it
         self.phase = "forward"
         features = normalize(self.embed(images))
         forward = self.partial_fc.forward(labels, features, self.opt_pfc, ready)
@@ -116,7 +107,3 @@ class TrainStep2021(BaseStep):
         self.opt_pfc.zero_grad()
         self.phase = "between steps"
         return loss
-
-
-IMPL = Impl(step=TrainStep2021, classifier=PartialFC2021)
-"""arcface_torch_2021: the August 2021 train.py with Partial FC v1."""
