@@ -127,6 +127,6 @@ def verdict(prediction: Prediction, memory_gib: float | None) -> str:
     """One line: the predicted peak, against the memory size, and the part that weighs most."""
     text = f"predicted peak {prediction.peak_gib:.2f} GiB per rank"
     if memory_gib is not None:
-        text += f" {'<=' if prediction.fits(memory_gib) else '>'} {memory_gib:g} GiB"
+        text += f" {'<=' if prediction.fits(memory_gib) else '>'} {round(memory_gib, 2):g} GiB"
     part = prediction.largest_part()
     return f"{text} (largest part: {part}, {prediction.parts[part] / GIB:.2f} GiB)"

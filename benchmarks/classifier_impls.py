@@ -23,7 +23,8 @@ import torch
 from tabulate import tabulate
 
 from bench.config import Cell
-from bench.launch.local import Launch, run_cell
+from bench.launch.local import LocalLauncher
+from bench.launch.watchdog import Limits
 from bench.workload.partial_fc import shard_of
 
 IMPLS = ("arcface_torch", "fused")
@@ -47,9 +48,9 @@ def centres_mib(cell: Cell) -> float:
     return 3 * num_local * cell.embedding_size * 4 / MIB
 
 
-def run(cell: Cell, launch: Launch) -> dict:
+def run(cell: Cell, launcher: LocalLauncher) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        record = run_cell(cell, Path(tmp), launch)
+        record, _ = launcher.run_cell(cell, Path(tmp))
     shown = f"{record.get('samples_per_s', 0):.1f} samples/s" if record["status"] == "ok" else record.get("phase")
     print(f"  {cell.impl:13} {cell.classes:>8} classes, batch {cell.batch_size:>4}, rate {cell.sample_rate}: "
           f"{record['status']} {shown}, peak {peak_mib(record)} MiB", flush=True)  # fmt: skip
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="steps per window")
     parser.add_argument("--json", type=Path, help="also write every record to this JSON file")
     args = parser.parse_args()
-    launch = Launch(timeout_s=3600, inactivity_timeout_s=900)
+    launcher = LocalLauncher(Limits(timeout_s=3600, inactivity_timeout_s=900))
 
     def cell(impl: str, classes: int, batch_size: int, rate: float) -> Cell:
         return Cell(
@@ -116,7 +117,7 @@ def main() -> None:
 
     batch_sizes, rates = numbers(args.batch_sizes, int), numbers(args.rates, float)
     print("baselines", flush=True)
-    baselines = {(i, b): peak_mib(run(cell(i, BASELINE_CLASSES, b, 1.0), launch)) for b in batch_sizes for i in IMPLS}
+    baselines = {(i, b): peak_mib(run(cell(i, BASELINE_CLASSES, b, 1.0), launcher)) for b in batch_sizes for i in IMPLS}
     points = [(c, b, r) for c in numbers(args.classes, int) for b in batch_sizes for r in rates]
     records: dict = {p: {impl: [] for impl in IMPLS} for p in points}
     for round_number in range(args.rounds):
@@ -124,7 +125,7 @@ def main() -> None:
         order = IMPLS if round_number % 2 == 0 else IMPLS[::-1]
         for point in points:
             for impl in order:
-                records[point][impl].append(run(cell(impl, *point), launch))
+                records[point][impl].append(run(cell(impl, *point), launcher))
     table = [r for point in points for r in row(cell("fused", *point), records[point], baselines)]
     headers = ["classes", "batch", "rate", "impl", "status", "samples/s", "ratio", "peak MiB/rank",
                "beyond baseline+centres MiB", "memory ratio"]  # fmt: skip

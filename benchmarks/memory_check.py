@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 from bench.config import IMPLS, Cell
-from bench.launch.local import Launch, run_cell
+from bench.launch.local import LocalLauncher
+from bench.launch.watchdog import Limits
 from bench.memory import MIB, predict_cells
 
 QUICK = {"device": "cpu", "nproc_per_node": 2, "warmup_steps": 1, "num_windows": 1, "steps_per_window": 2}
@@ -38,7 +39,7 @@ def runs_under(cell: Cell, cap_bytes: int) -> bool:
     """Whether the real cell finishes under an address-space cap of cap_bytes beyond start-up."""
     capped = Cell.from_dict({**cell.to_dict(), "max_memory_gib": cap_bytes / 2**30})
     with tempfile.TemporaryDirectory(prefix="pfcbench-memcheck-") as tmp:
-        record = run_cell(capped, Path(tmp) / "work", Launch(timeout_s=900, inactivity_timeout_s=300))
+        record, _ = LocalLauncher(Limits(timeout_s=900, inactivity_timeout_s=300)).run_cell(capped, Path(tmp) / "work")
     if record["status"] not in ("ok", "oom"):
         raise RuntimeError(
             f"cell {cell.cell_id} under {cap_bytes / MIB:.0f} MiB: {record['status']}: {record.get('error')}"

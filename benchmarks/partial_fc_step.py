@@ -21,7 +21,8 @@ import torch
 from tabulate import tabulate
 
 from bench.config import Cell
-from bench.launch.local import Launch, run_cell
+from bench.launch.local import LocalLauncher
+from bench.launch.watchdog import Limits
 
 IMPLS = ("arcface_torch", "arcface_torch_2021")
 RATES = (1.0, 0.1)
@@ -35,7 +36,7 @@ def peak_mib(record: dict) -> float:
 
 def run(cell: Cell) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        record = run_cell(cell, Path(tmp), Launch())
+        record, _ = LocalLauncher(Limits()).run_cell(cell, Path(tmp))
     if record["status"] != "ok":
         raise SystemExit(f"{cell.impl} at sample rate {cell.sample_rate}: {record['status']}: {record.get('error')}")
     return record

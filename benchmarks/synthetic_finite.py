@@ -26,7 +26,8 @@ from tabulate import tabulate
 
 from bench.config import Cell
 from bench.impls import IMPLS
-from bench.launch.local import Launch, run_cell
+from bench.launch.local import LocalLauncher
+from bench.launch.watchdog import Limits
 
 LEVELS = ("default", "avx2", "avx512")
 """ATEN_CPU_CAPABILITY values torch's x86 builds know, lowest first."""
@@ -48,7 +49,7 @@ def run(cell: Cell, level: str) -> dict:
     """One cell as a real torchrun job at this kernel level (the ranks inherit the environment)."""
     os.environ["ATEN_CPU_CAPABILITY"] = level
     with tempfile.TemporaryDirectory() as tmp:
-        return run_cell(cell, Path(tmp), Launch())
+        return LocalLauncher(Limits()).run_cell(cell, Path(tmp))[0]
 
 
 def finite(record: dict) -> bool:

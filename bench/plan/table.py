@@ -134,8 +134,8 @@ def plan_row(number: int, entry: dict, shown: Sequence[str] = ()) -> dict:
 
 
 def memory_text(entry: dict) -> str:
-    """The memory per rank a plan entry was predicted against: "10 GiB", "rtx3080: 9.7832 GiB"."""
-    size = f"{entry['memory_gib']:g} GiB"
+    """The memory per rank a plan entry was predicted against: "10 GiB", "rtx3080: 9.78 GiB"."""
+    size = f"{round(entry['memory_gib'], 2):g} GiB"
     return f"{entry['gpu']}: {size}" if "gpu" in entry else size
 
 
