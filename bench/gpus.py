@@ -261,6 +261,57 @@ def unknown_gpu(name: str) -> str:
     return f"{said} (pfcbench gpus lists: {', '.join(GPUS)})"
 
 
+SERVER_DATA = ("records", "synthetic")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Server:
+    """A machine of 8 GPUs as the time model sees it: how its GPUs reach each other and what its host brings."""
+
+    name: str
+    link: Link
+    """The link between its GPUs."""
+    pcie_generation: int
+    """The host's PCIe generation: a GPU's PCIe link runs at the lower of it and the GPU's."""
+    sockets: int = 2
+    """CPU sockets its GPUs hang off: a ring over all of them crosses between sockets through host memory."""
+    data: str = "synthetic"
+    """What its published runs read: records (decoded by the host's CPUs) or synthetic batches."""
+    network_gb_s: float = 12.5
+    """Between nodes, GB/s per direction per node: one 100 Gb/s link."""
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if self.data not in SERVER_DATA:
+            raise ValueError(f"server data {self.data!r}: expected one of {', '.join(SERVER_DATA)}")
+
+
+SERVERS: dict[str, Server] = {
+    server.name: server
+    for server in (
+        Server(
+            name="dgx1-v100", link=GPUS["v100-sxm2-32gb"].link, pcie_generation=3,
+            text="8x V100-SXM2-32GB, NVLink2 hybrid cube mesh, 2x Xeon Gold 6133, CUDA 10.2 (the V100 report)",
+        ),
+        Server(
+            name="xeon-8255c-pcie3", link=pcie(3, p2p=False), pcie_generation=3,
+            text="8 GeForce cards, 2x Xeon Platinum 8255C, PCIe 3.0, P2P off (the RTX 3080 and 3090 reports)",
+        ),
+        Server(
+            name="servmax-g408-x2", link=pcie(3), pcie_generation=3, data="records",
+            text="ServMax G408-X2, 2x Xeon Gold 5220R, PCIe 3.0, record files on a SATA SSD (the A10, A30, A100 reports)",
+        ),
+    )
+}  # fmt: skip
+"""The servers of insightface's six published reports (benchmarks/train/*.md; hosts in their Test Server Spec)."""
+
+
+def usual_server(gpu: GpuSpec) -> Server:
+    """The GPU's usual 8-GPU server, where none is named: its catalogue link, a host of the link's PCIe generation."""
+    generation = gpu.link.generation if gpu.link.kind == "pcie" else 4
+    return Server(name=f"8x {gpu.name}", link=gpu.link, pcie_generation=generation, text=f"8x {gpu.model}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class GpuRuntime:
     """Memory a GPU rank holds beyond its tensors; none of it exists on the CPU. The same on every GPU of

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import DERIVED_FIELDS, FIELD_TYPES, Cell, check_seconds, shown, unknown_field
+from bench.gpus import GPUS, SERVERS
 from bench.matrix_checks import (
     MAX_NAME_BYTES,
     MatrixError,
@@ -33,8 +34,9 @@ from bench.store.files import FileError, read_text
 
 TOP_KEYS = {"name", "description", "report", "run", "defaults", "sections"}
 REPORT_KEYS = {"title", "blurb", "spec", "spec_note", "heading", "intro", "notes", "tight_notes"}
-PUBLISHED_REPORT_KEYS = {"published_spec", "published_spec_note"}
-"""The published server's spec table and the line under it, for `report --as-published` of a published report."""
+PUBLISHED_REPORT_KEYS = {"published_spec", "published_spec_note", "gpu", "server"}
+"""The published server's spec table and the line under it, for `report --as-published` of a published report,
+and its GPU (bench.gpus.GPUS) and server (bench.gpus.SERVERS), which the time model predicts it on."""
 RUN_KEYS = {"timeout_s": float, "inactivity_timeout_s": float, "prune_after_oom": bool}
 SECTION_KEYS = {"title", "text", "columns", "set", "grid", "exclude", "rows", "search"}
 COLUMN_KEYS = {"header", "field", "text", "format", "labels"}
@@ -168,6 +170,11 @@ def parse_matrix(data: dict[str, Any], path: Path, overrides: dict[str, Any]) ->
     for key in ("title", "blurb", "heading", "intro", "spec_note", "published_spec_note"):
         expect(isinstance(report.get(key, ""), str), f"[report] {key}: must be text")
     expect(isinstance(report.get("tight_notes", False), bool), "[report] tight_notes: must be true or false")
+    for key, known in (("gpu", GPUS), ("server", SERVERS)):
+        expect(
+            key not in report or report[key] in known,
+            f"[report] {key}: unknown {key} {shown(report.get(key))}; known: {', '.join(known)}",
+        )
     notes = report.get("notes", [])
     expect(
         isinstance(notes, list) and all(isinstance(n, str) for n in notes), "[report] notes: must be a list of texts"

@@ -1,0 +1,193 @@
+"""How long a cell's step takes on a GPU of the catalogue, without torch: samples/sec before buying the card.
+
+A step of rank 0 is split into parts that add up to it:
+
+- compute: the FLOPs of the matrix products and convolutions (bench.workload.cost) at the GPU's peak for
+  the precision each runs in, times an efficiency;
+- memory: the bytes the step reads and writes in device memory (bench.workload.cost) at the GPU's
+  bandwidth, times an efficiency;
+- communication: the collectives over the server's link (ring algorithms), DDP's gradient all-reduce
+  partly hidden behind backward, the classifier's collectives not at all;
+- fixed: a launch overhead per kernel, the kernels counted from the backbone's blocks;
+- data: the wait for record decoding by the DataLoader workers on the host's CPUs, where it outruns
+  the GPU (record cells only).
+
+The constants are global: none belongs to a GPU or a cell. They were fitted on the published figures
+of insightface's six reports by benchmarks/time_published.py, which prints the model's error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from bench.config import Cell
+from bench.gpus import GpuSpec, Server
+from bench.workload.cost import Collective, step_cost
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constants:
+    """The model's global constants; TIME_CONSTANTS holds the fitted ones."""
+
+    tensor_efficiency: float
+    """Share of the tensor-core peak (fp16, bf16, tf32) the convolutions and GEMMs reach."""
+    fp32_efficiency: float
+    """Share of the plain fp32 peak they reach without tensor cores."""
+    memory_efficiency: float
+    """Share of the memory bandwidth the element-wise kernels reach."""
+    memory_overlap: float
+    """Memory time hidden per second of compute: convolutions and GEMMs read and write while they compute."""
+    launch_s: float
+    """Host time per kernel launched (Python, dispatcher, driver), not hidden by the GPU's work."""
+    all_reduce_latency_s: float
+    """Time per collective call beyond its bytes."""
+    link_efficiency: float
+    """Share of a link's bandwidth per direction a ring collective reaches."""
+    ddp_overlap: float
+    """Share of DDP's gradient all-reduce hidden behind backward."""
+    half_activation_traffic: float
+    """Activation traffic of an fp16 or bf16 trunk as a share of what cost.py counts (2 bytes an element):
+    above 1 where autocast's casts and fp32 statistics add to it."""
+    decode_s_per_sample: float
+    """CPU time of one DataLoader worker to read, decode and augment one record image."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Fitted by benchmarks/time_published.py on the six reports' published figures (its output:
+# benchmarks/time_published.md). fp32_efficiency and all_reduce_latency_s sit at the edge of their range.
+TIME_CONSTANTS = Constants(
+    tensor_efficiency=0.3889,
+    fp32_efficiency=0.9988,
+    memory_efficiency=0.2609,
+    memory_overlap=0.7455,
+    launch_s=1.49e-05,
+    all_reduce_latency_s=0.0005,
+    link_efficiency=0.4504,
+    ddp_overlap=0.5876,
+    half_activation_traffic=1.114,
+    decode_s_per_sample=0.001702,
+)
+
+BLOCKS: dict[str, int] = {"r18": 8, "r34": 16, "r50": 24, "r100": 49, "r200": 98, "mbf": 20, "none": 0}
+"""Residual blocks of each backbone (IResNet: bench.workload.backbones.IRESNET_LAYERS; MobileFaceNet's 13
+depthwise blocks of three conv layers, weighed as IResNet blocks)."""
+KERNELS_PER_BLOCK = 60
+"""Kernels a block launches in a step: forward (3 BN, 2 conv, PReLU, add), about twice that in backward,
+and SGD's per-parameter loop over its 9 parameter tensors."""
+CLASSIFIER_KERNELS = 80
+"""Kernels of the classifier, the loss, the collectives and the step's bookkeeping."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepTime:
+    """A predicted step of rank 0, in seconds by part; the parts add up to step_s."""
+
+    compute_s: float
+    memory_s: float
+    communication_s: float
+    """Communication not hidden behind backward."""
+    fixed_s: float
+    data_s: float
+    """Time the GPU waits for record decoding."""
+    batch_size: int
+
+    @property
+    def step_s(self) -> float:
+        return self.compute_s + self.memory_s + self.communication_s + self.fixed_s + self.data_s
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.batch_size / self.step_s
+
+    def parts_ms(self) -> dict[str, float]:
+        return {
+            "compute": 1e3 * self.compute_s,
+            "memory": 1e3 * self.memory_s,
+            "communication": 1e3 * self.communication_s,
+            "fixed": 1e3 * self.fixed_s,
+            "data": 1e3 * self.data_s,
+        }
+
+
+def flop_rate(gpu: GpuSpec, precision: str, tf32: bool, constants: Constants) -> float:
+    """FLOP/s a GEMM or convolution reaches at precision (fp32 with TF32 allowed or not)."""
+    if precision in ("fp16", "bf16") and gpu.peaks.at(precision):
+        return gpu.peaks.at(precision) * 1e12 * constants.tensor_efficiency
+    if precision == "fp32" and tf32 and gpu.peaks.tf32:
+        return gpu.peaks.tf32 * 1e12 * constants.tensor_efficiency
+    return gpu.peaks.fp32 * 1e12 * constants.fp32_efficiency
+
+
+def classifier_precision(cell: Cell) -> str:
+    """The precision of the classifier's GEMMs: fp16 for the 2022 program's fp16 rows, else fp32."""
+    return cell.precision if cell.impl == "arcface_torch_2022" else "fp32"
+
+
+def link_gb_s(server: Server, nnodes: int) -> float:
+    """GB/s per direction of the slowest hop of a ring over the job's GPUs."""
+    link = server.link
+    if link.kind == "pcie":
+        gb_s = 16.0 * 2 ** (min(link.generation, server.pcie_generation) - 3)
+        # through host memory (P2P off, or between sockets, where NCCL does not copy GPU to GPU by default)
+        # every byte crosses PCIe twice
+        gb_s = gb_s if link.p2p and server.sockets == 1 else gb_s / 2
+    else:
+        gb_s = link.gb_s / 2
+    return min(gb_s, server.network_gb_s) if nnodes > 1 else gb_s
+
+
+RING_FACTOR = {"all_reduce": 2.0, "all_gather": 1.0, "reduce": 1.0, "reduce_scatter": 1.0}
+"""Bytes a ring sends per byte of the collective's tensor, times (W - 1) / W."""
+
+
+def collective_s(collective: Collective, world: int, gb_s: float, constants: Constants) -> float:
+    """Seconds of a collective's calls in a step over a ring of world ranks."""
+    if world == 1:
+        return 0.0
+    share = RING_FACTOR[collective.kind] * (world - 1) / world
+    seconds = share * collective.total_bytes / (gb_s * 1e9 * constants.link_efficiency)
+    return seconds + collective.calls * constants.all_reduce_latency_s
+
+
+def predict_step(cell: Cell, gpu: GpuSpec, server: Server, constants: Constants = TIME_CONSTANTS) -> StepTime:
+    """The step of cell's rank 0 on gpu in server, by part."""
+    cost = step_cost(cell)
+    backbone_s = cost.backbone.flops / flop_rate(gpu, cell.precision, cell.tf32, constants)
+    compute_s = backbone_s + cost.classifier.flops / flop_rate(gpu, classifier_precision(cell), cell.tf32, constants)
+    num_bytes = cost.num_bytes
+    if cell.precision in ("fp16", "bf16"):
+        num_bytes += (constants.half_activation_traffic - 1) * cost.backbone.bytes_moved["activations"]
+    memory_s = num_bytes / (gpu.bandwidth_gb_s * 1e9 * constants.memory_efficiency)
+    memory_s = max(0.0, memory_s - constants.memory_overlap * compute_s)
+    gb_s = link_gb_s(server, cell.nnodes)
+    world = cell.world_size
+    ddp_s = sum(collective_s(c, world, gb_s, constants) for c in cost.backbone.collectives)
+    classifier_s = sum(collective_s(c, world, gb_s, constants) for c in cost.classifier.collectives)
+    # backward is two thirds of the backbone's FLOPs; DDP's buckets go out while it runs
+    communication_s = max(0.0, ddp_s - constants.ddp_overlap * 2 / 3 * backbone_s) + classifier_s
+    kernels = KERNELS_PER_BLOCK * BLOCKS[cell.backbone] + CLASSIFIER_KERNELS
+    fixed_s = kernels * constants.launch_s
+    busy_s = compute_s + memory_s + communication_s + fixed_s
+    data_s = 0.0
+    if cell.data == "records":  # the workers decode the next batch while the GPU runs this one
+        decode_s = cell.per_gpu_batch * constants.decode_s_per_sample / max(1, cell.num_workers)
+        data_s = max(0.0, decode_s - busy_s)
+    return StepTime(
+        compute_s=compute_s,
+        memory_s=memory_s,
+        communication_s=communication_s,
+        fixed_s=fixed_s,
+        data_s=data_s,
+        batch_size=cell.batch_size,
+    )
+
+
+def predict_samples_per_s(cell: Cell, gpu: GpuSpec, server: Server, constants: Constants = TIME_CONSTANTS) -> float:
+    return predict_step(cell, gpu, server, constants).samples_per_s
+
+
+def mape(predicted: list[float], measured: list[float]) -> float:
+    """Mean absolute percentage error of predicted against measured, in percent."""
+    return 100 * sum(abs(p - m) / m for p, m in zip(predicted, measured, strict=True)) / max(1, len(measured))
