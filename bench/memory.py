@@ -8,20 +8,29 @@ here: DistributedDataParallel's gradient buckets, and on a GPU the memory that o
 live in bench.gpus.GPU_RUNTIME to be calibrated on a real GPU.
 
 This module does not import torch: `predict_cells` traces in subprocesses
-(`python -m bench.workload.predict`, which holds `predict`), so that `pfcbench plan` stays light.
+(`python -m bench.workload.predict`, which holds `predict`), so that `pfcbench plan` stays light,
+and keeps the traces on disk (bench.workload.trace_cache), so that a plan made again traces nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from bench.config import Cell
 from bench.gpus import GPU_RUNTIME as GPU_RUNTIME  # re-exported: bench.workload.predict reads it here
 from bench.units import GIB, MIB
+from bench.workload.trace_cache import TraceCache, trace_key
 
 BACKBONE_STATE = "backbone weights, gradients, optimizer"
 ACTIVATIONS = "activations"
@@ -40,7 +49,14 @@ traced tensors: 4 MiB for a classifier-only cell of 1,000 classes, 22 MiB at 300
 for an mbf cell."""
 
 PREDICT_MODULE = "bench.workload.predict"
-"""The torch-side entry point that traces cells: JSON cell configs on stdin, predictions on stdout."""
+"""The torch-side entry point that traces cells: a JSON cell config a line on stdin, its trace a line on stdout."""
+
+TRACE_ORDER = ("r200", "r100", "r50", "r34", "mbf", "r18", "none")
+"""Backbones by how long a trace of their step takes, longest first: cells are traced in this order,
+so that the workers run out of cells at about the same time."""
+
+MAX_TRACE_WORKERS = 4
+"""Trace subprocesses at most (each imports torch and holds a step's Python objects)."""
 
 DDP_BUCKET_CAP_BYTES = 16 * MIB
 """bucket_cap_mb of the step's DDP: one bucket's fp16 copy and result under the compression hook."""
@@ -74,44 +90,170 @@ class Prediction:
         return cls(peak_bytes=data["peak_bytes"], parts=data["parts"])
 
 
-def predict_cells(cells: list[Cell], num_workers: int = 2, timeout_s: float = 600.0) -> list[Prediction]:
-    """Predict many cells in up to num_workers subprocesses (torch is imported there, not here).
+def predict_cells(
+    cells: list[Cell],
+    num_workers: int | None = None,
+    timeout_s: float = 600.0,
+    progress: TraceProgress | None = None,
+    cache: TraceCache | None = None,
+) -> list[Prediction]:
+    """Predict many cells: each trace read from the cache (bench.workload.trace_cache), or traced in up
+    to num_workers subprocesses (torch is imported there, not here), once per distinct step, and cached.
 
+    progress hears of each trace as it ends (by default a line on stderr when stderr is a terminal).
     Raises RuntimeError with the tracer's last error line when a subprocess fails.
     """
-    shares = [cells[i::num_workers] for i in range(num_workers) if cells[i::num_workers]]
-    procs = []
+    cache = cache if cache is not None else TraceCache()
+    progress = progress if progress is not None else TraceProgress.on_terminal()
+    keys = [trace_key(cell) for cell in cells]
+    traces = {key: cache.get(key) for key in dict.fromkeys(keys)}
+    missing = list({key: cell for key, cell in zip(keys, cells, strict=True) if traces[key] is None}.items())
+    missing.sort(key=lambda item: TRACE_ORDER.index(item[1].backbone) if item[1].backbone in TRACE_ORDER else 0)
+    progress.start(len(missing), len(traces) - len(missing))
+    if missing:
+        with contextlib.closing(trace_cells([cell for _, cell in missing], num_workers, timeout_s)) as traced:
+            for index, trace in traced:
+                key, cell = missing[index]
+                cache.put(key, trace)
+                traces[key] = trace
+                progress.traced(cell)
+    return [prediction_of(cell, traces[key]) for cell, key in zip(cells, keys, strict=True)]
+
+
+def prediction_of(cell: Cell, traced: dict) -> Prediction:
+    """The prediction from cell's trace (bench.workload.memtrace.Trace as a dict) and what it cannot see."""
+    parts = dict(traced["parts"])
+    parts[DDP_BUCKETS] = traced["backbone_bytes"] + 2 * DDP_BUCKET_CAP_BYTES if cell.backbone != "none" else 0
+    # on a GPU the tensors take what the caching allocator reserves for them, more than their peak
+    reserved_bytes = traced["reserved_bytes"]
+    allocator_bytes = reserved_bytes - traced["peak_bytes"] if reserved_bytes is not None else 0
+    parts[GPU_ONLY] = GPU_RUNTIME.bytes_for(cell) + allocator_bytes
+    parts[CPU_ONLY] = 0 if cell.on_gpu else CPU_FIRST_STEP_BYTES
+    return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
+
+
+def trace_cells(
+    cells: list[Cell], num_workers: int | None = None, timeout_s: float = 600.0
+) -> Iterator[tuple[int, dict]]:
+    """Trace cells in up to num_workers subprocesses, each taking the next cell when done with one;
+    yields (index of the cell, its trace) as each trace ends. Close it to stop the subprocesses.
+
+    Raises RuntimeError with a tracer's last error line when one fails, or when timeout_s pass.
+    """
+    num_workers = num_workers or default_num_workers()
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for item in enumerate(cells):
+        todo.put(item)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    workers = [TraceWorker() for _ in range(min(num_workers, len(cells)))]
     try:
-        for share in shares:
-            with tempfile.TemporaryFile("w+") as cells_file:
-                json.dump([cell.to_dict() for cell in share], cells_file)
-                cells_file.seek(0)
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", PREDICT_MODULE],
-                        stdin=cells_file,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    )
-                )
-        results = [read_predictions(proc, timeout_s) for proc in procs]
+        for worker in workers:
+            threading.Thread(target=worker.serve, args=(todo, done), daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        for _ in cells:
+            try:
+                index, result = done.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"memory prediction failed: the traces took more than {timeout_s:g} s") from None
+            if isinstance(result, Exception):
+                raise result
+            yield index, result
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-    predictions: list[Prediction | None] = [None] * len(cells)
-    for worker, share_predictions in enumerate(results):
-        predictions[worker :: len(shares)] = share_predictions
-    return predictions
+        for worker in workers:
+            worker.close()
 
 
-def read_predictions(proc: subprocess.Popen, timeout_s: float) -> list[Prediction]:
-    stdout, stderr = proc.communicate(timeout=timeout_s)
-    if proc.returncode != 0:
-        last = stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        raise RuntimeError(f"memory prediction failed: {last[0]}")
-    return [Prediction.from_dict(item) for item in json.loads(stdout)]
+def default_num_workers() -> int:
+    """One trace per core this process may use, at most MAX_TRACE_WORKERS."""
+    return max(1, min(MAX_TRACE_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+
+
+class TraceWorker:
+    """A `python -m bench.workload.predict` subprocess: one cell config a line in, its trace a line out."""
+
+    def __init__(self) -> None:
+        self.errors = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", PREDICT_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            text=True,
+        )
+
+    def serve(self, todo: queue.SimpleQueue, done: queue.SimpleQueue) -> None:
+        """Trace cells from todo until it is empty, each (index, trace) or the first error into done."""
+        while True:
+            try:
+                index, cell = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((index, self.trace(cell)))
+            except (OSError, ValueError, RuntimeError) as error:
+                done.put((index, error if isinstance(error, RuntimeError) else self.failure()))
+                return
+
+    def trace(self, cell: Cell) -> dict:
+        self.proc.stdin.write(json.dumps(cell.to_dict()) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise self.failure()
+        return json.loads(line)
+
+    def failure(self) -> RuntimeError:
+        """The subprocess's last error line, once it has ended (nothing of it once closed)."""
+        self.proc.wait()
+        errors = ""
+        with contextlib.suppress(OSError, ValueError):
+            self.errors.seek(0)
+            errors = self.errors.read()
+        last = errors.strip().splitlines()[-1:] or [f"exit code {self.proc.returncode}"]
+        return RuntimeError(f"memory prediction failed: {last[0]}")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.errors):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class TraceProgress:
+    """Tells a stream how far the traces of predict_cells are: a line as they start, then one per cell.
+
+    Only cells that are traced are told of (any trace takes seconds, torch's import alone); cells
+    read from the cache are not, so that a plan made again says nothing.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        """Where the lines go; None says nothing."""
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+
+    @classmethod
+    def on_terminal(cls) -> TraceProgress:
+        """Lines on stderr where it is a terminal; nothing where it is a file or a pipe."""
+        return cls(sys.stderr if sys.stderr.isatty() else None)
+
+    def start(self, num_traced: int, num_cached: int) -> None:
+        self.total, self.done, self.started = num_traced, 0, time.monotonic()
+        if num_traced:
+            cached = f" ({num_cached} more from the cache)" if num_cached else ""
+            self.say(f"tracing the step of {num_traced} cell{'s' * (num_traced != 1)} to predict memory{cached}")
+
+    def traced(self, cell: Cell) -> None:
+        self.done += 1
+        precision = f"{cell.precision}{' tf32' if cell.tf32 else ''}"
+        what = f"{cell.backbone}, {cell.classes:,} classes, batch {cell.batch_size}, {precision}"
+        self.say(f"traced {self.done}/{self.total}: {what} ({time.monotonic() - self.started:.1f} s)")
+
+    def say(self, line: str) -> None:
+        if self.stream is not None:
+            print(line, file=self.stream, flush=True)
 
 
 def memory_size_gib(cell: Cell, memory_gib: float | None, gpu_memory_gib: float | None) -> float | None:

@@ -18,10 +18,10 @@ of insightface's six reports by benchmarks/time_published.py, which prints the m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from bench.config import Cell
-from bench.gpus import GpuSpec, Server
+from bench.gpus import SERVERS, GpuSpec, Link, Server, pcie, usual_server
 from bench.workload.cost import Collective, step_cost
 
 
@@ -69,6 +69,37 @@ TIME_CONSTANTS = Constants(
     half_activation_traffic=1.114,
     decode_s_per_sample=0.001702,
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fitted:
+    """What TIME_CONSTANTS were fitted on, and how far off the model is there."""
+
+    leave_one_gpu_out_mape: float
+    """Mean absolute percentage error over the published figures, each report predicted by constants fitted on
+    the other five: the error to expect on a GPU the fit has not seen."""
+    in_sample_mape: float
+    gpus: tuple[str, ...]
+    """The cards of the reports (catalogue names)."""
+    links: tuple[str, ...]
+    """The links of their servers (LINK_NAMES)."""
+    precisions: tuple[str, ...]
+    ranges: dict[str, tuple[int, int]]
+    """Cell field: the least and the most value among the published figures."""
+
+
+# Written by benchmarks/time_published.py beside its output (benchmarks/time_published.md).
+FIT = Fitted(
+    leave_one_gpu_out_mape=14.2,
+    in_sample_mape=7.3,
+    gpus=("a10", "a100-pcie-80gb", "a30", "rtx3080", "rtx3090", "v100-sxm2-32gb"),
+    links=("nvlink", "pcie3", "pcie3-nop2p"),
+    precisions=("fp16", "fp32"),
+    ranges={"classes": (617970, 80000000), "batch_size": (512, 10240), "world_size": (8, 8), "nnodes": (1, 1)},
+)
+
+FITTED_SOFTWARE = "PyTorch 1.9 with CUDA 11.1 (10.2 on the V100), as the six published reports ran"
+"""The software the fitted constants describe: the stack of insightface's published reports."""
 
 BLOCKS: dict[str, int] = {"r18": 8, "r34": 16, "r50": 24, "r100": 49, "r200": 98, "mbf": 20, "none": 0}
 """Residual blocks of each backbone (IResNet: bench.workload.backbones.IRESNET_LAYERS; MobileFaceNet's 13
@@ -191,3 +222,144 @@ def predict_samples_per_s(cell: Cell, gpu: GpuSpec, server: Server, constants: C
 def mape(predicted: list[float], measured: list[float]) -> float:
     """Mean absolute percentage error of predicted against measured, in percent."""
     return 100 * sum(abs(p - m) / m for p, m in zip(predicted, measured, strict=True)) / max(1, len(measured))
+
+
+GPUS_PER_SERVER = 8
+"""GPUs in a server of the model: the reports' servers and every usual server hold 8."""
+MAX_NODES = 1024
+"""Most nodes a prediction takes: the model's ring over one 100 Gb/s link per node says nothing of a larger network."""
+PCIE_GENERATIONS = (3, 4, 5)
+LINK_NAMES = (
+    "nvswitch",
+    "nvlink",
+    "nvlink-bridge",
+    *(f"pcie{generation}{p2p}" for generation in PCIE_GENERATIONS for p2p in ("", "-nop2p")),
+)
+"""What --link takes: NVLink through NVSwitch, direct NVLink (not all to all), NVLink bridges joining pairs of
+GPUs, PCIe by generation with peer-to-peer copies on or off (-nop2p: through host memory)."""
+
+
+class CannotPredict(ValueError):
+    """A cell, GPU or link the time model has no prediction for; one line."""
+
+
+def link_name(link: Link) -> str:
+    """The name --link gives a link of the catalogue: nvswitch, nvlink, pcie4, pcie3-nop2p (a bridge not counted)."""
+    return f"pcie{link.generation}{'' if link.p2p else '-nop2p'}" if link.kind == "pcie" else link.kind
+
+
+def gpu_link(name: str, gpu: GpuSpec) -> Link | None:
+    """The link a name means between GPUs of this kind; None where such GPUs have no such link."""
+    own = gpu.link
+    if name.startswith("pcie"):
+        generation = int(name[len("pcie")])
+        if own.kind == "pcie" and generation > own.generation:
+            return None  # the card's own PCIe generation caps it
+        return pcie(generation, p2p=not name.endswith("-nop2p"))
+    if name == "nvlink-bridge":
+        if own.bridge_gb_s is None:
+            return None
+        # the bridges of PCIe 4.0 cards are NVLink3, those of PCIe 5.0 cards NVLink4
+        return Link(kind="nvlink", generation=own.generation - 1, gb_s=own.bridge_gb_s, p2p=True)
+    if own.kind == "pcie":
+        return None
+    return Link(kind=name, generation=own.generation, gb_s=own.gb_s, p2p=True)
+
+
+def links_of(gpu: GpuSpec) -> list[str]:
+    """The names of the links GPUs of this kind can have."""
+    return [name for name in LINK_NAMES if gpu_link(name, gpu) is not None]
+
+
+def check_link_name(name: str) -> str:
+    """The link name in lower case; CannotPredict listing the known ones for a name that is none."""
+    key = name.strip().lower()
+    if key not in LINK_NAMES:
+        raise CannotPredict(f"unknown link {name!r} (links: {', '.join(LINK_NAMES)})")
+    return key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """What cells are predicted on: a GPU of the catalogue in a server, the link between its GPUs by name."""
+
+    gpu: GpuSpec
+    server: Server
+    link: str
+    """The link's name (LINK_NAMES)."""
+
+    @property
+    def link_text(self) -> str:
+        link = self.server.link
+        if self.link == "nvlink-bridge":
+            return f"NVLink{link.generation} bridges {link.gb_s:g} GB/s joining pairs of GPUs"
+        return link.text()
+
+    def to_dict(self) -> dict:
+        return {
+            "gpu": self.gpu.name,
+            "server": self.server.name,
+            "server_text": self.server.text,
+            "link": self.link,
+            "link_text": self.link_text,
+            "network_gb_s": self.server.network_gb_s,
+        }
+
+    def check(self, cell: Cell) -> None:
+        """CannotPredict, one line naming the cell, where the server or the GPU cannot run it."""
+        said = f"cell {cell.cell_id} ({cell.nnodes} x {cell.nproc_per_node} ranks, {cell.precision})"
+        if self.link == "nvlink-bridge" and cell.nproc_per_node > 2:
+            raise CannotPredict(f"{said}: an NVLink bridge joins 2 GPUs; give --nproc 2 or 1, or another --link")
+        if cell.nproc_per_node > GPUS_PER_SERVER:
+            raise CannotPredict(
+                f"{said}: a server holds {GPUS_PER_SERVER} GPUs; give --nproc {GPUS_PER_SERVER} or less"
+            )
+        if cell.nnodes > MAX_NODES:
+            raise CannotPredict(
+                f"{said}: the time model takes 1 to {MAX_NODES} nodes; give --nnodes {MAX_NODES} or less"
+            )
+        if cell.precision != "fp32" and not self.gpu.peaks.at(cell.precision):
+            raise CannotPredict(f"{said}: {self.gpu.name} has no {cell.precision} rate; predict it in fp16 or fp32")
+
+    def predict(self, cell: Cell) -> StepTime:
+        """The step of cell's rank 0 on this target; CannotPredict where the model has none."""
+        self.check(cell)
+        try:
+            return predict_step(cell, self.gpu, self.server)
+        except (KeyError, ValueError, ZeroDivisionError) as exc:
+            raise CannotPredict(f"cell {cell.cell_id}: the time model cannot predict it ({exc})") from None
+
+    def extrapolated(self, cell: Cell) -> list[str]:
+        """What of the prediction lies outside the published reports the constants were fitted on."""
+        outside = []
+        if self.gpu.name not in FIT.gpus:
+            outside.append(f"GPU {self.gpu.name}")
+        if self.link not in FIT.links:
+            outside.append(f"link {self.link}")
+        if cell.precision not in FIT.precisions:
+            outside.append(f"precision {cell.precision}")
+        for name, (least, most) in FIT.ranges.items():
+            value = getattr(cell, name)
+            if not least <= value <= most:
+                outside.append(f"{name.replace('_', ' ')} {value:,}")
+        return outside
+
+
+def target_for(gpu: GpuSpec, report: dict, link: str | None = None) -> Target:
+    """Where a matrix's cells are predicted on gpu: its report's server when gpu is its card and no link is named,
+    else the GPU's usual 8-GPU server, its link replaced by the one named. CannotPredict for a link the GPU lacks."""
+    if link is None and report.get("gpu") == gpu.name and report.get("server") in SERVERS:
+        server = SERVERS[report["server"]]
+        return Target(gpu=gpu, server=server, link=link_name(server.link))
+    usual = usual_server(gpu)
+    if link is None:
+        return Target(gpu=gpu, server=usual, link=link_name(gpu.link))
+    name = check_link_name(link)
+    chosen = gpu_link(name, gpu)
+    if chosen is None:
+        raise CannotPredict(
+            f"--link {name}: no {gpu.name} server has it (links of {gpu.name}: {', '.join(links_of(gpu))})"
+        )
+    generation = chosen.generation if chosen.kind == "pcie" else usual.pcie_generation
+    server = replace(usual, name=f"{usual.name} over {name}", link=chosen, pcie_generation=generation)
+    return Target(gpu=gpu, server=server, link=name)

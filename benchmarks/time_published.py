@@ -9,13 +9,16 @@ error in sample (fitted on all six) and leave-one-GPU-out (fitted on five, the s
 beside them the two shortcuts on the pairs of identical cells across reports: a figure on another GPU
 scaled by the ratio of peak FLOP/s at the cell's precision, or by the ratio of memory bandwidth.
 
-    python benchmarks/time_published.py        # a few seconds; writes benchmarks/time_published.md
+    python benchmarks/time_published.py        # a few seconds; writes benchmarks/time_published.md, and
+                                               # bench/time_model.py's FIT (the errors and ranges plan prints)
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -26,10 +29,13 @@ from scipy.optimize import least_squares
 from bench.config import Cell
 from bench.gpus import GPUS, SERVERS, GpuSpec, Server
 from bench.matrix import PACKAGED, load_matrix
-from bench.time_model import TIME_CONSTANTS, Constants, flop_rate, predict_samples_per_s
+from bench.time_model import TIME_CONSTANTS, Constants, Fitted, flop_rate, link_name, predict_samples_per_s
 
 REPORTS = ("rtx3080", "rtx3090", "v100", "a10", "a30", "a100")
 OUTPUT = Path(__file__).with_suffix(".md")
+TIME_MODEL = Path(__file__).resolve().parents[1] / "bench" / "time_model.py"
+RANGE_FIELDS = ("classes", "batch_size", "world_size", "nnodes")
+"""The cell fields whose published range `plan --gpu` calls a prediction extrapolated outside of."""
 
 BOUNDS: dict[str, tuple[float, float]] = {
     "tensor_efficiency": (0.01, 1.0),
@@ -138,7 +144,7 @@ def leave_one_out(figures: list[Figure]) -> dict[str, list[float]]:
     }
 
 
-def run() -> list[str]:
+def run() -> tuple[list[str], Fitted]:
     figures = published_figures()
     constants = fit(figures)
     in_sample = errors(constants, figures)
@@ -189,7 +195,44 @@ def run() -> list[str]:
         f"leave-one-GPU-out MAPE {loo_all:.0f}%, worst report {percent(loo[worst]):.0f}% ({worst}), "
         f"in-sample MAPE {percent(in_sample):.0f}%",
     ]
-    return lines
+    return lines, fitted(figures, round(loo_all, 1), round(percent(in_sample), 1))
+
+
+def fitted(figures: list[Figure], leave_one_gpu_out_mape: float, in_sample_mape: float) -> Fitted:
+    """What the constants were fitted on and the model's error there, as bench.time_model.FIT holds it."""
+    return Fitted(
+        leave_one_gpu_out_mape=leave_one_gpu_out_mape,
+        in_sample_mape=in_sample_mape,
+        gpus=tuple(sorted({f.gpu.name for f in figures})),
+        links=tuple(sorted({link_name(f.server.link) for f in figures})),
+        precisions=tuple(sorted({f.cell.precision for f in figures})),
+        ranges={
+            name: (min(getattr(f.cell, name) for f in figures), max(getattr(f.cell, name) for f in figures))
+            for name in RANGE_FIELDS
+        },
+    )
+
+
+def literal(value: object) -> str:
+    """A value as Python source, strings in double quotes as ruff formats them."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(literal, value)) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def write_fit(fit: Fitted) -> None:
+    """Replace the FIT = Fitted(...) block of bench/time_model.py with fit."""
+    body = "".join(f"    {f.name}={literal(getattr(fit, f.name))},\n" for f in fields(fit))
+    text, count = re.subn(
+        r"^FIT = Fitted\(\n.*?^\)\n", f"FIT = Fitted(\n{body})\n", TIME_MODEL.read_text(), count=1, flags=re.M | re.S
+    )
+    if count != 1:
+        raise SystemExit(f"{TIME_MODEL}: no FIT = Fitted(...) block to write")
+    TIME_MODEL.write_text(text)
 
 
 def pair_model_mape(figures: list[Figure], loo: dict[str, list[float]]) -> float:
@@ -205,10 +248,11 @@ def pair_model_mape(figures: list[Figure], loo: dict[str, list[float]]) -> float
 
 
 def main() -> int:
-    lines = run()
+    lines, fit = run()
     text = "\n".join(lines)
     print(text)
     OUTPUT.write_text(text + "\n")
+    write_fit(fit)
     return 0
 
 

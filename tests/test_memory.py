@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import Cell
-from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, predict_cells
+from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, predict_cells, trace_cells
 from bench.store.results import read_records
 from tests.sweeps import run_sweep, write_matrix
 
@@ -115,6 +115,7 @@ def test_a_cells_prediction_does_not_depend_on_the_cells_traced_before_it(impl):
         backbone="none", classes=8_000_000, batch_size=1024, nproc_per_node=8, device="cuda",
         sample_rate=0.1, precision="fp16", impl=impl,
     )  # fmt: skip
-    predictions = predict_cells([cell] * 4, num_workers=1)
-    assert len({p.peak_bytes for p in predictions}) == 1, [p.peak_gib for p in predictions]
-    assert len({tuple(p.parts.items()) for p in predictions}) == 1
+    traces = [trace for _, trace in trace_cells([cell] * 4, num_workers=1)]  # one process, no cache
+    assert len(traces) == 4
+    assert len({t["peak_bytes"] for t in traces}) == 1, [t["peak_bytes"] for t in traces]
+    assert len({tuple(t["parts"].items()) for t in traces}) == 1

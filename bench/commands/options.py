@@ -104,6 +104,16 @@ def gpu_named(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(one_line(str(exc))) from None
 
 
+def link_kind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--link KIND in lower case; a name that is no link is one line listing those there are."""
+    from bench.time_model import CannotPredict, check_link_name
+
+    try:
+        return None if value is None else check_link_name(value)
+    except CannotPredict as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def memory_size(memory_gib: float | None, gpu: GpuSpec | None) -> float | None:
     """The memory per rank --memory-gib or --gpu gives (the GPU's, as its driver reports it); both is a usage error."""
     if gpu is None:

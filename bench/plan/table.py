@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bench.matrix import Matrix
     from bench.plan.build import Plan
     from bench.report.training import TrainingColumns
+    from bench.time_model import StepTime, Target
 
 
 class NoMemorySize(ValueError):
@@ -93,6 +94,52 @@ def add_training(entries: list[dict], rows: list[dict], the_plan: Plan, training
                 row[header] = text
 
 
+def predict_speeds(cells: Sequence[Cell], target: Target) -> list[StepTime | None]:
+    """Each cell's predicted step on target; None for a cell on the CPU.
+
+    Raises bench.time_model.CannotPredict where every cell is on the CPU or the model has no prediction for one.
+    """
+    from bench.time_model import CannotPredict
+
+    if not any(cell.on_gpu for cell in cells):
+        raise CannotPredict(
+            f"--gpu {target.gpu.name}: every cell runs on the CPU (device cpu); the time model predicts cells on GPUs"
+        )
+    return [target.predict(cell) if cell.on_gpu else None for cell in cells]
+
+
+def add_speeds(entries: list[dict], cells: Sequence[Cell], steps: Sequence[StepTime | None], target: Target) -> None:
+    """Beside each cell's memory prediction: its predicted samples/sec and step parts on target, what software
+    they are for, the model's error on the published reports, and what of the cell the fit has not seen."""
+    from bench.time_model import FIT, FITTED_SOFTWARE
+
+    for entry, cell, step in zip(entries, cells, steps, strict=True):
+        if step is None:
+            entry.update(predicted_samples_per_s=None)
+            continue
+        entry.update(
+            target.to_dict(),
+            predicted_samples_per_s=round(step.samples_per_s, 1),
+            predicted_step_ms={part: round(ms, 3) for part, ms in step.parts_ms().items()},
+            predicted_for={"impl": cell.impl, "software": FITTED_SOFTWARE},
+            predicted_error_pct=FIT.leave_one_gpu_out_mape,
+            extrapolated=target.extrapolated(cell),
+        )
+
+
+def add_predicted_training(
+    entries: list[dict], rows: list[dict], cells: Sequence[Cell], training: Sequence[TrainingColumns]
+) -> None:
+    """What one training run would take at each cell's predicted samples/sec (hours, and cost with a price)."""
+    speeds = [entry.get("predicted_samples_per_s") for entry in entries]
+    for extra in training:
+        for entry, cell, speed in zip(entries, cells, speeds, strict=True):
+            entry.update({f"predicted_{key}": value for key, value in extra.figures_at(cell, speed).items()})
+        for header, texts in extra.columns_at(cells, speeds).items():
+            for row, text in zip(rows, texts, strict=True):
+                row[f"predicted {header}"] = text
+
+
 PLAN_FIELDS = ("backbone", "classes", "batch_size", "impl", "precision", "sample_rate", "emulated", *SAID_BY_RANKS)
 """Cell fields the plan's fixed columns show (emulated beside the ranks); any other that varies gets a column."""
 
@@ -123,6 +170,8 @@ def plan_row(number: int, entry: dict, shown: Sequence[str] = ()) -> dict:
     }
     if "published" in entry:
         row["published"] = entry["published"] if entry["published"] == "Fail" else f"~{entry['published']:g}"
+    if entry.get("predicted_samples_per_s") is not None:
+        row["predicted samples/s"] = f"{entry['predicted_samples_per_s']:,.0f}"
     if "predicted_peak_gib" in entry:
         fits = entry["predicted_fits"]
         row["predicted GiB/rank"] = f"{entry['predicted_peak_gib']:.2f}"

@@ -46,7 +46,10 @@ class TrainingColumns:
     def figures(self, cell: Cell, record: dict | None) -> dict[str, float]:
         """hours_per_run, and cost_per_run with a price (a cell on GPUs), at the record's samples/sec; none
         unless it is a training speed. A CPU cell's ranks are not GPUs: it has no GPU-hours to price."""
-        speed = training_speed(record)
+        return self.figures_at(cell, training_speed(record))
+
+    def figures_at(self, cell: Cell, speed: float | None) -> dict[str, float]:
+        """hours_per_run, and cost_per_run with a price (a cell on GPUs), at speed samples/sec; none without one."""
         if speed is None:
             return {}
         figures = {"hours_per_run": self.run.hours(speed)}
@@ -57,7 +60,11 @@ class TrainingColumns:
     def entries(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[Entry]]:
         """Hours per run of each cell, and with a price its cost ("no GPU" for a CPU cell); blank where the
         record is no training speed."""
-        figures = [self.figures(cell, record) for cell, record in zip(cells, records)]
+        return self.entries_at(cells, [training_speed(record) for record in records])
+
+    def entries_at(self, cells: Sequence[Cell], speeds: Sequence[float | None]) -> dict[str, list[Entry]]:
+        """entries at the samples/sec of each cell given (a predicted one); blank where there is none."""
+        figures = [self.figures_at(cell, speed) for cell, speed in zip(cells, speeds)]
         columns = {f"Hours/run ({self.name})": [Entry(f.get("hours_per_run"), format="thousands1") for f in figures]}
         if self.gpu_hour_price is not None:
             columns[f"Cost/run (at {self.gpu_hour_price:g}/GPU-h)"] = [
@@ -68,7 +75,12 @@ class TrainingColumns:
 
     def columns(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[str]]:
         """The entries as text, for the plan's table."""
-        return {header: [entry.text() for entry in entries] for header, entries in self.entries(cells, records).items()}
+        return self.columns_at(cells, [training_speed(record) for record in records])
+
+    def columns_at(self, cells: Sequence[Cell], speeds: Sequence[float | None]) -> dict[str, list[str]]:
+        """The entries at the samples/sec given, as text, for the plan's table."""
+        columns = self.entries_at(cells, speeds)
+        return {header: [entry.text() for entry in entries] for header, entries in columns.items()}
 
 
 def training_columns(

@@ -12,6 +12,7 @@ import pandas as pd
 from bench.matrix import Matrix, load_matrix
 from bench.plan.search import all_probes
 from bench.report.markdown import published_server, render_markdown
+from bench.report.predicted import predicted_columns
 from bench.report.read import mixed_env_note, read_envs, read_run
 from bench.report.tables import Added, published_record
 from bench.store.files import FileError, make_folder, refuse_results_file
@@ -44,7 +45,8 @@ def write_report(
     Returns the path written and what was read from results.jsonl (with the lines skipped).
     Refuses to write over the files of a results folder. as_published prints the published
     server's spec (the matrix's published_spec) in place of the machine that ran; added columns
-    (hours per training run) go into every table.
+    (hours per training run) go into every table. Unless as_published, a run on a GPU of the
+    catalogue gets the time model's samples/sec beside the measured ones (bench.report.predicted).
     """
     matrix, results = read_run(results_dir, matrix_path)
     latest = latest_by_cell(results.records)
@@ -55,6 +57,7 @@ def write_report(
         reported += all_probes(matrix.searches(), latest)
         envs = read_envs(Path(results_dir), reported)
         env = max(envs.values(), key=lambda pair: pair[1])[0]
+        added = (*added, *(() if as_published else predicted_columns(env)))
         notes = [note] if (note := mixed_env_note(envs)) else []
         notes += [extra.note for extra in added]
         text = render_markdown(

@@ -1,0 +1,211 @@
+"""This machine's CPU rates as the time model takes them, so that a CPU cell is predicted like a GPU cell.
+
+`host_rates(ranks)` runs the probe (bench.rank.probe) once per rank of a cell on this node, all at
+once and with the threads the ranks get, and caches its figures under $XDG_CACHE_HOME/pfcbench
+(default ~/.cache/pfcbench), keyed by host, torch version and ranks. `predict_cpu_step` predicts
+a CPU cell with bench.time_model.predict_step, unchanged, from a spec made of those figures:
+
+- the peak fp32 FLOP/s is the probe's achieved rate of the convolutions of the cell's kind of
+  backbone (the GEMM rate for a cell without one), so the efficiencies are 1;
+- the memory bandwidth is the probe's achieved rate of a block's BatchNorm and PReLU, in the
+  bytes bench.workload.cost counts, efficiency 1 (a large copy runs faster than the step's
+  element-wise kernels do); a CPU core runs one kernel after another, so no memory traffic hides
+  behind compute (memory_overlap 0);
+- the launch overhead is the probe's host time per kernel;
+- the link is gloo over loopback: the probe's all-reduce latency and GB/s per direction.
+
+The other constants (DDP's overlap, half-precision traffic) stay the fitted ones. This module does
+not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from bench.config import Cell
+from bench.gpus import GpuSpec, Link, PeakTflops, Server
+from bench.rank.output import write_atomic
+from bench.time_model import TIME_CONSTANTS, Constants, StepTime, predict_step
+
+CACHE_FILE = "host-rates.json"
+PROBE_TIMEOUT_S = 120.0
+IRESNETS = ("r18", "r34", "r50", "r100", "r200")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostRates:
+    """What the probe measured on this machine for a cell of `ranks` ranks per node (the mean over its ranks)."""
+
+    ranks: int
+    threads: int
+    """Threads per rank (OMP_NUM_THREADS), as bench.launch.local gives a CPU cell's ranks."""
+    gemm_flops_s: float
+    conv_flops_s: dict[str, float]
+    """FLOP/s of a block's convolutions, forward and backward, by kind of block: iresnet, mbf."""
+    elementwise_gb_s: dict[str, float]
+    """Activation bytes per second of the rest of the block (BatchNorm, PReLU), by kind of block."""
+    copy_gb_s: float
+    op_s: float
+    all_reduce_latency_s: float = 0.0
+    all_reduce_gb_s: float = 0.0
+    """GB/s per direction of a gloo all-reduce beyond its latency; 0 for a single rank."""
+
+    def flops_s(self, backbone: str) -> float:
+        """The FLOP/s a backbone's convolutions reach; the GEMM rate for no backbone."""
+        return self.conv_flops_s.get(block_kind(backbone), self.gemm_flops_s)
+
+    def bandwidth_gb_s(self, backbone: str) -> float:
+        """The bytes per second of a backbone's element-wise work; for no backbone (the classifier's
+        element-wise kernels alone) the mean over the kinds of block."""
+        rates = self.elementwise_gb_s
+        return rates.get(block_kind(backbone), sum(rates.values()) / len(rates))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_ranks(cls, figures: list[dict]) -> HostRates:
+        """The mean of each rank's figures."""
+
+        def mean(values: list[float]) -> float:
+            return sum(values) / len(values)
+
+        kinds = ("conv_flops_s", "elementwise_gb_s")
+        scalars = [f.name for f in dataclasses.fields(cls) if f.name not in ("ranks", "threads", *kinds)]
+        return cls(
+            ranks=len(figures),
+            threads=int(figures[0]["threads"]),
+            **{name: {k: mean([f[name][k] for f in figures]) for k in figures[0][name]} for name in kinds},
+            **{name: mean([float(f.get(name, 0.0)) for f in figures]) for name in scalars},
+        )
+
+
+def block_kind(backbone: str) -> str:
+    """The kind of block a backbone is made of, as the probe names it: iresnet, mbf (none: none)."""
+    return "iresnet" if backbone in IRESNETS else backbone
+
+
+class LoopbackLink(Link):
+    """gloo between the ranks of one machine, over 127.0.0.1: the time model reads gb_s / 2 per direction."""
+
+    def __post_init__(self) -> None:
+        pass
+
+    def text(self) -> str:
+        return f"gloo loopback {self.gb_s / 2:.2g} GB/s per direction"
+
+
+def cpu_spec(rates: HostRates, backbone: str) -> GpuSpec:
+    """This machine's CPU as the time model's GPU, for a cell of a backbone."""
+    return GpuSpec(
+        name="cpu",
+        model=f"this machine's CPU, {rates.threads} threads a rank",
+        family="CPU",
+        memory_mib=0,
+        peaks=PeakTflops(fp32=rates.flops_s(backbone) / 1e12),
+        bandwidth_gb_s=rates.bandwidth_gb_s(backbone),
+        link=cpu_link(rates),
+        tdp_w=0,
+        num_sms=0,
+        source="bench.rank.probe",
+    )
+
+
+def cpu_link(rates: HostRates) -> Link:
+    return LoopbackLink(kind="loopback", generation=0, gb_s=2 * max(rates.all_reduce_gb_s, 1e-9), p2p=True)
+
+
+def cpu_server(rates: HostRates) -> Server:
+    return Server(name="this machine", link=cpu_link(rates), pcie_generation=0, sockets=1, text="gloo on 127.0.0.1")
+
+
+def cpu_constants(rates: HostRates) -> Constants:
+    """The fitted constants with the probe's measured rates in place of the GPU's efficiencies."""
+    return dataclasses.replace(
+        TIME_CONSTANTS,
+        tensor_efficiency=1.0,
+        fp32_efficiency=1.0,
+        memory_efficiency=1.0,
+        memory_overlap=0.0,
+        launch_s=rates.op_s,
+        all_reduce_latency_s=rates.all_reduce_latency_s,
+        link_efficiency=1.0,
+    )
+
+
+def predict_cpu_step(cell: Cell, rates: HostRates) -> StepTime:
+    """The step of a CPU cell's rank 0 on this machine, by part."""
+    return predict_step(cell, cpu_spec(rates, cell.backbone), cpu_server(rates), cpu_constants(rates))
+
+
+def cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "pfcbench" / CACHE_FILE
+
+
+def cache_key(ranks: int) -> str:
+    """What the figures depend on: this host, its torch, and how many ranks share its cores."""
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "none"
+    return f"{socket.gethostname()} torch {torch_version} ranks {ranks} cpus {os.cpu_count()}"
+
+
+def host_rates(ranks: int, *, fresh: bool = False) -> HostRates:
+    """This machine's rates for a cell of `ranks` ranks per node: cached, or probed (then cached) if fresh or none."""
+    path, key = cache_path(), cache_key(ranks)
+    cached = read_cache(path)
+    if not fresh and key in cached:
+        try:
+            return HostRates(**cached[key])
+        except TypeError:  # written by another version of this module: probed again
+            pass
+    rates = run_probe(ranks)
+    cached[key] = rates.to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(cached, indent=1) + "\n")
+    return rates
+
+
+def read_cache(path: Path) -> dict:
+    """The cached figures by key; none where the file is missing or unreadable (it is probed again)."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def run_probe(ranks: int) -> HostRates:
+    """Start one probe process per rank, with the threads a rank of a CPU cell gets; RuntimeError if one fails."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // ranks)), MALLOC_ARENA_MAX="2")
+    with tempfile.TemporaryDirectory(prefix="pfcbench-probe-") as folder:
+        outs = [Path(folder) / f"rank{rank}.json" for rank in range(ranks)]
+        argvs = [
+            [sys.executable, "-m", "bench.rank.probe", "--rank", str(rank), "--world-size", str(ranks),
+             "--store", str(Path(folder) / "store"), "--out", str(out)]
+            for rank, out in enumerate(outs)
+        ]  # fmt: skip
+        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for argv in argvs]
+        failed = []
+        for proc in procs:
+            try:
+                output, _ = proc.communicate(timeout=PROBE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate()
+            if proc.returncode != 0:
+                failed.append(output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"])
+        if failed:
+            raise RuntimeError(f"the CPU probe failed: {failed[0][0]}")
+        return HostRates.from_ranks([json.loads(out.read_text()) for out in outs])

@@ -1,0 +1,99 @@
+"""Tests for the CPU probe (bench.rank.probe, bench.host_rates) and the predicted column of a report."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.config import Cell
+from bench.host_rates import HostRates, cache_path, cpu_spec, host_rates, predict_cpu_step
+from bench.matrix import load_matrix
+from bench.report.write import write_report
+from bench.workload.cost import step_cost
+from tests.test_report import ENV, RTX3080, published_records, tables, write_results_dir
+
+RATES = HostRates(
+    ranks=2,
+    threads=1,
+    gemm_flops_s=50e9,
+    conv_flops_s={"iresnet": 30e9, "mbf": 20e9},
+    elementwise_gb_s={"iresnet": 1.0, "mbf": 2.0},
+    copy_gb_s=5.0,
+    op_s=4e-6,
+    all_reduce_latency_s=2e-4,
+    all_reduce_gb_s=1.0,
+)
+
+
+def smoke_cell(**fields) -> Cell:
+    return Cell(backbone="mbf", device="cpu", nproc_per_node=2, classes=1000, batch_size=16, **fields)
+
+
+def test_the_probe_measures_positive_finite_rates_in_seconds_and_caches_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    start = time.monotonic()
+    rates = host_rates(2)
+    assert time.monotonic() - start < 90  # a few seconds on an idle machine; the test machine is shared
+    figures = [rates.gemm_flops_s, rates.copy_gb_s, rates.op_s, rates.all_reduce_latency_s, rates.all_reduce_gb_s]
+    figures += [*rates.conv_flops_s.values(), *rates.elementwise_gb_s.values()]
+    assert all(math.isfinite(f) and f > 0 for f in figures)
+    assert set(rates.conv_flops_s) == set(rates.elementwise_gb_s) == {"iresnet", "mbf"}
+    assert cache_path() == tmp_path / "pfcbench" / "host-rates.json"
+    assert len(json.loads(cache_path().read_text())) == 1
+    start = time.monotonic()
+    assert host_rates(2) == rates
+    assert time.monotonic() - start < 1
+
+
+def test_a_smoke_cell_is_predicted_from_the_rates():
+    cell = smoke_cell()
+    step = predict_cpu_step(cell, RATES)
+    cost = step_cost(cell)
+    assert step.compute_s == pytest.approx(cost.backbone.flops / 20e9 + cost.classifier.flops / 20e9)
+    assert step.memory_s == pytest.approx(cost.num_bytes / 2e9)  # nothing hidden behind compute on a CPU
+    assert step.communication_s > 0 and step.fixed_s > 0
+    assert 0 < step.samples_per_s < cell.batch_size / step.compute_s
+    faster = HostRates(**(RATES.to_dict() | {"conv_flops_s": {"iresnet": 30e9, "mbf": 40e9}}))
+    assert predict_cpu_step(cell, faster).samples_per_s > step.samples_per_s
+
+
+def test_each_backbone_takes_its_blocks_rates():
+    assert cpu_spec(RATES, "r50").peaks.fp32 == pytest.approx(0.03)
+    assert cpu_spec(RATES, "mbf").bandwidth_gb_s == 2.0
+    assert cpu_spec(RATES, "none").peaks.fp32 == pytest.approx(0.05)
+    assert cpu_spec(RATES, "none").bandwidth_gb_s == 1.5
+
+
+def report_of(tmp_path: Path, env: dict, *, as_published: bool = False) -> str:
+    matrix = load_matrix(RTX3080)
+    results = write_results_dir(tmp_path / "results" / "rtx3080", list(published_records(matrix).values()))
+    (results / "env.json").write_text(json.dumps(env))
+    out, _ = write_report(results, out=tmp_path / "report.md", as_published=as_published)
+    return out.read_text()
+
+
+def with_gpus(name: str | None) -> dict:
+    return dict(ENV, gpus=[] if name is None else [{"index": i, "name": name, "memory_mib": 81251} for i in range(8)])
+
+
+def test_a_run_on_a_catalogue_gpu_shows_the_prediction_beside_each_figure(tmp_path):
+    markdown = report_of(tmp_path, with_gpus("NVIDIA A100 80GB PCIe"))
+    table = tables(markdown)["2. 600K Identities"]
+    header = table[0]
+    place = header.index("Predicted (a100-pcie-80gb)")
+    assert header[place - 1] == "Samples/sec"
+    assert all(row[place].startswith("~") and int(row[place][1:]) > 0 for row in table[1:])
+    assert "Predicted (a100-pcie-80gb) is pfcbench's time model" in markdown
+
+
+@pytest.mark.parametrize("gpu", [None, "NVIDIA T4", "NVIDIA GeForce RTX 2080 Ti"])
+def test_no_prediction_for_a_cpu_run_or_a_gpu_outside_the_catalogue(tmp_path, gpu):
+    assert "Predicted" not in report_of(tmp_path, with_gpus(gpu))
+
+
+def test_no_prediction_as_published(tmp_path):
+    assert "Predicted" not in report_of(tmp_path, with_gpus("NVIDIA A100 80GB PCIe"), as_published=True)
