@@ -51,7 +51,7 @@ def test_gpus_lists_the_fourteen_with_their_figures_and_sources():
     assert [row[0] for row in rows] == NAMES
     rtx3080 = dict(zip([cell.strip() for cell in table[0].strip("|").split("|")], rows[0]))
     assert rtx3080["memory GiB"] == "9.78" and rtx3080["FP16/BF16"] == "59.5" and rtx3080["TDP W"] == "320"
-    assert "P2P off" in rtx3080["link (8-GPU server)"]
+    assert "P2P off" in rtx3080["link in an 8-GPU server (GB/s, both directions)"] and rtx3080["memory GB/s"] == "760"
     sources = result.output.split("Sources:")[1].strip().splitlines()
     assert [line.split(":")[0] for line in sources] == [f"- {name}" for name in NAMES]
 

@@ -19,8 +19,8 @@ def catalogue_row(spec: GpuSpec) -> dict:
         "FP32": f"{peaks.fp32:g}",
         "TF32": "–" if peaks.tf32 is None else f"{peaks.tf32:g}",
         "FP16/BF16": f"{peaks.fp16:g}" + ("" if peaks.bf16 is not None else " (no BF16)"),
-        "GB/s": f"{spec.bandwidth_gb_s:g}",
-        "link (8-GPU server)": spec.link.text(),
+        "memory GB/s": f"{spec.bandwidth_gb_s:g}",
+        "link in an 8-GPU server (GB/s, both directions)": spec.link.text(),
         "TDP W": spec.tdp_w,
         "SMs": spec.num_sms,
     }
@@ -48,6 +48,9 @@ def gpus(as_json: bool) -> None:
     from tabulate import tabulate
 
     click.echo(tabulate([catalogue_row(spec) for spec in CATALOGUE], headers="keys", tablefmt="github"))
-    click.echo("\n* derived from a like card's memory as its driver reports it (see the sources)\n\nSources:")
+    click.echo(
+        "\nFP32, TF32, FP16/BF16: dense peak TFLOP/s (FP16/BF16 on tensor cores, FP32 accumulate).\n"
+        "* derived from a like card's memory as its driver reports it (see the sources)\n\nSources:"
+    )
     for spec in CATALOGUE:
         click.echo(f"- {spec.name}: {spec.source}")
