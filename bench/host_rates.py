@@ -28,13 +28,14 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from bench.config import Cell
 from bench.gpus import GpuSpec, Link, PeakTflops, Server
+from bench.launch.local import cpu_rank_env
 from bench.rank.output import write_atomic
 from bench.time_model import TIME_CONSTANTS, Constants, StepTime, predict_step
+from bench.workload.trace_cache import cache_root, torch_version
 
 CACHE_FILE = "host-rates.json"
 PROBE_TIMEOUT_S = 120.0
@@ -148,17 +149,12 @@ def predict_cpu_step(cell: Cell, rates: HostRates) -> StepTime:
 
 
 def cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "pfcbench" / CACHE_FILE
+    return cache_root() / CACHE_FILE
 
 
 def cache_key(ranks: int) -> str:
     """What the figures depend on: this host, its torch, and how many ranks share its cores."""
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = "none"
-    return f"{socket.gethostname()} torch {torch_version} ranks {ranks} cpus {os.cpu_count()}"
+    return f"{socket.gethostname()} torch {torch_version()} ranks {ranks} cpus {os.cpu_count()}"
 
 
 def host_rates(ranks: int, *, fresh: bool = False) -> HostRates:
@@ -188,7 +184,7 @@ def read_cache(path: Path) -> dict:
 
 def run_probe(ranks: int) -> HostRates:
     """Start one probe process per rank, with the threads a rank of a CPU cell gets; RuntimeError if one fails."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // ranks)), MALLOC_ARENA_MAX="2")
+    env = dict(os.environ, **cpu_rank_env(ranks))
     with tempfile.TemporaryDirectory(prefix="pfcbench-probe-") as folder:
         outs = [Path(folder) / f"rank{rank}.json" for rank in range(ranks)]
         argvs = [

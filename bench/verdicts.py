@@ -105,11 +105,6 @@ def rank_figures(record: dict | None) -> list[dict]:
     ]
 
 
-def speed_mark(record: dict | None) -> str:
-    """What follows samples/sec in a table: " (loader-bound)" or nothing (far-off ranks are named under the table)."""
-    return f" {LOADER_BOUND}" if loader_bound(record) else ""
-
-
 def nonfinite_lines(records: list[dict | None]) -> list[str]:
     """The line under a table that explains its NaN cells, if it has any."""
     if not any(nonfinite(r) for r in records):
@@ -119,7 +114,7 @@ def nonfinite_lines(records: list[dict | None]) -> list[str]:
 
 
 def legend_lines(records: list[dict | None]) -> list[str]:
-    """The lines under a table for the marks of speed_mark and for NaN cells."""
+    """The lines under a table for its loader-bound cells, its far-off ranks and its NaN cells."""
     lines = nonfinite_lines(records)
     if any(loader_bound(r) for r in records):
         lines.append(

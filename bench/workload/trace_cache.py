@@ -48,11 +48,15 @@ TRACE_SOURCES = ("memory.py", "config.py", "impls.py", "units.py", "workload/*.p
 """The files of bench the trace runs, as globs under bench/: an edit of any of them misses."""
 
 
-def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/pfcbench/traces; ~/.cache when the variable is unset or not an absolute path."""
+def cache_root() -> Path:
+    """$XDG_CACHE_HOME/pfcbench, pfcbench's caches; ~/.cache when the variable is unset or not an absolute path."""
     base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
-    return root / "pfcbench" / "traces"
+    return (Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache") / "pfcbench"
+
+
+def cache_dir() -> Path:
+    """Where the traces are cached: cache_root()/traces."""
+    return cache_root() / "traces"
 
 
 @functools.cache
