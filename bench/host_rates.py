@@ -1,21 +1,22 @@
 """This machine's CPU rates as the time model takes them, so that a CPU cell is predicted like a GPU cell.
 
-`host_rates(ranks)` runs the probe (bench.rank.probe) once per rank of a cell on this node, all at
-once and with the threads the ranks get, and caches its figures under $XDG_CACHE_HOME/pfcbench
-(default ~/.cache/pfcbench), keyed by host, torch version and ranks. `predict_cpu_step` predicts
-a CPU cell with bench.time_model.predict_step, unchanged, from a spec made of those figures:
+`host_rates(ranks, capped)` runs the probe (bench.rank.probe) once per rank of a cell on this node,
+all at once and in the environment the ranks get (threads, and a memory cap's allocator setting),
+and caches its figures under $XDG_CACHE_HOME/pfcbench (default ~/.cache/pfcbench), keyed by host,
+torch version, ranks and cap. `predict_cpu_step` predicts a CPU cell with
+bench.time_model.predict_step, unchanged, from a spec made of those figures:
 
-- the peak fp32 FLOP/s is the probe's achieved rate of the convolutions of the cell's kind of
-  backbone (the GEMM rate for a cell without one), so the efficiencies are 1;
-- the memory bandwidth is the probe's achieved rate of a block's BatchNorm and PReLU, in the
-  bytes bench.workload.cost counts, efficiency 1 (a large copy runs faster than the step's
-  element-wise kernels do); a CPU core runs one kernel after another, so no memory traffic hides
-  behind compute (memory_overlap 0);
-- the launch overhead is the probe's host time per kernel;
+- the peak FLOP/s of each precision is the probe's achieved rate of the convolutions of the
+  cell's kind of backbone in it (the GEMM rate for a cell without one), so the efficiencies are 1;
+- the memory bandwidth is the probe's achieved rate of a block's BatchNorm and PReLU in the cell's
+  precision, in the bytes bench.workload.cost counts, efficiency 1 (a large copy runs faster than
+  the step's element-wise kernels do); a CPU core runs one kernel after another, so no memory
+  traffic hides behind compute (memory_overlap 0), and the probe's bytes are those of the
+  precision (half_activation_traffic 1);
+- the launch overhead is the probe's host time per kernel, for the kernels a CPU step runs;
 - the link is gloo over loopback: the probe's all-reduce latency and GB/s per direction.
 
-The other constants (DDP's overlap, half-precision traffic) stay the fitted ones. This module does
-not import torch.
+DDP's overlap stays the fitted one. This module does not import torch.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from bench.config import Cell
 from bench.gpus import GpuSpec, Link, PeakTflops, Server
 from bench.launch.local import cpu_rank_env
 from bench.rank.output import write_atomic
-from bench.time_model import TIME_CONSTANTS, Constants, StepTime, predict_step
+from bench.time_model import TIME_CONSTANTS, CannotPredict, Constants, StepTime, predict_step
 from bench.workload.trace_cache import cache_root, torch_version
 
 CACHE_FILE = "host-rates.json"
@@ -51,24 +53,29 @@ class HostRates:
     """Threads per rank (OMP_NUM_THREADS), as bench.launch.local gives a CPU cell's ranks."""
     gemm_flops_s: float
     conv_flops_s: dict[str, float]
-    """FLOP/s of a block's convolutions, forward and backward, by kind of block: iresnet, mbf."""
+    """FLOP/s of a block's convolutions, forward and backward, by kind of block and precision: "mbf bf16"."""
     elementwise_gb_s: dict[str, float]
-    """Activation bytes per second of the rest of the block (BatchNorm, PReLU), by kind of block."""
+    """Activation bytes per second of the rest of the block (BatchNorm, PReLU), by kind and precision."""
     copy_gb_s: float
     op_s: float
     all_reduce_latency_s: float = 0.0
     all_reduce_gb_s: float = 0.0
     """GB/s per direction of a gloo all-reduce beyond its latency; 0 for a single rank."""
 
-    def flops_s(self, backbone: str) -> float:
-        """The FLOP/s a backbone's convolutions reach; the GEMM rate for no backbone."""
-        return self.conv_flops_s.get(block_kind(backbone), self.gemm_flops_s)
+    @property
+    def precisions(self) -> set[str]:
+        """The precisions the probe measured: fp32 and bf16."""
+        return {key.split()[-1] for key in self.conv_flops_s}
 
-    def bandwidth_gb_s(self, backbone: str) -> float:
-        """The bytes per second of a backbone's element-wise work; for no backbone (the classifier's
-        element-wise kernels alone) the mean over the kinds of block."""
-        rates = self.elementwise_gb_s
-        return rates.get(block_kind(backbone), sum(rates.values()) / len(rates))
+    def flops_s(self, backbone: str, precision: str) -> float:
+        """The FLOP/s a backbone's convolutions reach in a precision; the GEMM rate for no backbone."""
+        return self.conv_flops_s.get(f"{block_kind(backbone)} {precision}", self.gemm_flops_s)
+
+    def bandwidth_gb_s(self, backbone: str, precision: str) -> float:
+        """The bytes per second of a backbone's element-wise work in a precision; for no backbone (the
+        classifier's element-wise kernels alone) the mean over the kinds of block."""
+        rates = {key: rate for key, rate in self.elementwise_gb_s.items() if key.endswith(f" {precision}")}
+        return rates.get(f"{block_kind(backbone)} {precision}", sum(rates.values()) / len(rates))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,15 +112,16 @@ class LoopbackLink(Link):
         return f"gloo loopback {self.gb_s / 2:.2g} GB/s per direction"
 
 
-def cpu_spec(rates: HostRates, backbone: str) -> GpuSpec:
-    """This machine's CPU as the time model's GPU, for a cell of a backbone."""
+def cpu_spec(rates: HostRates, cell: Cell) -> GpuSpec:
+    """This machine's CPU as the time model's GPU, for a cell (its backbone and precision)."""
+    peaks = {precision: rates.flops_s(cell.backbone, precision) / 1e12 for precision in rates.precisions}
     return GpuSpec(
         name="cpu",
         model=f"this machine's CPU, {rates.threads} threads a rank",
         family="CPU",
         memory_mib=0,
-        peaks=PeakTflops(fp32=rates.flops_s(backbone) / 1e12),
-        bandwidth_gb_s=rates.bandwidth_gb_s(backbone),
+        peaks=PeakTflops(**peaks),
+        bandwidth_gb_s=rates.bandwidth_gb_s(cell.backbone, cell.precision),
         link=cpu_link(rates),
         tdp_w=0,
         num_sms=0,
@@ -137,6 +145,7 @@ def cpu_constants(rates: HostRates) -> Constants:
         fp32_efficiency=1.0,
         memory_efficiency=1.0,
         memory_overlap=0.0,
+        half_activation_traffic=1.0,
         launch_s=rates.op_s,
         all_reduce_latency_s=rates.all_reduce_latency_s,
         link_efficiency=1.0,
@@ -144,29 +153,38 @@ def cpu_constants(rates: HostRates) -> Constants:
 
 
 def predict_cpu_step(cell: Cell, rates: HostRates) -> StepTime:
-    """The step of a CPU cell's rank 0 on this machine, by part."""
-    return predict_step(cell, cpu_spec(rates, cell.backbone), cpu_server(rates), cpu_constants(rates))
+    """The step of a CPU cell's rank 0 on this machine, by part; CannotPredict for a precision not probed."""
+    if cell.precision not in rates.precisions:
+        raise CannotPredict(f"cell {cell.cell_id}: the CPU probe measures no {cell.precision} rate")
+    return predict_step(cell, cpu_spec(rates, cell), cpu_server(rates), cpu_constants(rates))
 
 
 def cache_path() -> Path:
     return cache_root() / CACHE_FILE
 
 
-def cache_key(ranks: int) -> str:
-    """What the figures depend on: this host, its torch, and how many ranks share its cores."""
-    return f"{socket.gethostname()} torch {torch_version()} ranks {ranks} cpus {os.cpu_count()}"
+def cache_key(ranks: int, capped: bool) -> str:
+    """What the figures depend on: this host, its torch, how many ranks share its cores, and a cap's allocator."""
+    cap = " capped" if capped else ""
+    return f"{socket.gethostname()} torch {torch_version()} ranks {ranks} cpus {os.cpu_count()}{cap}"
 
 
-def host_rates(ranks: int, *, fresh: bool = False) -> HostRates:
-    """This machine's rates for a cell of `ranks` ranks per node: cached, or probed (then cached) if fresh or none."""
-    path, key = cache_path(), cache_key(ranks)
+def cell_rates(cell: Cell, *, fresh: bool = False) -> HostRates:
+    """This machine's rates for a CPU cell: its ranks per node, under its memory cap or none."""
+    return host_rates(cell.launched_ranks_per_node, capped=cell.max_memory_gib is not None, fresh=fresh)
+
+
+def host_rates(ranks: int, *, capped: bool = False, fresh: bool = False) -> HostRates:
+    """This machine's rates for a cell of `ranks` ranks per node, capped or not: cached, or probed (then cached)
+    if fresh or none."""
+    path, key = cache_path(), cache_key(ranks, capped)
     cached = read_cache(path)
     if not fresh and key in cached:
         try:
             return HostRates(**cached[key])
         except TypeError:  # written by another version of this module: probed again
             pass
-    rates = run_probe(ranks)
+    rates = run_probe(ranks, capped)
     cached[key] = rates.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(cached, indent=1) + "\n")
@@ -182,26 +200,30 @@ def read_cache(path: Path) -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
-def run_probe(ranks: int) -> HostRates:
-    """Start one probe process per rank, with the threads a rank of a CPU cell gets; RuntimeError if one fails."""
-    env = dict(os.environ, **cpu_rank_env(ranks))
+def run_probe(ranks: int, capped: bool) -> HostRates:
+    """Start one probe process per rank, in the environment a rank of a CPU cell gets; RuntimeError if one fails
+    or they take more than PROBE_TIMEOUT_S."""
+    env = dict(os.environ, **cpu_rank_env(ranks, capped))
     with tempfile.TemporaryDirectory(prefix="pfcbench-probe-") as folder:
         outs = [Path(folder) / f"rank{rank}.json" for rank in range(ranks)]
-        argvs = [
-            [sys.executable, "-m", "bench.rank.probe", "--rank", str(rank), "--world-size", str(ranks),
-             "--store", str(Path(folder) / "store"), "--out", str(out)]
-            for rank, out in enumerate(outs)
-        ]  # fmt: skip
-        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for argv in argvs]
-        failed = []
+        logs = [out.with_suffix(".log") for out in outs]
+        procs = []
+        for rank, (out, log) in enumerate(zip(outs, logs, strict=True)):
+            argv = [sys.executable, "-m", "bench.rank.probe", "--rank", str(rank), "--world-size", str(ranks),
+                    "--store", str(Path(folder) / "store"), "--out", str(out)]  # fmt: skip
+            with log.open("wb") as output:
+                procs.append(subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
         for proc in procs:
             try:
-                output, _ = proc.communicate(timeout=PROBE_TIMEOUT_S)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
-                output, _ = proc.communicate()
+                for each in procs:
+                    each.kill()
+                    each.wait()
+                raise RuntimeError(f"the CPU probe took more than {PROBE_TIMEOUT_S:g} s") from None
+        for proc, log in zip(procs, logs, strict=True):
             if proc.returncode != 0:
-                failed.append(output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"])
-        if failed:
-            raise RuntimeError(f"the CPU probe failed: {failed[0][0]}")
+                last = log.read_text(errors="replace").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+                raise RuntimeError(f"the CPU probe failed: {last[0]}")
         return HostRates.from_ranks([json.loads(out.read_text()) for out in outs])

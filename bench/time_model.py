@@ -109,6 +109,12 @@ KERNELS_PER_BLOCK = 60
 and SGD's per-parameter loop over its 9 parameter tensors."""
 CLASSIFIER_KERNELS = 80
 """Kernels of the classifier, the loss, the collectives and the step's bookkeeping."""
+CPU_KERNELS_PER_BLOCK = 140
+"""Kernels a block launches in a step on the CPU, where SGD and gradient clipping loop over each parameter
+instead of PyTorch's multi-tensor kernels (counted on real steps: about 157 an IResNet block, 125 a
+MobileFaceNet one)."""
+CPU_CLASSIFIER_KERNELS = 170
+"""Kernels of a CPU step without a backbone (counted on real steps: 158 to 210 by impl)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,8 +204,7 @@ def predict_step(cell: Cell, gpu: GpuSpec, server: Server, constants: Constants 
     classifier_s = sum(collective_s(c, world, gb_s, constants) for c in cost.classifier.collectives)
     # backward is two thirds of the backbone's FLOPs; DDP's buckets go out while it runs
     communication_s = max(0.0, ddp_s - constants.ddp_overlap * 2 / 3 * backbone_s) + classifier_s
-    kernels = KERNELS_PER_BLOCK * BLOCKS[cell.backbone] + CLASSIFIER_KERNELS
-    fixed_s = kernels * constants.launch_s
+    fixed_s = step_kernels(cell) * constants.launch_s
     busy_s = compute_s + memory_s + communication_s + fixed_s
     data_s = 0.0
     if cell.data == "records":  # the workers decode the next batch while the GPU runs this one
@@ -213,6 +218,13 @@ def predict_step(cell: Cell, gpu: GpuSpec, server: Server, constants: Constants 
         data_s=data_s,
         batch_size=cell.batch_size,
     )
+
+
+def step_kernels(cell: Cell) -> int:
+    """Kernels a step of the cell's rank launches, on a GPU or on the CPU."""
+    if cell.on_gpu:
+        return KERNELS_PER_BLOCK * BLOCKS[cell.backbone] + CLASSIFIER_KERNELS
+    return CPU_KERNELS_PER_BLOCK * BLOCKS[cell.backbone] + CPU_CLASSIFIER_KERNELS
 
 
 def predict_samples_per_s(cell: Cell, gpu: GpuSpec, server: Server, constants: Constants = TIME_CONSTANTS) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell
-from bench.host_rates import HostRates, host_rates, predict_cpu_step
+from bench.host_rates import HostRates, cell_rates, predict_cpu_step
 from bench.report.read import read_run
 from bench.store.results import latest_by_cell
 from bench.time_model import mape
@@ -56,7 +56,7 @@ def rows(results_dir: Path, rates_of) -> list[dict]:
         cell = Cell.from_dict(record["config"])
         if speed is None or cell.on_gpu:
             continue
-        step = predict_cpu_step(cell, rates_of(cell.launched_ranks_per_node))
+        step = predict_cpu_step(cell, rates_of(cell))
         parts = {f"{name} ms": round(ms, 1) for name, ms in step.parts_ms().items() if name != "data"}
         found.append({
             "matrix": results_dir.name, "cell": cell_text(cell), "measured": round(speed, 1),
@@ -66,25 +66,27 @@ def rows(results_dir: Path, rates_of) -> list[dict]:
     return found
 
 
-def rates_text(rates: HostRates) -> str:
+def rates_text(rates: HostRates, capped: bool) -> str:
     conv = ", ".join(f"{kind} {rate / 1e9:.1f}" for kind, rate in rates.conv_flops_s.items())
     elementwise = ", ".join(f"{kind} {rate:.2f}" for kind, rate in rates.elementwise_gb_s.items())
+    under = "under a memory cap's allocator setting" if capped else "uncapped"
     return (
-        f"    {rates.ranks} ranks, {rates.threads} threads each; GEMM {rates.gemm_flops_s / 1e9:.1f} GFLOP/s; "
-        f"convolutions {conv} GFLOP/s;\n    element-wise {elementwise} GB/s (activation bytes as cost.py counts "
-        f"them); copy {rates.copy_gb_s:.2f} GB/s;\n    {1e6 * rates.op_s:.1f} us a kernel; gloo all-reduce "
-        f"{1e6 * rates.all_reduce_latency_s:.0f} us + {rates.all_reduce_gb_s:.2f} GB/s per direction"
+        f"    {rates.ranks} ranks, {rates.threads} threads each, {under}; GEMM {rates.gemm_flops_s / 1e9:.1f} "
+        f"GFLOP/s;\n    convolutions {conv} GFLOP/s;\n    element-wise {elementwise} GB/s (activation bytes as "
+        f"cost.py counts them);\n    copy {rates.copy_gb_s:.2f} GB/s; {1e6 * rates.op_s:.1f} us a kernel; gloo "
+        f"all-reduce {1e6 * rates.all_reduce_latency_s:.0f} us + {rates.all_reduce_gb_s:.2f} GB/s per direction\n"
     )
 
 
 def report(folders: list[Path]) -> tuple[str, bool]:
     """The markdown of the comparison, and whether every cell is within the target."""
-    probed: dict[int, HostRates] = {}
+    probed: dict[tuple[int, bool], HostRates] = {}
 
-    def rates_of(ranks: int) -> HostRates:
-        if ranks not in probed:
-            probed[ranks] = host_rates(ranks, fresh=True)
-        return probed[ranks]
+    def rates_of(cell: Cell) -> HostRates:
+        key = (cell.launched_ranks_per_node, cell.max_memory_gib is not None)
+        if key not in probed:
+            probed[key] = cell_rates(cell, fresh=True)
+        return probed[key]
 
     table = pd.DataFrame([row for folder in folders for row in rows(folder, rates_of)])
     if table.empty:
@@ -99,7 +101,7 @@ def report(folders: list[Path]) -> tuple[str, bool]:
         "",
         f"Probed rates (bench.rank.probe; load average {load:.1f} on {os.cpu_count()} CPUs when done):",
         "",
-        *(rates_text(rates) for rates in probed.values()),
+        *(rates_text(rates, capped) for (_, capped), rates in probed.items()),
         "",
         table.to_markdown(index=False),
         "",

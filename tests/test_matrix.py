@@ -337,7 +337,8 @@ def test_example_documents_and_uses_every_key():
 def test_example_runs_quickly_on_a_cpu():
     cells = load_matrix(EXAMPLE).cells()
     assert all(c.device == "cpu" and c.world_size <= 2 and c.backbone in ("none", "mbf") for c in cells)
-    assert all(c.classes <= 10_000 and c.warmup_steps + c.num_windows * c.steps_per_window <= 10 for c in cells)
+    steps = {c: c.warmup_steps + c.num_windows * c.steps_per_window for c in cells}
+    assert all(c.classes <= 10_000 and steps[c] <= (50 if c.backbone == "none" else 10) for c in cells)
 
 
 def test_a_column_may_show_each_metric_of_the_registry_and_no_other(tmp_path):

@@ -92,18 +92,19 @@ def worker_env(cell: Cell) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(same_bench_path(env.get("PYTHONPATH")))
     if not cell.on_gpu:
-        env.update(cpu_rank_env(cell.launched_ranks_per_node))
-    if not cell.on_gpu and cell.max_memory_gib is not None:
+        env.update(cpu_rank_env(cell.launched_ranks_per_node, capped=cell.max_memory_gib is not None))
+    return env
+
+
+def cpu_rank_env(ranks_per_node: int, capped: bool) -> dict[str, str]:
+    """What a CPU rank's environment sets: its share of the cores, and few malloc arenas (glibc reserves 64 MiB
+    of address space per thread arena, which a CPU memory cap would count)."""
+    env = {"MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks_per_node))}
+    if capped:
         # A fixed threshold maps every tensor of 1 MiB or more apart and unmaps it when freed, so the
         # address space a cap counts is the live tensors, the same from step to step and run to run.
         env["MALLOC_MMAP_THRESHOLD_"] = str(MIB)
     return env
-
-
-def cpu_rank_env(ranks_per_node: int) -> dict[str, str]:
-    """What a CPU rank's environment sets: its share of the cores, and few malloc arenas (glibc reserves 64 MiB
-    of address space per thread arena, which a CPU memory cap would count)."""
-    return {"MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks_per_node))}
 
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]

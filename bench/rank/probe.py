@@ -4,42 +4,68 @@ Run as `python -m bench.rank.probe --rank R --world-size W --store FILE --out FI
 rank of a cell on this node (bench.host_rates starts them), each with the rank's threads
 (OMP_NUM_THREADS): they measure at the same time, sharing the cores as a cell's ranks do, and
 then time gloo all-reduces between them over 127.0.0.1. Each rank writes its figures as one JSON
-object. A few seconds in all.
+object. About ten seconds in all.
 
 What each figure is, in the time model's units (bench.workload.cost counts the same way):
 
 - gemm_flops_s: FLOP/s of an fp32 matrix product the size of a classifier's;
-- conv_flops_s: by kind of backbone, FLOP/s of forward and backward (3 x 2 x MACs) through the
-  convolutions of one of its blocks (IResNet's two 3x3; MobileFaceNet's 1x1, depthwise 3x3, 1x1)
-  at the smoke matrix's per-rank batch;
-- elementwise_gb_s: by kind, bytes per second of the rest of that block (BatchNorm, PReLU, forward
-  and backward), counted as cost.py counts activation traffic (4 passes of 4 bytes per element of
-  every Conv2d, BatchNorm and PReLU output);
+- conv_flops_s: by kind of backbone and precision ("mbf bf16"), FLOP/s of forward and backward
+  (3 x 2 x MACs) through the convolutions of its trunk (r18 stands for the IResNets), each timed
+  alone on the input it meets at the smoke matrix's per-rank batch, bf16 under autocast as a
+  cell's trunk runs;
+- elementwise_gb_s: by kind and precision, bytes per second of the rest of the trunk (BatchNorm,
+  PReLU, forward and backward), timed the same way and counted as cost.py counts activation
+  traffic (4 passes of every Conv2d, BatchNorm and PReLU output, 4 bytes an element in fp32, 2 in bf16);
 - copy_gb_s: a large copy (read and write), for reference;
-- op_s: host time of one kernel of a tiny autograd op (forward and backward), the launch overhead;
-- all_reduce_latency_s and all_reduce_gb_s: a 4-byte all-reduce's time, and the GB/s per
-  direction a 4 MiB all-reduce reaches beyond it.
+- op_s: host time per kernel of a step of arcface_torch's classifier alone on tiny tensors, in a
+  process group of this rank alone: the Python, autograd and dispatcher time of each of a step's ops;
+- all_reduce_latency_s: what a collective adds to that tiny step run over all the ranks, waits for
+  the other ranks included; all_reduce_gb_s: the GB/s per direction a 4 MiB all-reduce reaches
+  beyond a 4-byte one's time.
+
+The ranks run in the environment a CPU cell's ranks get (bench.launch.local.cpu_rank_env), a
+memory cap's allocator setting included, whose mapping of each large tensor slows them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
-from collections.abc import Callable
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from bench.config import Cell
+from bench.workload.backbones import build_backbone
+from bench.workload.base_step import build_step
+from bench.workload.synthetic import IMAGE_SIZE
 
 SECONDS_PER_FIGURE = 0.25
 """Wall time each compute figure is timed for, after one untimed call."""
 BATCH = 4
-"""Images per rank of the block probes: the smoke matrix's per-rank batch."""
-ACTIVATION_PASSES, FLOAT_BYTES = 4, 4
+"""Images per rank of the layer probes: the smoke matrix's per-rank batch."""
+EMBEDDING_SIZE = 512
+ACTIVATION_PASSES = 4
 """As bench.workload.cost counts activation traffic."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+"""The precisions of a cell's trunk probed, and the type its activations have (fp16 runs too slowly on a
+CPU to probe in seconds: a CPU fp16 cell is not predicted)."""
+PROBED_BACKBONES = {"iresnet": "r18", "mbf": "mbf"}
+"""The backbone whose layers stand for each kind: IResNets of every depth are made of the same blocks."""
+TRUNK_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.PReLU)
+TINY = {"backbone": "none", "embedding_size": 8, "device": "cpu"}
+"""The tiny classifier-only cell whose step op_s and the collectives' latency are taken from (8 classes and
+2 samples a rank)."""
 
 
 def per_call_s(fn: Callable[[], object], seconds: float = SECONDS_PER_FIGURE) -> float:
@@ -59,99 +85,126 @@ def gemm_flops_s() -> float:
     return 2 * 512 * 512 * 1024 / per_call_s(lambda: a @ b)
 
 
-def train_rate(layers: nn.Module, shape: tuple[int, ...]) -> float:
-    """Seconds of forward and backward through layers on a batch of shape (gradients of input and weights)."""
-    x = torch.randn(*shape, requires_grad=True)
+@dataclass(frozen=True)
+class Layer:
+    """A Conv2d, BatchNorm2d or PReLU of a backbone's trunk, with its input's shape on the probe's batch."""
 
-    def step() -> None:
-        layers(x).sum().backward()
+    module: nn.Module
+    shape: tuple[int, ...]
+    outputs: int
+    """Elements of its output."""
 
-    return per_call_s(step)
+    @property
+    def flops(self) -> int:
+        """FLOPs of forward and backward (3 x 2 x MACs); 0 for a layer that is not a convolution."""
+        conv = self.module
+        if not isinstance(conv, nn.Conv2d):
+            return 0
+        return 3 * 2 * self.outputs * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
 
 
-def conv_macs(layers: nn.Module, shape: tuple[int, ...]) -> int:
-    """Multiply-adds of the Conv2d layers of layers on a batch of shape."""
-    macs = 0
+def layer_s(layer: nn.Module, x: torch.Tensor) -> float:
+    """Seconds of forward and backward through one layer on an input x (gradients of input and weights): the
+    least of two calls after one untimed."""
+    x.requires_grad_(True)
 
-    def count(module: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal macs
-        macs += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+    def step() -> float:
+        start = time.perf_counter()
+        layer(x).float().sum().backward()
+        return time.perf_counter() - start
 
-    hooks = [m.register_forward_hook(count) for m in layers.modules() if isinstance(m, nn.Conv2d)]
+    step()
+    return min(step(), step())
+
+
+def layers_s(layers: list[Layer], dtype: torch.dtype) -> float:
+    """Seconds of forward and backward through each of layers alone, on inputs of dtype; a layer that
+    repeats another (the same module settings on the same shape) is timed once and counted each time."""
+    alike = Counter((repr(layer.module), layer.shape) for layer in layers)
+    first: dict[tuple, nn.Module] = {}
+    for layer in layers:
+        first.setdefault((repr(layer.module), layer.shape), layer.module)
+    return sum(count * layer_s(first[key], torch.randn(*key[1], dtype=dtype)) for key, count in alike.items())
+
+
+def trunk_layers(backbone: nn.Module) -> list[Layer]:
+    """The Conv2d, BatchNorm2d and PReLU layers of backbone, as its forward meets them on BATCH images."""
+    layers = []
+
+    def seen(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        layers.append(Layer(module, tuple(inputs[0].shape), output.numel()))
+
+    hooks = [m.register_forward_hook(seen) for m in backbone.modules() if isinstance(m, TRUNK_LAYERS)]
     with torch.no_grad():
-        layers(torch.randn(*shape))
+        backbone(torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE))
     for hook in hooks:
         hook.remove()
-    return macs
+    return layers
 
 
-def unit(conv: nn.Conv2d, *, prelu: bool = True) -> list[nn.Module]:
-    """A convolution and what follows it in a backbone: BatchNorm, and PReLU where one follows."""
-    return [conv, nn.BatchNorm2d(conv.out_channels), *([nn.PReLU(conv.out_channels)] if prelu else [])]
+def layer_rates() -> tuple[dict[str, float], dict[str, float]]:
+    """By kind of backbone and precision: FLOP/s of its convolutions, and activation bytes per second of the rest.
 
-
-def blocks() -> dict[str, tuple[nn.Sequential, tuple[int, ...]]]:
-    """A block of each kind of backbone, where the cells' backbones have one: IResNet's two 3x3
-    convolutions; MobileFaceNet's 1x1, depthwise 3x3 and linear 1x1."""
-    iresnet = nn.Sequential(
-        *unit(nn.Conv2d(64, 64, 3, padding=1, bias=False)),
-        *unit(nn.Conv2d(64, 64, 3, padding=1, bias=False), prelu=False),
-    )
-    mbf = nn.Sequential(
-        *unit(nn.Conv2d(128, 128, 1, bias=False)),
-        *unit(nn.Conv2d(128, 128, 3, padding=1, groups=128, bias=False)),
-        *unit(nn.Conv2d(128, 128, 1, bias=False), prelu=False),
-    )
-    return {"iresnet": (iresnet, (BATCH, 64, 56, 56)), "mbf": (mbf, (BATCH, 128, 28, 28))}
-
-
-def activations(block: nn.Sequential, shape: tuple[int, ...]) -> int:
-    """Elements of the outputs of a block's layers on a batch of shape."""
-    count, x = 0, torch.randn(*shape)
-    with torch.no_grad():
-        for layer in block:
-            x = layer(x)
-            count += x.numel()
-    return count
-
-
-def block_rates() -> tuple[dict[str, float], dict[str, float]]:
-    """By kind of block: FLOP/s of its convolutions alone, and activation bytes per second of the rest.
-
-    The block is timed whole and its convolutions alone; the difference is its element-wise work,
-    its bytes counted as cost.py counts activations (every Conv2d, BatchNorm and PReLU output).
+    Each layer of the backbone's trunk is timed alone on an input of the shape it meets, the
+    convolutions' in fp32 (autocast casts them), the rest's in the type the convolutions give; the
+    rest's bytes are counted as cost.py counts activations (every Conv2d, BatchNorm and PReLU output).
     """
     flops_s, gb_s = {}, {}
-    for kind, (block, shape) in blocks().items():
-        convs = nn.Sequential(*(m for m in block if isinstance(m, nn.Conv2d)))
-        conv_s, block_s = train_rate(convs, shape), train_rate(block, shape)
-        flops_s[kind] = 3 * 2 * conv_macs(convs, shape) / conv_s
-        counted = ACTIVATION_PASSES * FLOAT_BYTES * activations(block, shape)
-        gb_s[kind] = counted / max(block_s - conv_s, 0.05 * block_s) / 1e9
+    for kind, name in PROBED_BACKBONES.items():
+        layers = trunk_layers(build_backbone(name, EMBEDDING_SIZE).train())
+        convs = [layer for layer in layers if layer.flops]
+        rest = [layer for layer in layers if not layer.flops]
+        flops, elements = sum(layer.flops for layer in convs), sum(layer.outputs for layer in layers)
+        for precision, dtype in PRECISIONS.items():
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                conv_s, rest_s = layers_s(convs, torch.float32), layers_s(rest, dtype)
+            flops_s[f"{kind} {precision}"] = flops / conv_s
+            gb_s[f"{kind} {precision}"] = ACTIVATION_PASSES * dtype.itemsize * elements / rest_s / 1e9
     return flops_s, gb_s
 
 
 def copy_gb_s() -> float:
     x = torch.randn(16 * 2**20)
     y = torch.empty_like(x)
-    return 2 * x.numel() * FLOAT_BYTES / per_call_s(lambda: y.copy_(x)) / 1e9
+    return 2 * x.numel() * x.itemsize / per_call_s(lambda: y.copy_(x)) / 1e9
 
 
-def op_s(num_ops: int = 50) -> float:
-    """Host time per kernel: a chain of tiny multiplies, forward and backward (two kernels each)."""
-    x = torch.ones(4, requires_grad=True)
-
-    def chain() -> None:
-        y = x
-        for _ in range(num_ops):
-            y = y * 1.0
-        y.sum().backward()
-
-    return per_call_s(chain) / (2 * num_ops)
+@contextlib.contextmanager
+def process_group(rank: int, world_size: int, store: Path) -> Iterator[None]:
+    """A gloo process group of world_size probe processes meeting at a FileStore."""
+    dist.init_process_group("gloo", store=dist.FileStore(str(store), world_size), rank=rank, world_size=world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
-def all_reduce_figures(world_size: int) -> dict[str, float]:
-    """A tiny all-reduce's seconds, and the GB/s per direction a 4 MiB one reaches beyond that latency."""
+def tiny_step(rank: int, world_size: int) -> tuple[float, KernelCount]:
+    """Seconds of a tiny classifier-only step of arcface_torch over the process group, and what it runs."""
+    cell = Cell(**TINY, nproc_per_node=world_size, classes=8 * world_size, batch_size=2 * world_size)
+    step = build_step(cell, torch.device("cpu"), rank)
+    step()
+    with KernelCount() as count:
+        step()
+    return per_call_s(step), count
+
+
+class KernelCount(TorchDispatchMode):
+    """Counts the kernels run under it (the ops that reach a backend, past autograd), and the collectives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+        self.collectives = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.kernels += 1
+        self.collectives += func.namespace == "c10d"
+        return func(*args, **(kwargs or {}))
+
+
+def all_reduce_figures(world_size: int) -> tuple[float, float]:
+    """A tiny all-reduce's seconds called back to back, and the GB/s per direction a 4 MiB one reaches beyond it."""
     small, large = torch.zeros(1), torch.zeros(2**20)
 
     def timed(tensor: torch.Tensor, calls: int) -> float:
@@ -164,29 +217,34 @@ def all_reduce_figures(world_size: int) -> dict[str, float]:
     timed(large, 2)
     latency = timed(small, 200)
     large_s = timed(large, 10)
-    ring_bytes = 2 * (world_size - 1) / world_size * large.numel() * FLOAT_BYTES
-    return {"all_reduce_latency_s": latency, "all_reduce_gb_s": ring_bytes / max(large_s - latency, 1e-9) / 1e9}
+    ring_bytes = 2 * (world_size - 1) / world_size * large.numel() * large.itemsize
+    return latency, ring_bytes / max(large_s - latency, 1e-9) / 1e9
 
 
 def measure(rank: int, world_size: int, store: Path) -> dict:
-    """This rank's figures: compute measured while the other ranks measure theirs, then gloo between them."""
+    """This rank's figures: compute measured while the other ranks measure theirs, then gloo between them.
+
+    A collective's latency is what it adds to a step: the tiny step over all ranks less the same step
+    alone, per collective (at least a collective's time called back to back, where ranks wait for none).
+    """
     torch.manual_seed(rank)
-    conv_flops_s, elementwise_gb_s = block_rates()
+    conv_flops_s, elementwise_gb_s = layer_rates()
+    with process_group(0, 1, store.with_name(f"{store.name}-rank{rank}")):
+        alone_s, alone = tiny_step(0, 1)
     figures = {
         "threads": torch.get_num_threads(),
         "gemm_flops_s": gemm_flops_s(),
         "conv_flops_s": conv_flops_s,
         "elementwise_gb_s": elementwise_gb_s,
         "copy_gb_s": copy_gb_s(),
-        "op_s": op_s(),
+        "op_s": alone_s / alone.kernels,
     }
     if world_size > 1:
-        file_store = dist.FileStore(str(store), world_size)
-        dist.init_process_group("gloo", store=file_store, rank=rank, world_size=world_size)
-        try:
-            figures |= all_reduce_figures(world_size)
-        finally:
-            dist.destroy_process_group()
+        with process_group(rank, world_size, store):
+            together_s, together = tiny_step(rank, world_size)
+            back_to_back_s, gb_s = all_reduce_figures(world_size)
+        in_step_s = (together_s - alone_s) / max(1, together.collectives)
+        figures |= {"all_reduce_latency_s": max(in_step_s, back_to_back_s), "all_reduce_gb_s": gb_s}
     return figures
 
 
@@ -197,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", type=Path, required=True, help="a FileStore file the ranks share")
     parser.add_argument("--out", type=Path, required=True, help="where this rank writes its figures (JSON)")
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")  # DDP's and autocast's advice on the tiny step, once per rank
     figures = measure(args.rank, args.world_size, args.store)
     args.out.write_text(json.dumps(figures) + "\n")
 

@@ -134,6 +134,11 @@ class PartTracker(MemTracker):
         self.peak_bytes = 0
         self.peak_parts = dict(self.live)
 
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.prim.device.default:
+            return func(*args)  # most calls: a tensor's device, which allocates nothing
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
     def class_shaped(self, tensor: torch.Tensor) -> bool:
         return tensor.dim() == 2 and tensor.shape[0] in self.class_rows and tensor.shape[1] == self.embedding_size
 

@@ -27,12 +27,15 @@ def predict(cell: Cell) -> Prediction:
 def main() -> int:
     """Answer each JSON cell config on stdin with its trace, one JSON line each."""
     warnings.filterwarnings("ignore")
-    # What is imported by now is never garbage: the trace's collections after each step skip it.
+    # What is imported by now, and what a trace leaves alive (torch's caches), is never garbage: the
+    # trace's collections after each step skip it.
     gc.freeze()
     for line in sys.stdin:
         if line.strip():
             cell = Cell.from_dict(json.loads(line))
             print(json.dumps(dataclasses.asdict(trace(cell))), flush=True)
+            gc.collect()
+            gc.freeze()
     return 0
 
 
