@@ -32,7 +32,9 @@ RATES = HostRates(
 
 
 def smoke_cell(**fields) -> Cell:
-    return Cell(**({"backbone": "mbf", "device": "cpu", "nproc_per_node": 2, "classes": 1000, "batch_size": 16} | fields))
+    return Cell(
+        **({"backbone": "mbf", "device": "cpu", "nproc_per_node": 2, "classes": 1000, "batch_size": 16} | fields)
+    )
 
 
 def test_the_probe_measures_positive_finite_rates_in_seconds_and_caches_them(tmp_path, monkeypatch):
