@@ -8,8 +8,8 @@ bench.time_model.predict_step, unchanged, from a spec made of those figures:
 
 - the peak FLOP/s of each precision is the probe's achieved rate of the convolutions of the
   cell's kind of backbone in it (the GEMM rate for a cell without one), so the efficiencies are 1;
-- the memory bandwidth is the probe's achieved rate of a block's BatchNorm and PReLU in the cell's
-  precision, in the bytes bench.workload.cost counts, efficiency 1 (a large copy runs faster than
+- the memory bandwidth is the probe's achieved rate of the backbone's BatchNorm and PReLU layers in
+  the cell's precision, in the bytes bench.workload.cost counts, efficiency 1 (a large copy runs faster than
   the step's element-wise kernels do); a CPU core runs one kernel after another, so no memory
   traffic hides behind compute (memory_overlap 0), and the probe's bytes are those of the
   precision (half_activation_traffic 1);
@@ -53,9 +53,9 @@ class HostRates:
     """Threads per rank (OMP_NUM_THREADS), as bench.launch.local gives a CPU cell's ranks."""
     gemm_flops_s: float
     conv_flops_s: dict[str, float]
-    """FLOP/s of a block's convolutions, forward and backward, by kind of block and precision: "mbf bf16"."""
+    """FLOP/s of a trunk's convolutions, forward and backward, by kind of backbone and precision: "mbf bf16"."""
     elementwise_gb_s: dict[str, float]
-    """Activation bytes per second of the rest of the block (BatchNorm, PReLU), by kind and precision."""
+    """Activation bytes per second of the rest of the trunk (BatchNorm, PReLU), by kind and precision."""
     copy_gb_s: float
     op_s: float
     all_reduce_latency_s: float = 0.0
