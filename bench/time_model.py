@@ -18,6 +18,7 @@ of insightface's six reports by benchmarks/time_published.py, which prints the m
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 from bench.config import Cell
@@ -78,6 +79,8 @@ class Fitted:
     leave_one_gpu_out_mape: float
     """Mean absolute percentage error over the published figures, each report predicted by constants fitted on
     the other five: the error to expect on a GPU the fit has not seen."""
+    leave_one_gpu_out_by_gpu: dict[str, float]
+    """The same per report, by its card (catalogue name): the report predicted by the constants of the other five."""
     in_sample_mape: float
     gpus: tuple[str, ...]
     """The cards of the reports (catalogue names)."""
@@ -91,6 +94,14 @@ class Fitted:
 # Written by benchmarks/time_published.py beside its output (benchmarks/time_published.md).
 FIT = Fitted(
     leave_one_gpu_out_mape=14.2,
+    leave_one_gpu_out_by_gpu={
+        "rtx3080": 5.4,
+        "rtx3090": 10.1,
+        "v100-sxm2-32gb": 21.6,
+        "a10": 11.6,
+        "a30": 6.0,
+        "a100-pcie-80gb": 20.0,
+    },
     in_sample_mape=7.3,
     gpus=("a10", "a100-pcie-80gb", "a30", "rtx3080", "rtx3090", "v100-sxm2-32gb"),
     links=("nvlink", "pcie3", "pcie3-nop2p"),
@@ -249,6 +260,48 @@ LINK_NAMES = (
 )
 """What --link takes: NVLink through NVSwitch, direct NVLink (not all to all), NVLink bridges joining pairs of
 GPUs, PCIe by generation with peer-to-peer copies on or off (-nop2p: through host memory)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sureness:
+    """How far off a GPU's predictions are to be expected: the leave-one-GPU-out error of its own report, or
+    for a card no report measured, that of the published card whose rates are closest."""
+
+    error_pct: float
+    published_gpu: str
+    """The card whose report the error is of."""
+    extrapolated: bool
+    """True where that is another card than the one predicted."""
+
+    def text(self, gpu: str) -> str:
+        if not self.extrapolated:
+            return f"off by {self.error_pct:.0f}% on average on the {gpu} report when it is left out of the fit"
+        return (
+            f"{gpu} is an extrapolation: no report measured it; the published card whose rates are closest, "
+            f"{self.published_gpu}, is off by {self.error_pct:.0f}% on average when its report is left out of the fit"
+        )
+
+
+def sureness(gpu: GpuSpec) -> Sureness:
+    """How sure the model is of gpu's predictions (FIT's leave-one-GPU-out errors, shipped with the package)."""
+    from bench.gpus import GPUS
+
+    errors = FIT.leave_one_gpu_out_by_gpu
+    if gpu.name in errors:
+        return Sureness(error_pct=errors[gpu.name], published_gpu=gpu.name, extrapolated=False)
+    closest = min(errors, key=lambda name: rate_distance(gpu, GPUS[name]))
+    return Sureness(error_pct=errors[closest], published_gpu=closest, extrapolated=True)
+
+
+def rate_distance(a: GpuSpec, b: GpuSpec) -> float:
+    """How unlike two GPUs' rates are: the sum of the absolute log ratios of their fp32 and half-precision peaks
+    and of their memory bandwidths."""
+    pairs = [
+        (a.peaks.fp32, b.peaks.fp32),
+        (a.peaks.fp16 or a.peaks.fp32, b.peaks.fp16 or b.peaks.fp32),
+        (a.bandwidth_gb_s, b.bandwidth_gb_s),
+    ]
+    return sum(abs(math.log(x / y)) for x, y in pairs)
 
 
 class CannotPredict(ValueError):

@@ -195,13 +195,17 @@ def run() -> tuple[list[str], Fitted]:
         f"leave-one-GPU-out MAPE {loo_all:.0f}%, worst report {percent(loo[worst]):.0f}% ({worst}), "
         f"in-sample MAPE {percent(in_sample):.0f}%",
     ]
-    return lines, fitted(figures, round(loo_all, 1), round(percent(in_sample), 1))
+    by_gpu = {next(f.gpu.name for f in figures if f.report == r): round(percent(loo[r]), 1) for r in REPORTS}
+    return lines, fitted(figures, round(loo_all, 1), by_gpu, round(percent(in_sample), 1))
 
 
-def fitted(figures: list[Figure], leave_one_gpu_out_mape: float, in_sample_mape: float) -> Fitted:
+def fitted(
+    figures: list[Figure], leave_one_gpu_out_mape: float, by_gpu: dict[str, float], in_sample_mape: float
+) -> Fitted:
     """What the constants were fitted on and the model's error there, as bench.time_model.FIT holds it."""
     return Fitted(
         leave_one_gpu_out_mape=leave_one_gpu_out_mape,
+        leave_one_gpu_out_by_gpu=by_gpu,
         in_sample_mape=in_sample_mape,
         gpus=tuple(sorted({f.gpu.name for f in figures})),
         links=tuple(sorted({link_name(f.server.link) for f in figures})),

@@ -15,7 +15,7 @@ import bench.memory
 from bench.cli import main
 from bench.gpus import GPUS, SERVERS
 from bench.matrix import PACKAGED, load_matrix
-from bench.time_model import FIT, LINK_NAMES, predict_step, target_for
+from bench.time_model import FIT, LINK_NAMES, predict_step, sureness, target_for
 from bench.units import GIB
 
 PARTS = {"compute", "memory", "communication", "fixed", "data"}
@@ -69,7 +69,7 @@ def check_speeds(entries: list[dict]) -> None:
         step_s = sum(parts.values()) / 1e3
         assert entry["predicted_samples_per_s"] == pytest.approx(entry["config"]["batch_size"] / step_s, rel=1e-3)
         assert isinstance(entry["predicted_fits"], bool)
-        assert entry["predicted_error_pct"] == FIT.leave_one_gpu_out_mape
+        assert entry["predicted_error_pct"] == FIT.leave_one_gpu_out_by_gpu[entry["predicted_error_of"]]
         assert entry["predicted_for"]["impl"] == entry["config"]["impl"]
         assert "PyTorch 1.9" in entry["predicted_for"]["software"]
 
@@ -81,6 +81,7 @@ def test_the_v100_report_predicted_on_its_own_card_and_server(tmp_path, made_up_
     check_speeds(entries)
     assert {(e["gpu"], e["server"], e["link"]) for e in entries} == {("v100-sxm2-32gb", "dgx1-v100", "nvlink")}
     assert all(e["extrapolated"] == [] for e in entries)
+    assert {e["predicted_error_of"] for e in entries} == {"v100-sxm2-32gb"}  # its own report's error
     cells = load_matrix(PACKAGED / "v100.toml").cells()
     gpu, server = GPUS["v100-sxm2-32gb"], SERVERS["dgx1-v100"]
     assert [e["predicted_samples_per_s"] for e in entries] == [
@@ -106,7 +107,11 @@ def test_another_card_runs_in_its_usual_server_and_says_it_is_extrapolated(tmp_p
         assert hours == pytest.approx(WEBFACE42M_IMAGES_X_EPOCHS / speed / 3600, rel=0.01)
     assert "samples/sec predicted in 8x h100-sxm" in result.output
     assert "link nvswitch: NVLink4 900 GB/s via NVSwitch" in result.output
-    assert f"off by {FIT.leave_one_gpu_out_mape:.0f}% on average" in result.output
+    error = FIT.leave_one_gpu_out_by_gpu["a100-pcie-80gb"]
+    assert "h100-sxm is an extrapolation: no report measured it; the published card whose rates are closest" in (
+        result.output
+    )
+    assert f"a100-pcie-80gb, is off by {error:.0f}% on average" in result.output
     assert "extrapolated beyond the six reports: GPU h100-sxm (11 of 11 cells), link nvswitch" in result.output
 
 
@@ -192,3 +197,16 @@ def test_acceptance_a100_report_on_h100_with_training_hours(tmp_path):
     assert "predicted samples/s" in result.output and "predicted Hours/run (WebFace42M x 20 epochs)" in result.output
     assert "(h100-sxm: 79.35 GiB)" in result.output
     assert "samples/sec predicted in 8x h100-sxm" in result.output
+
+
+def test_each_catalogue_gpu_is_as_sure_as_its_own_report_or_the_closest_published_card():
+    """The error shipped with the package: a published card's own leave-one-GPU-out error; another card is an
+    extrapolation, with the error of the published card whose rates are nearest (the RTX 4090's is the 3090's)."""
+    published = set(FIT.leave_one_gpu_out_by_gpu)
+    assert published == set(FIT.gpus)
+    for name, gpu in GPUS.items():
+        sure = sureness(gpu)
+        assert sure.extrapolated == (name not in published)
+        assert sure.error_pct == FIT.leave_one_gpu_out_by_gpu[sure.published_gpu]
+    assert sureness(GPUS["rtx4090"]).published_gpu == "rtx3090"
+    assert sureness(GPUS["v100-pcie-32gb"]).published_gpu == "v100-sxm2-32gb"

@@ -172,7 +172,7 @@ def plan_lines(the_plan: Plan, entries: list[dict], gpu: GpuSpec | None, predict
 
 def speed_lines(entries: list[dict], target: Target) -> list[str]:
     """What the predicted samples/sec are for, and how sure they are."""
-    from bench.time_model import FIT, FITTED_SOFTWARE
+    from bench.time_model import FITTED_SOFTWARE, sureness
 
     predicted = [entry for entry in entries if entry.get("predicted_samples_per_s") is not None]
     impls = sorted({entry["predicted_for"]["impl"] for entry in predicted})
@@ -187,7 +187,7 @@ def speed_lines(entries: list[dict], target: Target) -> list[str]:
     lines = [
         f"samples/sec predicted in {target.server.name} ({target.server.text}; link {target.link}: "
         f"{target.link_text}{between}) for {', '.join(impls)} on {FITTED_SOFTWARE}; "
-        f"off by {FIT.leave_one_gpu_out_mape:.0f}% on average on the published reports (leave-one-GPU-out)"
+        f"{sureness(target.gpu).text(target.gpu.name)}"
     ]
     if outside:
         said = ", ".join(f"{what} ({count} of {len(predicted)} cells)" for what, count in outside.items())

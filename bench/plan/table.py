@@ -111,8 +111,9 @@ def predict_speeds(cells: Sequence[Cell], target: Target) -> list[StepTime | Non
 def add_speeds(entries: list[dict], cells: Sequence[Cell], steps: Sequence[StepTime | None], target: Target) -> None:
     """Beside each cell's memory prediction: its predicted samples/sec and step parts on target, what software
     they are for, the model's error on the published reports, and what of the cell the fit has not seen."""
-    from bench.time_model import FIT, FITTED_SOFTWARE
+    from bench.time_model import FITTED_SOFTWARE, sureness
 
+    sure = sureness(target.gpu)
     for entry, cell, step in zip(entries, cells, steps, strict=True):
         if step is None:
             entry.update(predicted_samples_per_s=None)
@@ -122,7 +123,8 @@ def add_speeds(entries: list[dict], cells: Sequence[Cell], steps: Sequence[StepT
             predicted_samples_per_s=round(step.samples_per_s, 1),
             predicted_step_ms={part: round(ms, 3) for part, ms in step.parts_ms().items()},
             predicted_for={"impl": cell.impl, "software": FITTED_SOFTWARE},
-            predicted_error_pct=FIT.leave_one_gpu_out_mape,
+            predicted_error_pct=sure.error_pct,
+            predicted_error_of=sure.published_gpu,
             extrapolated=target.extrapolated(cell),
         )
 
