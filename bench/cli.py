@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from bench import __version__
+from bench.commands.advise import advise
 from bench.commands.cell import cell
 from bench.commands.data import data, dataset
 from bench.commands.env import env
@@ -32,6 +33,7 @@ for command in (
     env,
     search_command,
     plan,
+    advise,
     matrices,
     gpus,
     report_command,

@@ -103,6 +103,18 @@ def predict_cells(
     progress hears of each trace as it ends (by default a line on stderr when stderr is a terminal).
     Raises RuntimeError with the tracer's last error line when a subprocess fails.
     """
+    traces = traces_of(cells, num_workers, timeout_s, progress, cache)
+    return [prediction_of(cell, trace) for cell, trace in zip(cells, traces, strict=True)]
+
+
+def traces_of(
+    cells: list[Cell],
+    num_workers: int | None = None,
+    timeout_s: float = 600.0,
+    progress: TraceProgress | None = None,
+    cache: TraceCache | None = None,
+) -> list[dict]:
+    """Each cell's trace (bench.workload.memtrace.Trace as a dict), as predict_cells finds it."""
     cache = cache if cache is not None else TraceCache()
     progress = progress if progress is not None else TraceProgress.on_terminal()
     keys = [trace_key(cell) for cell in cells]
@@ -117,7 +129,7 @@ def predict_cells(
                 cache.put(key, trace)
                 traces[key] = trace
                 progress.traced(cell)
-    return [prediction_of(cell, traces[key]) for cell, key in zip(cells, keys, strict=True)]
+    return [traces[key] for key in keys]
 
 
 def prediction_of(cell: Cell, traced: dict) -> Prediction:

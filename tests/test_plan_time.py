@@ -15,7 +15,8 @@ import bench.memory
 from bench.cli import main
 from bench.gpus import GPUS, SERVERS
 from bench.matrix import PACKAGED, load_matrix
-from bench.time_model import FIT, LINK_NAMES, predict_step, sureness, target_for
+from bench.sureness import sureness
+from bench.time_model import FIT, LINK_NAMES, predict_step, target_for
 from bench.units import GIB
 
 PARTS = {"compute", "memory", "communication", "fixed", "data"}

@@ -172,7 +172,8 @@ def plan_lines(the_plan: Plan, entries: list[dict], gpu: GpuSpec | None, predict
 
 def speed_lines(entries: list[dict], target: Target) -> list[str]:
     """What the predicted samples/sec are for, and how sure they are."""
-    from bench.time_model import FITTED_SOFTWARE, sureness
+    from bench.sureness import sureness
+    from bench.time_model import FITTED_SOFTWARE
 
     predicted = [entry for entry in entries if entry.get("predicted_samples_per_s") is not None]
     impls = sorted({entry["predicted_for"]["impl"] for entry in predicted})

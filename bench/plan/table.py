@@ -111,7 +111,8 @@ def predict_speeds(cells: Sequence[Cell], target: Target) -> list[StepTime | Non
 def add_speeds(entries: list[dict], cells: Sequence[Cell], steps: Sequence[StepTime | None], target: Target) -> None:
     """Beside each cell's memory prediction: its predicted samples/sec and step parts on target, what software
     they are for, the model's error on the published reports, and what of the cell the fit has not seen."""
-    from bench.time_model import FITTED_SOFTWARE, sureness
+    from bench.sureness import sureness
+    from bench.time_model import FITTED_SOFTWARE
 
     sure = sureness(target.gpu)
     for entry, cell, step in zip(entries, cells, steps, strict=True):
