@@ -32,7 +32,6 @@ RTX3080_2M = {  # (batch a GPU, sample rate, precision): the published samples/s
     (128, 1.0, "fp16"): "Fail",
     (128, 0.1, "fp16"): 3800,
 }
-CELL_FIELDS = ("backbone", "classes", "batch_size", "nnodes", "nproc_per_node", "precision", "tf32", "sample_rate")
 
 
 def invoke(*args: str):
@@ -50,6 +49,8 @@ def configs_of(advice: dict, gpu: str, gpus: int) -> list[dict]:
     return [c for c in advice["configurations"] if c["gpu"] == gpu and c["gpus"] == gpus]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("advise")  # one worker traces the advice once
 def test_the_rtx3080_report_is_what_the_advice_finds_on_8_rtx3080s(advice):
     found = {(c["batch_per_gpu"], c["sample_rate"], c["precision"]): c for c in configs_of(advice, "rtx3080", 8)}
     assert set(found) == set(RTX3080_2M)
@@ -86,6 +87,8 @@ def plan_of(tmp_path: Path, name: str, advice: dict, gpu: str, configs: list[dic
     return json.loads(result.output)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("advise")  # one worker traces the advice once
 def test_what_the_advice_prints_plan_predicts(advice, tmp_path):
     """Every configuration chosen (and each one named where nothing fits) has plan's fit, memory and speed;
     where nothing fits, plan predicts Fail for every configuration searched at that count."""
@@ -98,15 +101,16 @@ def test_what_the_advice_prints_plan_predicts(advice, tmp_path):
             assert entry["predicted_fits"] is config["fits"] is True
             assert entry["predicted_peak_gib"] == config["predicted_peak_gib"]
             assert entry["predicted_samples_per_s"] == config["predicted_samples_per_s"]
-    nothing = [c for c in advice["chosen"] if c["configuration"] is None]
-    assert {(c["gpu"], c["gpus"]) for c in nothing} >= {("rtx3080", 1), ("rtx3080", 2)}
-    for item in nothing:
-        assert item["nothing_fits"].startswith(f"nothing fits {item['gpus']} x {item['gpu']}: the smallest count")
-        searched = configs_of(advice, item["gpu"], item["gpus"])
-        entries = plan_of(tmp_path, f"none-{item['gpu']}-{item['gpus']}", advice, item["gpu"], searched)
-        assert [e["predicted_fits"] for e in entries] == [False] * len(searched)
+    nothing = {(c["gpu"], c["gpus"]): c["nothing_fits"] for c in advice["chosen"] if c["configuration"] is None}
+    assert {("rtx3080", 1), ("rtx3080", 2)} <= set(nothing)
+    assert all(said.startswith(f"nothing fits {n} x {gpu}: the smallest count") for (gpu, n), said in nothing.items())
+    searched = configs_of(advice, "rtx3080", 1)
+    entries = plan_of(tmp_path, "none-rtx3080-1", advice, "rtx3080", searched)
+    assert [e["predicted_fits"] for e in entries] == [False] * len(searched) == [False] * 8
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("advise")  # one worker traces the advice once
 def test_the_memory_split_over_1_to_64_gpus_is_plans(advice, tmp_path):
     split = advice["memory_split"]["rtx3090"]
     assert [row["gpus"] for row in split] == [1, 2, 4, 8, 16, 32, 64]
@@ -125,6 +129,8 @@ def test_the_memory_split_over_1_to_64_gpus_is_plans(advice, tmp_path):
     assert "nothing fits 1 x rtx3080: the smallest count that fits is" in text
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("advise")  # one worker traces the advice once
 def test_the_composed_memory_is_below_the_full_trace_and_near_it(advice):
     """The lower bound never exceeds the full trace's prediction; the estimate is within 15% of it."""
     from bench.advise.search import Job, job_cell
