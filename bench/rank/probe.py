@@ -66,6 +66,7 @@ TRUNK_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.PReLU)
 TINY = {"backbone": "none", "embedding_size": 8, "device": "cpu"}
 """The tiny classifier-only cell whose step op_s and the collectives' latency are taken from (8 classes and
 2 samples a rank)."""
+TINY_STEPS = 40
 
 
 def per_call_s(fn: Callable[[], object], seconds: float = SECONDS_PER_FIGURE) -> float:
@@ -180,13 +181,21 @@ def process_group(rank: int, world_size: int, store: Path) -> Iterator[None]:
 
 
 def tiny_step(rank: int, world_size: int) -> tuple[float, KernelCount]:
-    """Seconds of a tiny classifier-only step of arcface_torch over the process group, and what it runs."""
+    """Median seconds of a tiny classifier-only step of arcface_torch over the process group, and what it runs.
+
+    Every rank runs the same number of steps (TINY_STEPS): a step's collectives wait for every rank's.
+    """
     cell = Cell(**TINY, nproc_per_node=world_size, classes=8 * world_size, batch_size=2 * world_size)
     step = build_step(cell, torch.device("cpu"), rank)
     step()
     with KernelCount() as count:
         step()
-    return per_call_s(step), count
+    times = []
+    for _ in range(TINY_STEPS):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), count
 
 
 class KernelCount(TorchDispatchMode):
