@@ -164,6 +164,7 @@ def test_the_composed_memory_is_below_the_full_trace_and_near_it(advice):
         (["--precisions", "fp8"], "unknown precision 'fp8'"),
         (["--sample-rates", "0"], "--sample-rates '0': give numbers in (0, 1]"),
         (["--batch-sizes", "64,-1"], "--batch-sizes '64,-1': give positive whole numbers"),
+        (["--classes", "10", "--images", "100", "--epochs", "1", "--gpus", "8,16"], "--gpus 16: more GPUs than"),
         (["--backbone", "r99"], "Invalid value for '--backbone'"),
     ],
 )

@@ -156,8 +156,8 @@ def advise(
     knobs = knobs_of(gpus, batch_sizes, rates, precisions)
     if gpu_hour_price is not None and not (math.isfinite(gpu_hour_price) and gpu_hour_price > 0):
         raise InputError(f"--gpu-hour-price must be a finite positive number, not {gpu_hour_price}")
-    if numbers[0] > job.classes:
-        raise InputError(f"--gpus {numbers[0]}: more GPUs than the job's {job.classes} classes")
+    if numbers[-1] > job.classes:
+        raise InputError(f"--gpus {numbers[-1]}: more GPUs than the job's {job.classes} classes")
     try:
         advice = search(job, gpus, numbers, knobs, link, TraceProgress.on_terminal())
     except (CannotPredict, RuntimeError) as exc:
