@@ -27,6 +27,7 @@ import dataclasses
 from bench.config import Cell
 from bench.memory import ACTIVATIONS, Prediction, TraceProgress, prediction_of, traces_of
 from bench.time_model import classifier_precision
+from bench.workload.trace_cache import trace_key
 
 REFERENCE_BATCHES = (64, 128)
 """Batches a GPU of the reference traces of a backbone and precision."""
@@ -48,9 +49,10 @@ def classifier_cell(cell: Cell) -> Cell:
     return dataclasses.replace(cell, backbone="none", precision=classifier_precision(cell), tf32=False)
 
 
-def backbone_key(cell: Cell) -> tuple:
-    """What a backbone's part depends on: the fields of the cell but the classifier's, the GPUs and the batch."""
-    return (cell.backbone, cell.precision, cell.impl, cell.embedding_size, cell.channels_last, cell.margin, cell.device)
+def backbone_key(cell: Cell) -> str:
+    """What a backbone's part depends on: the trace key of the cell's first reference, whose classifier, GPUs
+    and batch are the reference's whatever the cell's."""
+    return trace_key(reference_cell(cell, REFERENCE_BATCHES[0]))
 
 
 def reserve_of(trace: dict) -> int:

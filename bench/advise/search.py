@@ -19,7 +19,6 @@ from bench.gpus import GpuSpec
 from bench.memory import Prediction, TraceProgress, predict_cells
 from bench.report.training_runs import TrainingRun
 from bench.time_model import GPUS_PER_SERVER, StepTime, Target, target_for
-from bench.units import GIB
 
 BATCHES = (32, 64, 128, 256, 512)
 """Batches a GPU searched by default: powers of two."""
@@ -107,7 +106,7 @@ class Config:
 
     @property
     def card_gib(self) -> float:
-        return self.gpu.memory_mib * 2**20 / GIB
+        return self.gpu.memory_gib
 
     @property
     def basis(self) -> str:

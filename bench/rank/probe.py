@@ -104,18 +104,22 @@ class Layer:
         return 3 * 2 * self.outputs * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
 
 
+def call_times(fn: Callable[[], object], calls: int) -> list[float]:
+    """Seconds of each of calls calls of fn, after one untimed: as many on every rank, whatever its clock."""
+    fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def layer_s(layer: nn.Module, x: torch.Tensor) -> float:
     """Seconds of forward and backward through one layer on an input x (gradients of input and weights): the
     least of two calls after one untimed."""
     x.requires_grad_(True)
-
-    def step() -> float:
-        start = time.perf_counter()
-        layer(x).float().sum().backward()
-        return time.perf_counter() - start
-
-    step()
-    return min(step(), step())
+    return min(call_times(lambda: layer(x).float().sum().backward(), 2))
 
 
 def layers_s(layers: list[Layer], dtype: torch.dtype) -> float:
@@ -190,12 +194,7 @@ def tiny_step(rank: int, world_size: int) -> tuple[float, KernelCount]:
     step()
     with KernelCount() as count:
         step()
-    times = []
-    for _ in range(TINY_STEPS):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), count
+    return statistics.median(call_times(step, TINY_STEPS)), count
 
 
 class KernelCount(TorchDispatchMode):
