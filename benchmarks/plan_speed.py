@@ -11,31 +11,9 @@ round's seconds, then the medians; the last line reads `cold median N s, warm me
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-
-def timed_plan(matrix: str, gpu: str, cache_home: Path, results: Path) -> float:
-    """Seconds one `pfcbench plan MATRIX --gpu GPU` takes, from its start to its exit."""
-    argv = [sys.executable, "-m", "bench.cli", "plan", matrix, "--gpu", gpu]
-    argv += ["--results", str(results)]
-    started = time.perf_counter()
-    done = subprocess.run(
-        argv,
-        env={**os.environ, "XDG_CACHE_HOME": str(cache_home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"plan failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    return seconds
+from cold_warm import cold_then_warm, medians_line
 
 
 def main() -> int:
@@ -44,18 +22,13 @@ def main() -> int:
     parser.add_argument("--gpu", default="a100-pcie-80gb", help="a GPU of the catalogue (pfcbench gpus)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    argv = ["plan", args.matrix, "--gpu", args.gpu, "--results", "results"]
     colds, warms = [], []
-    for number in range(1, args.rounds + 1):
-        with tempfile.TemporaryDirectory(prefix="pfcbench-plan-speed-") as folder:
-            cache_home, results = Path(folder) / "cache", Path(folder) / "results"
-            colds.append(timed_plan(args.matrix, args.gpu, cache_home, results))
-            warms.append(timed_plan(args.matrix, args.gpu, cache_home, results))
-        print(f"round {number}: cold {colds[-1]:.1f} s, warm {warms[-1]:.2f} s", flush=True)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(
-        f"cold median {statistics.median(colds):.1f} s, warm median {statistics.median(warms):.2f} s "
-        f"({args.rounds} rounds, plan {args.matrix} --gpu {args.gpu}, {cpus} CPUs)"
-    )
+    for number, (cold, warm, _) in enumerate(cold_then_warm(argv, args.rounds), start=1):
+        colds.append(cold)
+        warms.append(warm)
+        print(f"round {number}: cold {cold:.1f} s, warm {warm:.2f} s", flush=True)
+    print(medians_line(colds, warms, f"plan {args.matrix} --gpu {args.gpu}"))
     return 0
 
 
