@@ -13,10 +13,15 @@ from bench.time_model import FITTED_SOFTWARE
 from bench.units import GIB
 
 
+def precision_text(config: Config) -> str:
+    """fp16, bf16, or fp32 with (TF32) where it is allowed."""
+    cell = config.cell
+    return cell.precision + (" (TF32)" if cell.tf32 and cell.precision == "fp32" else "")
+
+
 def knobs_text(config: Config) -> str:
     cell = config.cell
-    tf32 = " (TF32)" if cell.tf32 and cell.precision == "fp32" else ""
-    return f"batch {cell.per_gpu_batch} a GPU, sample rate {cell.sample_rate:g}, {cell.precision}{tf32}"
+    return f"batch {cell.per_gpu_batch} a GPU, sample rate {cell.sample_rate:g}, {precision_text(config)}"
 
 
 def config_json(config: Config, price: float | None) -> dict:
@@ -71,8 +76,7 @@ def chosen_row(config: Config, price: float | None) -> dict:
         "batch": config.cell.batch_size,
         "batch/GPU": config.cell.per_gpu_batch,
         "sample rate": f"{config.cell.sample_rate:g}",
-        "precision": config.cell.precision
-        + (" (TF32)" if config.cell.tf32 and config.cell.precision == "fp32" else ""),
+        "precision": precision_text(config),
         "samples/s": f"{config.samples_per_s:,.0f}",
         "GiB/GPU (card)": f"{config.memory.peak_gib:.1f} ({config.card_gib:.1f})",
         "headroom GiB": f"{config.card_gib - config.memory.peak_gib:.1f}",
