@@ -41,6 +41,8 @@ GPU_ONLY = "GPU runtime (context, cuDNN, NCCL, allocator)"
 CPU_ONLY = "CPU runtime (modules and threads of the first step)"
 PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES, DDP_BUCKETS, GPU_ONLY, CPU_ONLY)
 """The parts of a prediction, in the order they are shown."""
+TRACED_PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES)
+"""The parts the trace sees; the others are modelled beside it."""
 
 CPU_FIRST_STEP_BYTES = 16 * MIB
 """Address space a capped CPU rank maps beyond its tensors (the modules and threads of the first
@@ -103,8 +105,8 @@ def predict_cells(
     progress hears of each trace as it ends (by default a line on stderr when stderr is a terminal).
     Raises RuntimeError with the tracer's last error line when a subprocess fails.
     """
-    traces = traces_of(cells, num_workers, timeout_s, progress, cache)
-    return [prediction_of(cell, trace) for cell, trace in zip(cells, traces, strict=True)]
+    with contextlib.closing(Tracer(num_workers, timeout_s, progress, cache)) as tracer:
+        return tracer.predict(cells)
 
 
 def traces_of(
@@ -115,21 +117,8 @@ def traces_of(
     cache: TraceCache | None = None,
 ) -> list[dict]:
     """Each cell's trace (bench.workload.memtrace.Trace as a dict), as predict_cells finds it."""
-    cache = cache if cache is not None else TraceCache()
-    progress = progress if progress is not None else TraceProgress.on_terminal()
-    keys = [trace_key(cell) for cell in cells]
-    traces = {key: cache.get(key) for key in dict.fromkeys(keys)}
-    missing = list({key: cell for key, cell in zip(keys, cells, strict=True) if traces[key] is None}.items())
-    missing.sort(key=lambda item: TRACE_ORDER.index(item[1].backbone) if item[1].backbone in TRACE_ORDER else 0)
-    progress.start(len(missing), len(traces) - len(missing))
-    if missing:
-        with contextlib.closing(trace_cells([cell for _, cell in missing], num_workers, timeout_s)) as traced:
-            for index, trace in traced:
-                key, cell = missing[index]
-                cache.put(key, trace)
-                traces[key] = trace
-                progress.traced(cell)
-    return [traces[key] for key in keys]
+    with contextlib.closing(Tracer(num_workers, timeout_s, progress, cache)) as tracer:
+        return tracer.traces(cells)
 
 
 def prediction_of(cell: Cell, traced: dict) -> Prediction:
@@ -144,35 +133,93 @@ def prediction_of(cell: Cell, traced: dict) -> Prediction:
     return Prediction(peak_bytes=sum(parts.values()), parts={name: parts[name] for name in PARTS})
 
 
+class Tracer:
+    """Traces of cells for many calls: read from the cache, else traced in up to num_workers subprocesses that
+    stay up from one call to the next (each imports torch once, seconds), until close.
+
+    progress hears of each trace as it ends (by default a line on stderr when stderr is a terminal).
+    A call raises RuntimeError with a tracer's last error line when a subprocess fails, or when one call's
+    traces take more than timeout_s; the subprocesses are stopped then, and started afresh by the next call.
+    """
+
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        timeout_s: float = 600.0,
+        progress: TraceProgress | None = None,
+        cache: TraceCache | None = None,
+    ) -> None:
+        self.num_workers = num_workers or default_num_workers()
+        self.timeout_s = timeout_s
+        self.progress = progress if progress is not None else TraceProgress.on_terminal()
+        self.cache = cache if cache is not None else TraceCache()
+        self.workers: list[TraceWorker] = []
+
+    def predict(self, cells: list[Cell]) -> list[Prediction]:
+        """Each cell's prediction."""
+        return [prediction_of(cell, trace) for cell, trace in zip(cells, self.traces(cells), strict=True)]
+
+    def traces(self, cells: list[Cell]) -> list[dict]:
+        """Each cell's trace (bench.workload.memtrace.Trace as a dict)."""
+        keys = [trace_key(cell) for cell in cells]
+        traces = {key: self.cache.get(key) for key in dict.fromkeys(keys)}
+        missing = list({key: cell for key, cell in zip(keys, cells, strict=True) if traces[key] is None}.items())
+        missing.sort(key=lambda item: TRACE_ORDER.index(item[1].backbone) if item[1].backbone in TRACE_ORDER else 0)
+        self.progress.start(len(missing), len(traces) - len(missing))
+        if missing:
+            for index, trace in self.trace_cells([cell for _, cell in missing]):
+                key, cell = missing[index]
+                self.cache.put(key, trace)
+                traces[key] = trace
+                self.progress.traced(cell)
+        return [traces[key] for key in keys]
+
+    def trace_cells(self, cells: list[Cell]) -> Iterator[tuple[int, dict]]:
+        """Trace cells in the subprocesses, each taking the next cell when done with one; yields (index of the
+        cell, its trace) as each trace ends."""
+        wanted = min(self.num_workers, len(cells))
+        self.workers += [TraceWorker() for _ in range(wanted - len(self.workers))]
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        for item in enumerate(cells):
+            todo.put(item)
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for worker in self.workers[:wanted]:
+            threading.Thread(target=worker.serve, args=(todo, done), daemon=True).start()
+        deadline = time.monotonic() + self.timeout_s
+        finished = False
+        try:
+            for _ in cells:
+                try:
+                    index, result = done.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise RuntimeError(
+                        f"memory prediction failed: the traces took more than {self.timeout_s:g} s"
+                    ) from None
+                if isinstance(result, Exception):
+                    raise result
+                yield index, result
+            finished = True
+        finally:
+            if not finished:  # a worker may still be tracing, or be broken: none is reused
+                self.close()
+
+    def close(self) -> None:
+        """Stop the subprocesses."""
+        for worker in self.workers:
+            worker.close()
+        self.workers = []
+
+
 def trace_cells(
     cells: list[Cell], num_workers: int | None = None, timeout_s: float = 600.0
 ) -> Iterator[tuple[int, dict]]:
-    """Trace cells in up to num_workers subprocesses, each taking the next cell when done with one;
-    yields (index of the cell, its trace) as each trace ends. Close it to stop the subprocesses.
+    """Trace cells in up to num_workers subprocesses, the cache unread; yields (index of the cell, its trace) as
+    each trace ends. Close it to stop the subprocesses.
 
     Raises RuntimeError with a tracer's last error line when one fails, or when timeout_s pass.
     """
-    num_workers = num_workers or default_num_workers()
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for item in enumerate(cells):
-        todo.put(item)
-    done: queue.SimpleQueue = queue.SimpleQueue()
-    workers = [TraceWorker() for _ in range(min(num_workers, len(cells)))]
-    try:
-        for worker in workers:
-            threading.Thread(target=worker.serve, args=(todo, done), daemon=True).start()
-        deadline = time.monotonic() + timeout_s
-        for _ in cells:
-            try:
-                index, result = done.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"memory prediction failed: the traces took more than {timeout_s:g} s") from None
-            if isinstance(result, Exception):
-                raise result
-            yield index, result
-    finally:
-        for worker in workers:
-            worker.close()
+    with contextlib.closing(Tracer(num_workers, timeout_s)) as tracer:
+        yield from tracer.trace_cells(cells)
 
 
 def default_num_workers() -> int:

@@ -38,6 +38,7 @@ def fake_trace(cell: Cell) -> dict:
         },
         "backbone_bytes": 0,
         "reserved_bytes": None,
+        "events": None,
     }
 
 
@@ -46,11 +47,11 @@ def traced(monkeypatch) -> list[Cell]:
     """The cells traced, by a fake tracer standing in for the subprocesses."""
     cells: list[Cell] = []
 
-    def tracer(todo, num_workers=None, timeout_s=600.0):
+    def tracer(self, todo):
         cells.extend(todo)
         yield from ((index, fake_trace(cell)) for index, cell in enumerate(todo))
 
-    monkeypatch.setattr(bench.memory, "trace_cells", tracer)
+    monkeypatch.setattr(bench.memory.Tracer, "trace_cells", tracer)
     return cells
 
 
@@ -66,7 +67,7 @@ def test_a_cached_trace_predicts_what_a_fresh_trace_does(tmp_path, monkeypatch):
     fresh = {index: trace for index, trace in trace_cells([CELL, other], num_workers=1)}
     assert first == [prediction_of(CELL, fresh[0]), prediction_of(other, fresh[1])]
 
-    monkeypatch.setattr(bench.memory, "trace_cells", lambda *args, **kwargs: pytest.fail("traced again"))
+    monkeypatch.setattr(bench.memory.Tracer, "trace_cells", lambda *args, **kwargs: pytest.fail("traced again"))
     assert predict_cells([other, CELL], cache=cache, progress=quiet()) == first[::-1]
 
 

@@ -10,7 +10,8 @@ it does (tests/test_advise.py):
   in the batch a GPU (so much per sample and a constant), so two batches give every other;
 - the classifier's state and temporaries, and the embeddings it takes: the configuration's
   classifier alone (backbone "none": its classes, GPUs, batch and sample rate, in the precision its
-  GEMMs run in, bench.time_model.classifier_precision).
+  GEMMs run in, bench.time_model.classifier_precision), traced or scaled from its family's traces
+  (bench.advise.scale).
 
 What PyTorch's caching allocator reserves beyond the tensors depends on the order of every
 allocation of the step and does not add up: it is estimated as the reference's reserve beyond its
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from bench.advise.scale import classifier_traces
 from bench.config import Cell
-from bench.memory import ACTIVATIONS, Prediction, TraceProgress, prediction_of, traces_of
+from bench.memory import ACTIVATIONS, Prediction, Tracer, prediction_of
 from bench.time_model import classifier_precision
 from bench.workload.trace_cache import trace_key
 
@@ -113,15 +115,16 @@ def composed(cell: Cell, backbone: BackbonePart, classifier: dict) -> Composed:
     return Composed(lower=prediction(lower, 0), estimate=prediction(parts, reserve + reserve_of(classifier)))
 
 
-def compose_cells(cells: list[Cell], progress: TraceProgress | None = None) -> list[Composed]:
-    """Each cell's composed memory, from its backbone's reference traces and its classifier's own trace."""
+def compose_cells(cells: list[Cell], tracer: Tracer) -> list[Composed]:
+    """Each cell's composed memory, from its backbone's reference traces and its classifier's own trace (scaled
+    from its family's, bench.advise.scale)."""
     keys = list(dict.fromkeys(backbone_key(cell) for cell in cells))
     sample = {backbone_key(cell): cell for cell in cells}
     references = [reference_cell(sample[key], batch) for key in keys for batch in REFERENCE_BATCHES]
-    wanted = references + [classifier_cell(cell) for cell in references] + [classifier_cell(cell) for cell in cells]
-    traces = traces_of(wanted, progress=progress)
-    count, width = len(references), len(REFERENCE_BATCHES)
-    full, alone, own = traces[:count], traces[count : 2 * count], traces[2 * count :]
+    traces = tracer.traces(references + [classifier_cell(cell) for cell in references])
+    full, alone = traces[: len(references)], traces[len(references) :]
+    own = classifier_traces([classifier_cell(cell) for cell in cells], tracer)
+    width = len(REFERENCE_BATCHES)
     parts = {
         key: backbone_part(full[i * width : (i + 1) * width], alone[i * width : (i + 1) * width])
         for i, key in enumerate(keys)

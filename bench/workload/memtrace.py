@@ -35,9 +35,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_map_only
 
 from bench.config import Cell
-from bench.memory import ACTIVATIONS, BACKBONE_STATE, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES
+from bench.memory import ACTIVATIONS, BACKBONE_STATE, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES, TRACED_PARTS
 from bench.workload.allocator import CachingAllocator
 from bench.workload.base_step import BaseStep, build_step
+from bench.workload.events import NO_BLOCK
 from bench.workload.partial_fc import shard_of
 
 SHADOW_MAX_NUMEL = 1 << 24
@@ -47,8 +48,6 @@ NUM_STEPS = 2
 """Steps traced: the second holds the optimizer state that the first creates."""
 
 PERSISTENT = {_MemRefType.PARAM, _MemRefType.BUFFER, _MemRefType.GRAD, _MemRefType.OPT}
-
-TRACED_PARTS = (BACKBONE_STATE, ACTIVATIONS, CLASSIFIER_STATE, CLASSIFIER_TEMPORARIES)
 
 
 class RealValues(TorchDispatchMode):
@@ -120,11 +119,20 @@ class PartTracker(MemTracker):
     everything else is a classifier temporary.
     """
 
-    def __init__(self, class_rows: set[int], embedding_size: int, allocator: CachingAllocator | None = None) -> None:
+    def __init__(
+        self,
+        class_rows: set[int],
+        embedding_size: int,
+        allocator: CachingAllocator | None = None,
+        events: list[list[int]] | None = None,
+    ) -> None:
         super().__init__()
         self.allocator = allocator
         """Fed every storage's allocation and release, in order (a CUDA cell's); None: not modelled."""
+        self.events = events
+        """Where each update of a storage is written as one bench.workload.events row; None: not written."""
         self.blocks: dict = {}
+        self.block_ids: dict = {}
         self.class_rows = class_rows
         self.embedding_size = embedding_size
         self.building = True
@@ -153,14 +161,19 @@ class PartTracker(MemTracker):
         name = self._mod_tracker.get_known_fqn(self.backbone) if self.backbone is not None else None
         return name is not None and name in self._mod_tracker.parents
 
-    def allocate(self, u_type, winfo) -> None:
-        """Pass a storage's allocation, release or resize on to the allocator model."""
+    def allocate(self, u_type, winfo) -> list[int]:
+        """Pass a storage's allocation, release or resize on to the allocator model; what it was told, as the
+        allocator columns of a bench.workload.events row."""
+        told = [NO_BLOCK, NO_BLOCK, 0]
         if self.allocator is None:
-            return
+            return told
         if u_type in (_UpdateType.DEL, _UpdateType.SIZE) and winfo in self.blocks:
             self.allocator.free(self.blocks.pop(winfo))
+            told[0] = self.block_ids[winfo]
         if u_type != _UpdateType.DEL and winfo not in self.blocks and winfo.mem_consumed > 0:
             self.blocks[winfo] = self.allocator.malloc(winfo.mem_consumed)
+            told[1:] = self.block_ids.setdefault(winfo, len(self.block_ids)), winfo.mem_consumed
+        return told
 
     def _update_peak_stats(self, peak_state) -> None:
         pass  # the peak is kept in _update_snap; MemTracker's per-module peaks cost a pass over all modules per op
@@ -181,7 +194,8 @@ class PartTracker(MemTracker):
 
     def _update_snap(self, u_type, winfo, old_mem_consumed=None, old_reftype=None) -> None:
         super()._update_snap(u_type, winfo, old_mem_consumed, old_reftype)
-        self.allocate(u_type, winfo)
+        told = self.allocate(u_type, winfo)
+        before = list(self.live.values())
         # MemTracker adds no storage of 0 bytes (an empty Parameter): it is counted from its first update
         if u_type == _UpdateType.ADD or not hasattr(winfo, "built"):
             winfo.class_shaped = self.class_shaped(self.tensor)
@@ -197,6 +211,8 @@ class PartTracker(MemTracker):
             self.live[self.part_of(winfo)] -= winfo.mem_consumed
             winfo.reftype = new_reftype
             self.live[self.part_of(winfo)] += winfo.mem_consumed
+        if self.events is not None:
+            self.events.append([now - then for now, then in zip(self.live.values(), before)] + told)
         total = sum(self.live.values())
         if total > self.peak_bytes:
             self.peak_bytes = total
@@ -263,6 +279,9 @@ class Trace:
     reserved_bytes: int | None
     """What PyTorch's CUDA caching allocator would have reserved at most for the same tensors (a CUDA
     cell's; None for a CPU cell)."""
+    events: list[list[int]] | None
+    """A classifier alone's (backbone "none"): every update of a storage in order, bench.workload.events
+    rows, from which a classifier of other sizes is composed (bench.advise.scale); None for other cells."""
 
 
 def trace(cell: Cell) -> Trace:
@@ -273,7 +292,8 @@ def trace(cell: Cell) -> Trace:
     try:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         allocator = CachingAllocator() if cell.on_gpu else None
-        tracker = PartTracker(class_rows(cell), cell.embedding_size, allocator)
+        events = [] if cell.backbone == "none" else None
+        tracker = PartTracker(class_rows(cell), cell.embedding_size, allocator, events)
         real_values = RealValues(fake_mode)
         with fake_mode, real_values, tracing_patches(cell), tracker:
             # a batch read from records has the synthetic batch's shapes; the trace reads no files
@@ -293,7 +313,7 @@ def trace(cell: Cell) -> Trace:
                     tracker.reset_mod_stats()
         backbone_bytes = sum(p.numel() * p.element_size() for p in backbone.parameters() if p.requires_grad)
         reserved_bytes = allocator.peak_reserved_bytes if allocator is not None else None
-        return Trace(tracker.peak_bytes, tracker.peak_parts, backbone_bytes, reserved_bytes)
+        return Trace(tracker.peak_bytes, tracker.peak_parts, backbone_bytes, reserved_bytes, events)
     finally:
         distributed.destroy_process_group()
 

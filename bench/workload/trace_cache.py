@@ -37,7 +37,7 @@ TRACE_INDEPENDENT = (
 """Cell fields the traced tensors do not depend on: the trace runs two steps on a synthetic batch,
 uncapped, on the CPU (TF32 picks a GPU's kernels, not a tensor; bench.memory adds its cuDNN workspace)."""
 
-TRACE_FIELDS = ("peak_bytes", "parts", "backbone_bytes", "reserved_bytes")
+TRACE_FIELDS = ("peak_bytes", "parts", "backbone_bytes", "reserved_bytes", "events")
 """What an entry holds: the fields of bench.workload.memtrace.Trace."""
 
 MAX_ENTRIES = 4096
