@@ -39,7 +39,7 @@ def speed_chart(
                 "marker": {"symbol": "diamond", "size": 9, "color": "#e67e22"},
                 "hovertemplate": f"%{{y}}<br>{header}: %{{x:,.0f}} samples/sec<extra></extra>",
             })  # fmt: skip
-    return figure(title, traces, len(labels))
+    return figure(title, traces, len(labels), labels)
 
 
 def machines_chart(
@@ -52,7 +52,7 @@ def machines_chart(
         traces += cell_traces(
             name, [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept], colour=PALETTE[number % 10]
         )
-    layout = figure(title, traces, len(labels) * max(1, len(machines)))
+    layout = figure(title, traces, len(labels) * max(1, len(machines)), labels)
     layout["layout"]["barmode"] = "group"
     return layout
 
@@ -109,16 +109,22 @@ def cell_traces(
     return traces
 
 
-def figure(title: str, traces: list[dict], num_rows: int) -> dict:
+def figure(title: str, traces: list[dict], num_rows: int, labels: Sequence[str] = ()) -> dict:
+    """A figure of the traces, its rows (labels) in the table's order, whichever trace marks them."""
     return {
         "data": traces,
         "layout": {
-            "title": {"text": title, "font": {"size": 14}},
+            "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left"},
             "height": 120 + ROW_PX * num_rows,
             "margin": {"l": 10, "r": 20, "t": 40, "b": 40},
             "xaxis": {"title": {"text": "samples/sec"}, "rangemode": "tozero"},
-            "yaxis": {"automargin": True, "autorange": "reversed", "type": "category"},
-            "legend": {"orientation": "h", "y": -0.15},
+            "yaxis": {
+                "automargin": True,
+                "autorange": "reversed",
+                "type": "category",
+                "categoryorder": "array",
+                "categoryarray": list(labels),
+            },
             "hovermode": "closest",
         },
     }
