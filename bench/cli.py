@@ -15,6 +15,7 @@ from bench.commands.data import data, dataset
 from bench.commands.env import env
 from bench.commands.gpus import gpus
 from bench.commands.matrix import matrices, plan
+from bench.commands.publish import publish_command
 from bench.commands.results import compare_command, report_command
 from bench.commands.run import run
 from bench.commands.search import search_command
@@ -38,6 +39,7 @@ for command in (
     gpus,
     report_command,
     compare_command,
+    publish_command,
     dataset,
     data,
     status,

@@ -32,7 +32,7 @@ def test_every_command_has_help_ending_in_an_example(command):
 def test_the_group_lists_every_command():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    commands = {"cell", "search", "plan", "run", "report", "compare", "env", "matrices", "gpus", "advise"}
+    commands = {"cell", "search", "plan", "run", "report", "compare", "publish", "env", "matrices", "gpus", "advise"}
     assert set(main.commands) == commands | {"data", "dataset", "status", "collect"}
     assert all(command in result.output for command in main.commands)
 

@@ -78,7 +78,9 @@ def test_the_rank_side_imports_only_itself_and_the_cells_description(folder):
     assert not wrong, sorted(wrong)
 
 
-@pytest.mark.parametrize("folder", ["bench.report", "bench.rank", "bench.workload", "bench.plan", "bench.store"])
+@pytest.mark.parametrize(
+    "folder", ["bench.report", "bench.publish", "bench.rank", "bench.workload", "bench.plan", "bench.store"]
+)
 def test_nothing_below_the_commands_imports_them(folder):
     upward = {
         f"{name} imports {target}"

@@ -1,5 +1,5 @@
-"""The README's first command: the packaged smoke sweep trains finite losses on this machine, and its
-report shows a speed in every row but the memory-capped one."""
+"""The README's first command: the packaged smoke sweep trains finite losses on this machine, its report
+shows a speed in every row but the memory-capped one, and its published page shows the same in a browser."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from bench.store.results import read_results
 from tests.cli import pfcbench
+from tests.test_publish_browser import check_sweep_page
 from tests.test_report import tables
 
 
@@ -25,7 +26,8 @@ def test_the_smoke_sweep_trains_finite_losses_and_reports_a_speed_in_every_row(t
         losses = (record["loss_first"], record["loss_last"], record["nonfinite_losses"])
         assert math.isfinite(losses[0]) and math.isfinite(losses[1]) and losses[2] == 0, (record["config"], losses)
 
-    report = pfcbench("report", str(tmp_path / "results" / "smoke"), cwd=tmp_path)
+    folder = tmp_path / "results" / "smoke"
+    report = pfcbench("report", str(folder), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     markdown = (tmp_path / "report" / "smoke.md").read_text()
     assert "NaN: the loss was not finite" not in markdown  # the legend of a NaN cell
@@ -34,3 +36,7 @@ def test_the_smoke_sweep_trains_finite_losses_and_reports_a_speed_in_every_row(t
         if "Samples/sec" in header:
             speeds = [row[header.index("Samples/sec")] for row in rows]
             assert all(s.startswith("~") or s == "Fail" for s in speeds), (title, speeds)
+
+    published = pfcbench("publish", str(folder), "-o", str(tmp_path / "site"), cwd=tmp_path)
+    assert published.returncode == 0, published.stderr
+    check_sweep_page(tmp_path / "site" / "sweep-1-smoke.html", folder)  # in headless Chromium

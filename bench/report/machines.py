@@ -150,21 +150,29 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
     prepare_out(out)
     frame = machines_frame(machines)
     plot = plot_machines(machines, frame, out.with_suffix(".png"))
-    listing = pd.DataFrame([{"Machine": m.name, "Results": str(m.folder), "Cells": len(m.cells)} for m in machines])
-    only = sum(1 for _, row in frame.iterrows() if has_mark((row[m.name] for m in machines), NOT_YET))
-    text = "\n\n".join(
-        part
-        for part in (
-            "# Samples/sec across machines",
-            markdown_table(listing),
-            markdown_table(frame),
-            f"—: the machine has no record of the cell ({only} of {len(frame)} cells not on every machine)."
-            + (" Published: the figure of the packaged report with the same cell." if "Published" in frame else ""),
-            f"{NO_SPEED.text}: {NO_SPEED.meaning}." if has_mark(frame.to_numpy().ravel(), NO_SPEED) else "",
-            " ".join(nonfinite_lines([r for m in machines for r in m.latest.values()])),
-            f"![samples/sec across machines]({plot.name})" if plot else "",
-        )
-        if part
+    parts = (
+        "# Samples/sec across machines",
+        markdown_table(machines_listing(machines)),
+        markdown_table(frame),
+        *machines_notes(machines, frame),
+        f"![samples/sec across machines]({plot.name})" if plot else "",
     )
-    write_out(out, text + "\n")
+    write_out(out, "\n\n".join(part for part in parts if part) + "\n")
     return out, [m.results for m in machines]
+
+
+def machines_listing(machines: list[Machine]) -> pd.DataFrame:
+    """The machines of the table: name, results folder, cells."""
+    return pd.DataFrame([{"Machine": m.name, "Results": str(m.folder), "Cells": len(m.cells)} for m in machines])
+
+
+def machines_notes(machines: list[Machine], frame: pd.DataFrame) -> list[str]:
+    """The lines under the table across machines: what "—", Published, no speed and NaN mean there."""
+    only = sum(1 for _, row in frame.iterrows() if has_mark((row[m.name] for m in machines), NOT_YET))
+    notes = [
+        f"—: the machine has no record of the cell ({only} of {len(frame)} cells not on every machine)."
+        + (" Published: the figure of the packaged report with the same cell." if "Published" in frame else ""),
+        f"{NO_SPEED.text}: {NO_SPEED.meaning}." if has_mark(frame.to_numpy().ravel(), NO_SPEED) else "",
+        " ".join(nonfinite_lines([r for m in machines for r in m.latest.values()])),
+    ]
+    return [note for note in notes if note]

@@ -105,6 +105,24 @@ def has_published_figures(matrix: Matrix) -> bool:
     return any(row.published is not None or row.published_gpu_mem_gb is not None for row in rows)
 
 
+def published_records(matrix: Matrix) -> dict[str, dict]:
+    """The published figures of a matrix's rows (those pfcbench runs) as records, by cell id."""
+    return {
+        row.cell.cell_id: published_record(row)
+        for section in matrix.sections
+        for row in section.rows
+        if row.published is not None and row.not_run is None
+    }
+
+
+def published_source(matrix: Matrix) -> str:
+    """The last note of a published report: nothing in it was measured."""
+    return (
+        f"These are the published figures, from the matrix {matrix.name} alone: nothing here was measured "
+        f"(the report of a run of it, results/{matrix.name}, sets its figures beside these)."
+    )
+
+
 def write_published(matrix_path: Path, *, out: Path | None = None, added: Sequence[Added] = ()) -> Path:
     """Write the published report a matrix reproduces, from the matrix alone (default report/<name>-published.md).
 
@@ -117,18 +135,9 @@ def write_published(matrix_path: Path, *, out: Path | None = None, added: Sequen
         raise ReportError(
             f"{matrix.name}: the matrix gives no published figure; report takes a results folder: results/{matrix.name}"
         )
-    records = {
-        row.cell.cell_id: published_record(row)
-        for section in matrix.sections
-        for row in section.rows
-        if row.published is not None and row.not_run is None
-    }
+    records = published_records(matrix)
     out = Path(out or Path("report") / f"{matrix.name}-published.md")
     prepare_out(out)
-    source = (
-        f"These are the published figures, from the matrix {matrix.name} alone: nothing here was measured "
-        f"(the report of a run of it, results/{matrix.name}, sets its figures beside these)."
-    )
     text = render_markdown(
         published_server(matrix),
         records,
@@ -136,7 +145,7 @@ def write_published(matrix_path: Path, *, out: Path | None = None, added: Sequen
         notes=[extra.note for extra in added],
         as_published=True,
         added=added,
-        source=source,
+        source=published_source(matrix),
     )
     write_out(out, text)
     return out
