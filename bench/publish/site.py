@@ -9,6 +9,7 @@ does not list is refused, never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -132,7 +133,12 @@ def replace(temp: Path, out: Path, previous: list[str] | None) -> None:
     old = temp.with_suffix(".old")
     os.rename(out, old)
     os.rename(temp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    # only the files the old site listed go; a file that came in since keeps the old folder, and the file
+    for name in previous:
+        with contextlib.suppress(OSError):
+            (old / name).unlink()
+    with contextlib.suppress(OSError):
+        old.rmdir()
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
