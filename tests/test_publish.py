@@ -68,24 +68,37 @@ def test_the_a100_matrix_publishes_its_tables_as_published_without_a_run(tmp_pat
     assert index[1][:2] == ["a100", "published"]
 
 
-def test_gpu_sets_the_time_model_beside_the_published_figures(tmp_path):
+@pytest.mark.slow  # traces the report's cells (the memory model)
+def test_gpu_sets_the_time_and_memory_models_beside_the_published_figures(tmp_path):
     done = publish("a100", "--gpu", "h100-sxm", "-o", str(tmp_path / "site"))
     assert done.exit_code == 0, done.output
     header, *rows = html_tables(tmp_path / "site" / "published-a100.html")[1]
     predicted = [row[header.index("Predicted (h100-sxm)")] for row in rows]
     assert all(re.fullmatch(r"~\d+", text) for text in predicted), predicted
-    assert "time model (bench.time_model) for the cell" in (tmp_path / "site" / "published-a100.html").read_text()
+    text = (tmp_path / "site" / "published-a100.html").read_text()
+    assert "time model (bench.time_model) for the cell" in text and "memory model (bench.memory)" in text
+    # the memory model's peak and Fail on the card, as `pfcbench plan a100 --gpu h100-sxm` predicts them
+    memory = [row[header.index("Predicted GiB (h100-sxm)")] for row in rows]
+    planned = json.loads(CliRunner().invoke(main, ["plan", "a100", "--gpu", "h100-sxm", "--json"]).output)
+    expected = [
+        f"{entry['predicted_peak_gib']:.1f}" + ("" if entry["predicted_fits"] else " Fail")
+        for entry in planned
+        if "predicted_peak_gib" in entry
+    ]
+    assert [m for m in memory if m] == expected
 
 
-def test_a_run_on_a_gpu_of_the_catalogue_gets_the_predicted_samples_per_sec(tmp_path):
+@pytest.mark.slow  # traces the report's cells (the memory model)
+def test_a_run_on_a_gpu_of_the_catalogue_gets_the_predicted_samples_per_sec_and_memory(tmp_path):
     records = list(published_records(load_matrix(PACKAGED / "a100.toml")).values())
     folder = results_folder(tmp_path / "a100", "a100", records, A100_ENV)
     assert publish(str(folder), "-o", str(tmp_path / "site")).exit_code == 0
     page = tmp_path / "site" / "sweep-1-a100.html"
     header, *rows = [t for t in html_tables(page) if "Samples/sec" in t[0]][0]
     assert "Predicted (a100-sxm4-80gb)" in header
-    assert header[header.index("Samples/sec") + 1 : header.index("Samples/sec") + 4] == [
+    assert header[header.index("Samples/sec") + 1 : header.index("Samples/sec") + 5] == [
         "Predicted (a100-sxm4-80gb)",
+        "Predicted GiB (a100-sxm4-80gb)",
         "Published",
         "Ratio",
     ]

@@ -77,7 +77,7 @@ def publish_command(sources: tuple[Path, ...], out: Path, gpu: GpuSpec | None, s
         sweeps = [read_sweep(folder) for folder in folders]
         published = [published_report(path, gpu) for path in matrices]
         index = write_site(out, site_pages(sweeps, published, SERVED.format(serve_command(out))))
-    except (SiteError, ValueError) as exc:
+    except (SiteError, ValueError, RuntimeError) as exc:  # RuntimeError: a cell the memory model cannot trace
         raise InputError(str(exc)) from None
     for sweep in sweeps:
         warn_skipped(sweep.results)
@@ -93,7 +93,7 @@ def published_report(matrix_path: Path, gpu: GpuSpec | None) -> PublishedReport:
     from bench.matrix import load_matrix
     from bench.publish.site import PublishedReport
     from bench.report.markdown import published_server
-    from bench.report.predicted import PredictedColumn
+    from bench.report.predicted import PredictedColumn, PredictedMemoryColumn
     from bench.report.write import has_published_figures, published_records, published_source
     from bench.time_model import target_for
 
@@ -105,7 +105,10 @@ def published_report(matrix_path: Path, gpu: GpuSpec | None) -> PublishedReport:
     added = ()
     if gpu is not None:
         target = target_for(gpu, matrix.report)
-        added = (PredictedColumn(gpu=target.gpu, server=target.server),)
+        added = (
+            PredictedColumn(gpu=target.gpu, server=target.server),
+            PredictedMemoryColumn.of(target.gpu, matrix.cells()),
+        )
     return PublishedReport(
         matrix=published_server(matrix), records=published_records(matrix), added=added, source=published_source(matrix)
     )

@@ -21,7 +21,7 @@ from bench.numbers import is_number
 from bench.plan.search import all_probes
 from bench.report.fields import field_label
 from bench.report.machines import machine_name, row_fields
-from bench.report.predicted import predicted_columns
+from bench.report.predicted import PredictedMemoryColumn, predicted_columns
 from bench.report.read import mixed_env_note, read_envs, read_run
 from bench.report.tables import Added
 from bench.store.results import Results, latest_by_cell
@@ -79,6 +79,8 @@ def read_sweep(folder: Path) -> Sweep:
     envs = read_envs(Path(folder), reported)
     env = max(envs.values(), key=lambda pair: pair[1])[0]
     note = mixed_env_note(envs)
+    added = predicted_columns(env)
+    added += tuple(PredictedMemoryColumn.of(column.gpu, matrix.cells()) for column in added)
     return Sweep(
         folder=Path(folder),
         matrix=matrix,
@@ -86,7 +88,7 @@ def read_sweep(folder: Path) -> Sweep:
         latest=latest,
         env=env,
         notes=(note,) if note else (),
-        added=predicted_columns(env),
+        added=added,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.config import Cell
 from bench.gpus import GpuSpec, Server, usual_server
-from bench.metrics import Entry
+from bench.metrics import FAIL, Entry
 from bench.mfu import gpu_spec
 from bench.time_model import predict_samples_per_s
 
@@ -58,3 +58,42 @@ def predicted_columns(env: dict[str, Any] | None) -> tuple[PredictedColumn, ...]
         return ()
     (spec,) = specs
     return (PredictedColumn(gpu=spec, server=usual_server(spec)),)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictedMemoryColumn:
+    """The memory model's peak GiB of each GPU cell's busiest rank on the GPU, Fail where it exceeds the card;
+    blank for a CPU cell."""
+
+    gpu: GpuSpec
+    peak_gib: dict[Cell, float]
+    """By cell: the predicted peak GiB (bench.memory.predict_cells)."""
+
+    @classmethod
+    def of(cls, gpu: GpuSpec, cells: Sequence[Cell]) -> PredictedMemoryColumn:
+        """The column for cells, each traced once (or read from the trace cache)."""
+        from bench.memory import predict_cells
+
+        on_gpu = list(dict.fromkeys(cell for cell in cells if cell.on_gpu))
+        return cls(gpu=gpu, peak_gib={c: p.peak_gib for c, p in zip(on_gpu, predict_cells(on_gpu), strict=True)})
+
+    @property
+    def header(self) -> str:
+        return f"Predicted GiB ({self.gpu.name})"
+
+    @property
+    def note(self) -> str:
+        return (
+            f"{self.header} is pfcbench's memory model (bench.memory) for the busiest rank of the cell on one "
+            f"{self.gpu.model} ({self.gpu.memory_gib:.1f} GiB): the cell's step traced without running it, and what "
+            "only a GPU holds; Fail where it exceeds the card. A prediction, not a measurement."
+        )
+
+    def entry(self, cell: Cell) -> Entry:
+        peak = self.peak_gib.get(cell)
+        if peak is None:
+            return Entry()
+        return Entry(peak, marks=(FAIL,) if peak > self.gpu.memory_gib else (), format="float1")
+
+    def entries(self, cells: Sequence[Cell], records: Sequence[dict | None]) -> dict[str, list[Entry]]:
+        return {self.header: [self.entry(cell) for cell in cells]}

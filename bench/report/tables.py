@@ -118,8 +118,9 @@ def section_frame(
     fields = [c.field for c in columns]
     place = fields.index("samples_per_s") + 1 if "samples_per_s" in fields else len(columns)
     for extra in added:
-        for header, entries in reversed(extra.entries([row.cell for row in section.rows], records).items()):
+        for header, entries in extra.entries([row.cell for row in section.rows], records).items():
             frame.insert(place, header, entries)
+            place += 1
     return frame
 
 
