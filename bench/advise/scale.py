@@ -55,6 +55,7 @@ def family(cell: Cell) -> str:
 
 
 def point(cell: Cell) -> tuple[int, int]:
+    """Where a member sits in its family: its batch a GPU and its sample."""
     return cell.per_gpu_batch, num_sample(cell)
 
 
