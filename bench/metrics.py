@@ -107,13 +107,19 @@ class Entry:
     def shown_marks(self) -> tuple[Mark, ...]:
         return () if self.label is not None else self.marks
 
+    def value_text(self) -> str:
+        """The value formatted ("" where there is none), without its marks."""
+        if self.value is None:
+            return ""
+        return self.value if isinstance(self.value, str) else FORMATTERS[self.format](self.value)
+
     def text(self) -> str:
         """What the cell prints: its label; else the value formatted, then the marks after it; else its mark."""
         if self.label is not None:
             return self.label
         words = [mark.text for mark in self.marks]
         if self.value is not None:
-            words.insert(0, self.value if isinstance(self.value, str) else FORMATTERS[self.format](self.value))
+            words.insert(0, self.value_text())
         return " ".join(words)
 
 

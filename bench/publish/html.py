@@ -21,7 +21,6 @@ import pandas as pd
 from bench.metrics import (
     BOTH_FAIL,
     FAIL,
-    FORMATTERS,
     LOADER_BOUND,
     MEASURED_FAIL,
     NAN,
@@ -94,13 +93,7 @@ def entry_html(value: Any, record: dict | None = None, *, extra: Sequence[Mark] 
     if value.label is not None:
         return f'<span data-value="{escape(value.label)}">{escape(value.label)}</span>'
     number = is_number(value.value) and not isinstance(value.value, bool)
-    shown = (
-        ""
-        if value.value is None
-        else value.value
-        if isinstance(value.value, str)
-        else FORMATTERS[value.format](value.value)
-    )
+    shown = value.value_text()
     sort_key = repr(float(value.value)) if number else shown or (value.marks[0].text if value.marks else "")
     marks = " ".join(mark_html(mark, record) for mark in (*value.marks, *extra))
     kind = "num" if number else "text"
