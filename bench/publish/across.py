@@ -17,7 +17,7 @@ from bench.publish.html import frame_html
 from bench.publish.pages import Page, paragraph
 from bench.publish.sweeps import Sweep, date_text, histories, iso_date, record_time
 from bench.report.compare import compare_cell
-from bench.report.fields import field_label
+from bench.report.fields import cell_label
 from bench.report.machines import machines_frame, machines_listing, machines_notes, read_machines, row_fields
 
 THRESHOLD, ALPHA = 0.05, 0.01
@@ -30,7 +30,7 @@ def machines_page(matrix_name: str, sweeps: list[Sweep]) -> Page:
     frame = machines_frame(machines)
     cells = list({c.cell_id: c for m in machines for c in m.cells}.values())
     fields = row_fields(cells)
-    labels = [f"{i}. {', '.join(field_label(f, getattr(c, f)) for f in fields)}" for i, c in enumerate(cells, start=1)]
+    labels = [f"{i}. {cell_label(c, fields)}" for i, c in enumerate(cells, start=1)]
     page = Page(f"{matrix_name} across machines")
     series, buttons = {}, [[] for _ in cells]
     for number, machine in enumerate(machines, start=1):

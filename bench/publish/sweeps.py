@@ -19,7 +19,7 @@ from bench.config import Cell
 from bench.matrix import Matrix
 from bench.numbers import is_number
 from bench.plan.search import all_probes
-from bench.report.fields import field_label
+from bench.report.fields import cell_label
 from bench.report.machines import machine_name, row_fields
 from bench.report.predicted import PredictedMemoryColumn, predicted_columns
 from bench.report.read import mixed_env_note, read_envs, read_run
@@ -166,6 +166,5 @@ def histories(runs: list[Sweep]) -> list[CellHistory]:
     for cell in cells:
         kept = sorted(records.get(cell.cell_id, {}).values(), key=lambda r: record_time(r) or 0.0)
         if len(kept) > 1:
-            label = ", ".join(field_label(f, getattr(cell, f)) for f in fields)
-            found.append(CellHistory(cell, label, kept))
+            found.append(CellHistory(cell, cell_label(cell, fields), kept))
     return found

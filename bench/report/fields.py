@@ -43,6 +43,11 @@ def field_label(name: str, value: Any) -> str:
     return f"{name} {field_text(name, value)}"
 
 
+def cell_label(cell: Cell, fields: Iterable[str]) -> str:
+    """A cell as a plot labels its row: each of the fields labelled, "classes 1000, tf32 on"."""
+    return ", ".join(field_label(name, getattr(cell, name)) for name in fields)
+
+
 def field_words(name: str, value: Any) -> str:
     """A field as a progress line says it where it is not at the cell's default (there: nothing), so that
     of two cells told apart by it at least one says it: "tf32", "records", "constant labels"."""

@@ -18,7 +18,7 @@ from bench.config import Cell
 from bench.matrix import PACKAGED, Row, load_matrix
 from bench.metrics import EMULATED, METRICS, NO_SPEED, NOT_YET, Entry, Mark, speed_entry
 from bench.numbers import is_number
-from bench.report.fields import SAID_BY_RANKS, field_label, field_text, varying_fields
+from bench.report.fields import SAID_BY_RANKS, cell_label, field_text, varying_fields
 from bench.report.read import read_envs, read_run
 from bench.report.server import server_spec
 from bench.report.tables import markdown_table
@@ -123,7 +123,7 @@ def plot_machines(machines: list[Machine], frame: pd.DataFrame, path: Path) -> P
     if not any(training_speed(m.latest.get(c.cell_id)) for m in machines for c in cells):
         return None
     fields = row_fields(cells)
-    labels = [", ".join(field_label(f, getattr(c, f)) for f in fields) for c in cells]
+    labels = [cell_label(c, fields) for c in cells]
     fig = Figure(figsize=(8, 0.4 * len(cells) * len(machines) + 0.25 * len(machines) + 2), layout="constrained")
     ax = fig.subplots()
     height = 0.8 / len(machines)

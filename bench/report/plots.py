@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.matrix import Row, Section
 from bench.metrics import EMULATED, METRICS, Metric
 from bench.numbers import is_number
-from bench.report.fields import field_label
+from bench.report.fields import cell_label
 from bench.report.fields import varying_fields as varying_cell_fields
 from bench.report.tables import row_records
 from bench.store.results import is_ok
@@ -59,7 +59,7 @@ def plot_section(section: Section, records_by_id: dict[str, dict], path: Path) -
 
 
 def row_label(row: Row, varying: list[str]) -> str:
-    return ", ".join(field_label(name, getattr(row.cell, name)) for name in varying) or row.cell.cell_id
+    return cell_label(row.cell, varying) or row.cell.cell_id
 
 
 def figure(record: dict | None, metric: Metric) -> float:
