@@ -22,7 +22,7 @@ from bench.publish.sweeps import TALLY, Sweep, date_text
 from bench.report.markdown import provenance, spec_frame
 from bench.report.marks import legend
 from bench.report.plots import row_label, varying_fields
-from bench.report.tables import Added, row_records, section_frame, with_published
+from bench.report.tables import Added, row_records, section_frame, table_columns
 
 SPEED = METRICS["samples_per_s"]
 
@@ -122,7 +122,7 @@ def section_parts(
     """One section: its table of entries (a record button per row), the legend under it, its chart."""
     frame = section_frame(section, latest, as_published=as_published, added=added)
     records = row_records(section, latest, as_published=as_published)
-    columns = section.columns if as_published else with_published(section)
+    columns = table_columns(section, as_published=as_published)
     numbers = [page.book.add(record) for record in records]
     buttons = [[("record", n, f"the record of row {i}")] if n is not None else [] for i, n in enumerate(numbers, 1)]
     page.add(

@@ -47,6 +47,11 @@ def with_published(section: Section) -> tuple[Column, ...]:
     return tuple(columns)
 
 
+def table_columns(section: Section, *, as_published: bool = False) -> tuple[Column, ...]:
+    """The columns of the section's table: as the matrix writes them where as_published, else with_published."""
+    return section.columns if as_published else with_published(section)
+
+
 def entry(column: Column, row: Row, record: dict | None) -> Entry:
     """One table cell: the metric's entry or the cell field's value, in the column's format, with the text
     the matrix fixes for it (the row's label, the column's constant, or the column's label for the value)."""
@@ -111,7 +116,7 @@ def section_frame(
     Unless as_published, rows with a published figure get it and the ratio beside the measured one.
     The added columns (hours per training run, say) follow the samples/sec column, or end the table.
     """
-    columns = section.columns if as_published else with_published(section)
+    columns = table_columns(section, as_published=as_published)
     records = row_records(section, records_by_id, as_published=as_published)
     rows = [[entry(c, row, record) for c in columns] for row, record in zip(section.rows, records)]
     frame = pd.DataFrame(rows, columns=[c.header for c in columns])
