@@ -84,35 +84,36 @@ class Corners:
         )
         return cls(batches, samples, corners, at[middle])
 
-    def scaled(self, traced: dict[Cell, dict], cell: Cell) -> list[list[int]] | None:
-        """cell's update rows: the corners' sizes interpolated, bilinear in batch a GPU and sample; None where the
-        corners' rows differ in more than sizes."""
+    def rows(self, traced: dict[Cell, dict]) -> dict[tuple[int, int], np.ndarray] | None:
+        """The corners' update rows as arrays, where they differ in sizes only; None where they do not."""
         rows = {corner: np.array(traced[member]["events"], dtype=np.int64) for corner, member in self.cells.items()}
         first = next(iter(rows.values()))
         blocks = [FREED, TAKEN]
         if not all(r.shape == first.shape and (r[:, blocks] == first[:, blocks]).all() for r in rows.values()):
             return None
+        return rows
+
+    def scaled(self, rows: dict[tuple[int, int], np.ndarray], cell: Cell) -> list[list[int]]:
+        """cell's update rows: the corners' sizes interpolated, bilinear in batch a GPU and sample."""
         batch, sample = point(cell)
         (b0, b1), (s0, s1) = self.batches, self.samples
         u = (batch - b0) / (b1 - b0) if b1 > b0 else 0.0
         v = (sample - s0) / (s1 - s0) if s1 > s0 else 0.0
         weights = [((b0, s0), (1 - u) * (1 - v)), ((b1, s0), u * (1 - v)), ((b0, s1), (1 - u) * v), ((b1, s1), u * v)]
-        out = first.copy()
+        out = next(iter(rows.values())).copy()
         sizes = sum(weight * rows[corner][:, SIZE_COLUMNS] for corner, weight in weights if weight)
         out[:, SIZE_COLUMNS] = np.rint(sizes).astype(np.int64)
         return out.tolist()
 
-    def trace_of(self, traced: dict[Cell, dict], cell: Cell) -> dict | None:
-        """cell's trace replayed from its scaled rows; None where they cannot be scaled."""
-        rows = self.scaled(traced, cell)
-        if rows is None:
-            return None
-        return replay(rows, cell.on_gpu) | {"backbone_bytes": traced[self.middle]["backbone_bytes"], "events": None}
+    def trace_of(self, rows: dict[tuple[int, int], np.ndarray], traced: dict[Cell, dict], cell: Cell) -> dict:
+        """cell's trace replayed from its scaled rows."""
+        backbone_bytes = traced[self.middle]["backbone_bytes"]
+        return replay(self.scaled(rows, cell), cell.on_gpu) | {"backbone_bytes": backbone_bytes, "events": None}
 
-    def holds(self, traced: dict[Cell, dict]) -> bool:
+    def holds(self, rows: dict[tuple[int, int], np.ndarray], traced: dict[Cell, dict]) -> bool:
         """Whether the middle member's trace, scaled from the corners, is its own, to the byte."""
-        scaled = self.trace_of(traced, self.middle)
-        return scaled is not None and all(scaled[name] == traced[self.middle][name] for name in CHECKED)
+        scaled = self.trace_of(rows, traced, self.middle)
+        return all(scaled[name] == traced[self.middle][name] for name in CHECKED)
 
 
 def classifier_traces(cells: list[Cell], tracer: Tracer) -> list[dict]:
@@ -126,12 +127,11 @@ def classifier_traces(cells: list[Cell], tracer: Tracer) -> list[dict]:
     corners = {key: found for key, found in corners.items() if found is not None}
     wanted = list(dict.fromkeys(c for found in corners.values() for c in [*found.cells.values(), found.middle]))
     traced = dict(zip(wanted, tracer.traces(wanted), strict=True))
-    scaled = {
-        cell: found.trace_of(traced, cell)
-        for key, found in corners.items()
-        if found.holds(traced)
-        for cell in families[key]
-    }
+    scaled: dict[Cell, dict] = {}
+    for key, found in corners.items():
+        rows = found.rows(traced)
+        if rows is not None and found.holds(rows, traced):
+            scaled |= {cell: found.trace_of(rows, traced, cell) for cell in families[key]}
     scaled |= traced
     own = list(dict.fromkeys(cell for cell in cells if cell not in scaled))
     scaled |= dict(zip(own, tracer.traces(own), strict=True))
