@@ -210,18 +210,6 @@ class Tracer:
         self.workers = []
 
 
-def trace_cells(
-    cells: list[Cell], num_workers: int | None = None, timeout_s: float = 600.0
-) -> Iterator[tuple[int, dict]]:
-    """Trace cells in up to num_workers subprocesses, the cache unread; yields (index of the cell, its trace) as
-    each trace ends. Close it to stop the subprocesses.
-
-    Raises RuntimeError with a tracer's last error line when one fails, or when timeout_s pass.
-    """
-    with contextlib.closing(Tracer(num_workers, timeout_s)) as tracer:
-        yield from tracer.trace_cells(cells)
-
-
 def default_num_workers() -> int:
     """One trace per core this process may use, at most MAX_TRACE_WORKERS."""
     return max(1, min(MAX_TRACE_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))

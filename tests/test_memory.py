@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import Cell
-from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, predict_cells, trace_cells
+from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, Tracer, predict_cells
 from bench.store.results import read_records
 from tests.sweeps import run_sweep, write_matrix
 
@@ -115,7 +116,8 @@ def test_a_cells_prediction_does_not_depend_on_the_cells_traced_before_it(impl):
         backbone="none", classes=8_000_000, batch_size=1024, nproc_per_node=8, device="cuda",
         sample_rate=0.1, precision="fp16", impl=impl,
     )  # fmt: skip
-    traces = [trace for _, trace in trace_cells([cell] * 4, num_workers=1)]  # one process, no cache
+    with contextlib.closing(Tracer(num_workers=1)) as tracer:  # one process, the cache unread
+        traces = [trace for _, trace in tracer.trace_cells([cell] * 4)]
     assert len(traces) == 4
     assert len({t["peak_bytes"] for t in traces}) == 1, [t["peak_bytes"] for t in traces]
     assert len({tuple(t["parts"].items()) for t in traces}) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -16,9 +17,9 @@ from bench.memory import (
     CLASSIFIER_STATE,
     CLASSIFIER_TEMPORARIES,
     TraceProgress,
+    Tracer,
     predict_cells,
     prediction_of,
-    trace_cells,
 )
 from bench.workload import trace_cache
 from bench.workload.trace_cache import TraceCache, cache_dir, trace_key
@@ -64,7 +65,8 @@ def test_a_cached_trace_predicts_what_a_fresh_trace_does(tmp_path, monkeypatch):
     cache = TraceCache(tmp_path / "cache")
     other = dataclasses.replace(CELL, classes=3000)
     first = predict_cells([CELL, other], cache=cache, progress=quiet())
-    fresh = {index: trace for index, trace in trace_cells([CELL, other], num_workers=1)}
+    with contextlib.closing(Tracer(num_workers=1)) as tracer:  # the cache unread
+        fresh = dict(tracer.trace_cells([CELL, other]))
     assert first == [prediction_of(CELL, fresh[0]), prediction_of(other, fresh[1])]
 
     monkeypatch.setattr(bench.memory.Tracer, "trace_cells", lambda *args, **kwargs: pytest.fail("traced again"))
