@@ -18,11 +18,10 @@ from pathlib import Path
 from bench.config import Cell
 from bench.matrix import Matrix
 from bench.numbers import is_number
-from bench.plan.search import all_probes
 from bench.report.fields import cell_label
 from bench.report.machines import machine_name, row_fields
 from bench.report.predicted import PredictedMemoryColumn, predicted_columns
-from bench.report.read import mixed_env_note, read_envs, read_run
+from bench.report.read import read_run, run_env
 from bench.report.tables import Added
 from bench.store.results import Results, latest_by_cell
 from bench.verdicts import nonfinite, training_speed
@@ -74,11 +73,7 @@ def read_sweep(folder: Path) -> Sweep:
     """A results folder as the markdown report reads it; ReportError (a ValueError), one line, where it cannot be."""
     matrix, results = read_run(folder)
     latest = latest_by_cell(results.records)
-    reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
-    reported += all_probes(matrix.searches(), latest)
-    envs = read_envs(Path(folder), reported)
-    env = max(envs.values(), key=lambda pair: pair[1])[0]
-    note = mixed_env_note(envs)
+    env, note = run_env(Path(folder), matrix, latest)
     added = predicted_columns(env)
     added += tuple(PredictedMemoryColumn.of(column.gpu, matrix.cells()) for column in added)
     return Sweep(

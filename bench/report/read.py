@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.config import shown
 from bench.matrix import Matrix, load_matrix
+from bench.plan.search import all_probes
 from bench.report.server import env_problem
 from bench.store.files import FileError, read_text
 from bench.store.results import ReportError, Results, read_results
@@ -54,6 +55,15 @@ def read_env(path: Path) -> dict:
     if problem := env_problem(env):
         raise ReportError(f"{path}: not a machine description: {problem}")
     return env
+
+
+def run_env(results_dir: Path, matrix: Matrix, latest: dict[str, dict]) -> tuple[dict, str | None]:
+    """The machine most of a run's reported records (each cell's latest, and the search probes) ran on, and a
+    note where they name several (mixed_env_note)."""
+    reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
+    reported += all_probes(matrix.searches(), latest)
+    envs = read_envs(Path(results_dir), reported)
+    return max(envs.values(), key=lambda pair: pair[1])[0], mixed_env_note(envs)
 
 
 def mixed_env_note(envs: dict[str, tuple[dict, int]]) -> str | None:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench.matrix import Matrix, load_matrix
-from bench.plan.search import all_probes
 from bench.report.markdown import published_server, render_markdown
 from bench.report.predicted import predicted_columns
-from bench.report.read import mixed_env_note, read_envs, read_run
+from bench.report.read import read_run, run_env
 from bench.report.tables import Added, published_record
 from bench.store.files import FileError, make_folder, refuse_results_file
 from bench.store.results import ReportError, Results, latest_by_cell, temporary_path, write_atomic
@@ -53,12 +52,9 @@ def write_report(
     out = Path(out or Path("report") / f"{matrix.name}{FORMAT_SUFFIXES[fmt]}")
     prepare_out(out)
     if fmt == "md":
-        reported = [latest[c.cell_id] for c in matrix.cells() if c.cell_id in latest]
-        reported += all_probes(matrix.searches(), latest)
-        envs = read_envs(Path(results_dir), reported)
-        env = max(envs.values(), key=lambda pair: pair[1])[0]
+        env, note = run_env(Path(results_dir), matrix, latest)
         added = (*added, *(() if as_published else predicted_columns(env)))
-        notes = [note] if (note := mixed_env_note(envs)) else []
+        notes = [note] if note else []
         notes += [extra.note for extra in added]
         text = render_markdown(
             published_server(matrix, ran_on=Path(results_dir)) if as_published else matrix,
