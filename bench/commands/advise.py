@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 import click
 
 from bench.commands.options import InputError, link_kind
+from bench.config import BACKBONES as CELL_BACKBONES
 
 if TYPE_CHECKING:
     from bench.advise.search import Job, Knobs
     from bench.gpus import GpuSpec
 
-BACKBONES = ("r18", "r34", "r50", "r100", "r200", "mbf")
+BACKBONES = tuple(name for name in CELL_BACKBONES if name != "none")
+"""The backbones a job trains: the cell's, less "none" (the classifier alone)."""
 
 
 def whole_numbers(option: str, text: str) -> list[int]:
