@@ -10,6 +10,7 @@ import click
 
 from bench.commands.options import InputError, link_kind
 from bench.config import BACKBONES as CELL_BACKBONES
+from bench.config import IMPLS
 
 if TYPE_CHECKING:
     from bench.advise.search import Job, Knobs
@@ -119,7 +120,7 @@ def knobs_of(gpus: list[GpuSpec], batches: str | None, rates: str | None, precis
 @click.option("--gpu-hour-price", type=float, default=None, help="Price of one GPU-hour: adds the cost of the run.")
 @click.option(
     "--impl",
-    type=click.Choice(["arcface_torch", "arcface_torch_2021", "arcface_torch_2022", "fused"]),
+    type=click.Choice(IMPLS),
     default="arcface_torch",
     show_default=True,
     help="Program of the step (arcface_torch_2021 to compare with the RTX 3080, RTX 3090 and V100 reports).",
