@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import weakref
 from collections.abc import Iterator
 from unittest import mock
 
@@ -27,7 +28,7 @@ from torch._subclasses.fake_tensor import (
     FakeTensorMode,
     unset_fake_temporarily,
 )
-from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _UpdateType
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _ModMemStats, _UpdateType
 from torch.nn.utils import clip_grad
 from torch.optim import sgd
 from torch.testing._internal.distributed.fake_pg import FakeStore  # importing it registers the "fake" backend
@@ -60,8 +61,6 @@ class RealValues(TorchDispatchMode):
         """Also compute small floating-point results; off while the step is built (weight init)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.prim.device.default:
-            return func(*args)  # half of all calls: asked by the tracker for every tensor it sees
         kwargs = kwargs or {}
         known = all(real_of(a) is not None for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
         try:
@@ -142,10 +141,46 @@ class PartTracker(MemTracker):
         self.peak_bytes = 0
         self.peak_parts = dict(self.live)
 
+    # MemTracker's dispatch and module hooks, less what keeps its per-module statistics, which the trace does not
+    # read: a deep copy of the memory snapshot at every module's entry and exit, a pass over every tracked module
+    # at every op. What each storage is counted as is unchanged; the peak is kept in _update_snap.
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.prim.device.default:
-            return func(*args)  # most calls: a tensor's device, which allocates nothing
-        return super().__torch_dispatch__(func, types, args, kwargs)
+            # two calls in three: autograd, the optimizer and clip_grad asking a tensor's device, answered as
+            # FakeTensorMode answers it, without passing the call down through RealValues
+            (tensor,) = args
+            return torch.device("meta") if tensor.fake_mode.in_kernel_invocation else tensor.fake_device
+        out = func(*args, **(kwargs or {}))
+        if self._in_opt:
+            reftype = _MemRefType.OPT
+        elif self._mod_tracker.is_bw and not self._in_ac:
+            reftype = _MemRefType.TEMP
+        else:
+            reftype = _MemRefType.ACT
+        for tensor in tensor_leaves(out):
+            self._track(reftype, tensor)
+        return out
+
+    def _pre_fw_hook(self, module: torch.nn.Module, inputs) -> None:
+        if module not in self.memory_tracking:
+            self._track_module_params_and_buffers(module, install_grad_hooks=True)
+            self.memory_tracking[module] = _ModMemStats(self._mod_tracker.get_known_fqn(module))
+        elif self._mod_tracker.is_bw:
+            if self._ac_mod is None:  # the topmost module recomputed by activation checkpointing
+                self._ac_mod = weakref.ref(module)
+                self._in_ac = True
+
+    def _post_fw_hook(self, module: torch.nn.Module, inputs, outputs) -> None:
+        if self._mod_tracker.is_bw and self._ac_mod is not None and self._ac_mod() is module:
+            self._ac_mod = None
+            self._in_ac = False
+
+    def _pre_bw_hook(self, module: torch.nn.Module, args) -> None:
+        pass
+
+    def _post_bw_hook(self, module: torch.nn.Module, args) -> None:
+        pass
 
     def class_shaped(self, tensor: torch.Tensor) -> bool:
         return tensor.dim() == 2 and tensor.shape[0] in self.class_rows and tensor.shape[1] == self.embedding_size
@@ -174,9 +209,6 @@ class PartTracker(MemTracker):
             self.blocks[winfo] = self.allocator.malloc(winfo.mem_consumed)
             told[1:] = self.block_ids.setdefault(winfo, len(self.block_ids)), winfo.mem_consumed
         return told
-
-    def _update_peak_stats(self, peak_state) -> None:
-        pass  # the peak is kept in _update_snap; MemTracker's per-module peaks cost a pass over all modules per op
 
     def _track(self, reftype, t) -> None:
         self.tensor = t

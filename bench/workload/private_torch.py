@@ -14,12 +14,19 @@ PRIVATE_TORCH_NAMES = (
     "torch._subclasses.fake_tensor.DynamicOutputShapeException",
     "torch._subclasses.fake_tensor.FakeTensor",
     "torch._subclasses.fake_tensor.FakeTensorMode",
+    "torch._subclasses.fake_tensor.FakeTensorMode.in_kernel_invocation",
+    "torch._subclasses.fake_tensor.FakeTensor.fake_device",
     "torch._subclasses.fake_tensor.unset_fake_temporarily",
     "torch.distributed._tools.mem_tracker.MemTracker",
     "torch.distributed._tools.mem_tracker.MemTracker._track",
     "torch.distributed._tools.mem_tracker.MemTracker._update_and_maybe_create_winfos",
     "torch.distributed._tools.mem_tracker.MemTracker._update_snap",
-    "torch.distributed._tools.mem_tracker.MemTracker._update_peak_stats",
+    "torch.distributed._tools.mem_tracker.MemTracker._track_module_params_and_buffers",
+    "torch.distributed._tools.mem_tracker.MemTracker._pre_fw_hook",
+    "torch.distributed._tools.mem_tracker.MemTracker._post_fw_hook",
+    "torch.distributed._tools.mem_tracker.MemTracker._pre_bw_hook",
+    "torch.distributed._tools.mem_tracker.MemTracker._post_bw_hook",
+    "torch.distributed._tools.mem_tracker._ModMemStats",
     "torch.distributed._tools.mem_tracker.MemTracker.reset_mod_stats",
     "torch.distributed._tools.mem_tracker._MemRefType",
     "torch.distributed._tools.mem_tracker._UpdateType",
@@ -33,7 +40,14 @@ PRIVATE_TORCH_NAMES = (
 )
 """The private torch names the trace uses (pyproject pins the torch versions that have them)."""
 
-PRIVATE_MEMTRACKER_ATTRIBUTES = ("_mod_tracker", "_param_to_grad_hook_handles")
+PRIVATE_MEMTRACKER_ATTRIBUTES = (
+    "_mod_tracker",
+    "_param_to_grad_hook_handles",
+    "memory_tracking",
+    "_in_opt",
+    "_in_ac",
+    "_ac_mod",
+)
 """Attributes of a MemTracker instance the trace reads."""
 
 
