@@ -7,7 +7,8 @@ it does (tests/test_advise.py):
 
 - the backbone's state and activations: a reference trace of the same backbone, precision and impl
   with a large classifier on one GPU, less that classifier alone's trace; the references are affine
-  in the batch a GPU (so much per sample and a constant), so two batches give every other;
+  in the batch a GPU (so much per sample and a constant), so two batches give every other; bf16 takes
+  fp16's references: its tensors are fp16's, less the loss scaler's few bytes;
 - the classifier's state and temporaries, and the embeddings it takes: the configuration's
   classifier alone (backbone "none": its classes, GPUs, batch and sample rate, in the precision its
   GEMMs run in, bench.time_model.classifier_precision), traced or scaled from its family's traces
@@ -40,9 +41,16 @@ SLACK_BYTES = 16 * 2**20
 
 
 def reference_cell(cell: Cell, batch: int) -> Cell:
-    """The cell's backbone, precision and impl on one GPU at batch, with the reference classifier."""
+    """The cell's backbone, precision (fp16 for bf16) and impl on one GPU at batch, with the reference classifier."""
     return dataclasses.replace(
-        cell, classes=REFERENCE_CLASSES, batch_size=batch, nnodes=1, nproc_per_node=1, sample_rate=1.0, emulated=False
+        cell,
+        classes=REFERENCE_CLASSES,
+        batch_size=batch,
+        nnodes=1,
+        nproc_per_node=1,
+        sample_rate=1.0,
+        emulated=False,
+        precision="fp16" if cell.precision == "bf16" else cell.precision,
     )
 
 
