@@ -71,6 +71,7 @@ def check_speeds(entries: list[dict]) -> None:
         assert entry["predicted_samples_per_s"] == pytest.approx(entry["config"]["batch_size"] / step_s, rel=1e-3)
         assert isinstance(entry["predicted_fits"], bool)
         assert entry["predicted_error_pct"] == FIT.leave_one_gpu_out_by_gpu[entry["predicted_error_of"]]
+        assert entry["predicted_error_worst_pct"] == FIT.leave_one_gpu_out_worst_by_gpu[entry["predicted_error_of"]]
         assert entry["predicted_for"]["impl"] == entry["config"]["impl"]
         assert "PyTorch 1.9" in entry["predicted_for"]["software"]
 
@@ -209,5 +210,6 @@ def test_each_catalogue_gpu_is_as_sure_as_its_own_report_or_the_closest_publishe
         sure = sureness(gpu)
         assert sure.extrapolated == (name not in published)
         assert sure.error_pct == FIT.leave_one_gpu_out_by_gpu[sure.published_gpu]
+        assert sure.error_pct <= sure.worst_error_pct == FIT.leave_one_gpu_out_worst_by_gpu[sure.published_gpu]
     assert sureness(GPUS["rtx4090"]).published_gpu == "rtx3090"
     assert sureness(GPUS["v100-pcie-32gb"]).published_gpu == "v100-sxm2-32gb"

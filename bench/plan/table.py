@@ -125,6 +125,7 @@ def add_speeds(entries: list[dict], cells: Sequence[Cell], steps: Sequence[StepT
             predicted_step_ms={part: round(ms, 3) for part, ms in step.parts_ms().items()},
             predicted_for={"impl": cell.impl, "software": FITTED_SOFTWARE},
             predicted_error_pct=sure.error_pct,
+            predicted_error_worst_pct=sure.worst_error_pct,
             predicted_error_of=sure.published_gpu,
             extrapolated=target.extrapolated(cell),
         )
