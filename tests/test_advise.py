@@ -134,8 +134,9 @@ def test_the_memory_split_over_1_to_64_gpus_is_plans(advice, tmp_path):
 @pytest.mark.slow
 @pytest.mark.xdist_group("advise")  # one worker traces the advice once
 def test_the_composed_memory_is_below_the_full_trace_and_near_it(advice):
-    """The lower bound never exceeds the full trace's prediction; the estimate is within 15% of it."""
-    from bench.advise.search import Job, job_cell
+    """The lower bound never exceeds the full trace's prediction; the estimate is within 20% of it, and no more
+    than NEAR above it (the search rules out what is estimated further above the card)."""
+    from bench.advise.search import NEAR, Job, job_cell
     from bench.gpus import GPUS
     from bench.report.training_runs import TrainingRun
 
@@ -148,7 +149,7 @@ def test_the_composed_memory_is_below_the_full_trace_and_near_it(advice):
         composed_cells = compose_cells(cells, tracer)
     for composed, full in zip(composed_cells, predict_cells(cells), strict=True):
         assert composed.lower.peak_bytes <= full.peak_bytes
-        assert abs(composed.estimate.peak_bytes / full.peak_bytes - 1) < 0.15
+        assert 0.8 < composed.estimate.peak_bytes / full.peak_bytes <= 1 + NEAR
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ What PyTorch's caching allocator reserves beyond the tensors depends on the orde
 allocation of the step and does not add up: it is estimated as the reference's reserve beyond its
 classifier's plus the configuration's classifier's own. So a composed prediction comes in two:
 `lower`, nothing reserved beyond the tensors, never above the full trace's prediction (what does
-not fit there never fits); and `estimate`, within about 12% of the full trace's where the two were
-compared, which the search ranks by and confirms by tracing in full where it is near the card.
+not fit there never fits); and `estimate`, from 17% below to 4% above the full trace's over 540
+configurations (benchmarks/advise_estimates.md), which the search ranks by and confirms by tracing in
+full where it is near the card.
 """
 
 from __future__ import annotations
