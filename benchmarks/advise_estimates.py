@@ -6,7 +6,7 @@ rate 1.0/0.2/0.1 x fp16/fp32 (r50) is composed (bench.advise.compose) and traced
 it. Prints per impl and class count how many configurations, the least and the most estimate over full
 trace, and whether the lower bound stayed at or below the full trace; the last line reads `estimate /
 full trace from N to N over N configurations; NEAR N, lower bound never above: yes|no`. Writes the same
-to benchmarks/advise_estimates.md. About ten minutes on 2 cores.
+to benchmarks/advise_estimates.md. About 15 minutes on 2 cores.
 
     python benchmarks/advise_estimates.py
 """
