@@ -109,18 +109,6 @@ def predict_cells(
         return tracer.predict(cells)
 
 
-def traces_of(
-    cells: list[Cell],
-    num_workers: int | None = None,
-    timeout_s: float = 600.0,
-    progress: TraceProgress | None = None,
-    cache: TraceCache | None = None,
-) -> list[dict]:
-    """Each cell's trace (bench.workload.memtrace.Trace as a dict), as predict_cells finds it."""
-    with contextlib.closing(Tracer(num_workers, timeout_s, progress, cache)) as tracer:
-        return tracer.traces(cells)
-
-
 def prediction_of(cell: Cell, traced: dict) -> Prediction:
     """The prediction from cell's trace (bench.workload.memtrace.Trace as a dict) and what it cannot see."""
     parts = dict(traced["parts"])
