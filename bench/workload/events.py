@@ -36,8 +36,9 @@ def replay(events: list[list[int]], on_gpu: bool) -> dict:
             if row[TAKEN] != NO_BLOCK:
                 blocks[row[TAKEN]] = allocator.malloc(row[TAKEN_BYTES])
         live = [bytes_ + growth for bytes_, growth in zip(live, row, strict=False)]
-        if sum(live) > peak_bytes:
-            peak_bytes, peak_parts = sum(live), live
+        total = sum(live)
+        if total > peak_bytes:
+            peak_bytes, peak_parts = total, live
     return {
         "peak_bytes": peak_bytes,
         "parts": dict(zip(TRACED_PARTS, peak_parts, strict=True)),
