@@ -50,6 +50,14 @@ NUM_STEPS = 2
 
 PERSISTENT = {_MemRefType.PARAM, _MemRefType.BUFFER, _MemRefType.GRAD, _MemRefType.OPT}
 
+INIT_OPS = {
+    torch.ops.aten.fill_.Scalar,
+    torch.ops.aten.zero_.default,
+    torch.ops.aten.uniform_.default,
+    torch.ops.aten.normal_.default,
+}
+"""What initializes the weights of a step being built: in place, no storage made, values the trace never has."""
+
 
 class RealValues(TorchDispatchMode):
     """Beside FakeTensorMode: run small ops for real too, and answer data-dependent ops with real results."""
@@ -63,6 +71,8 @@ class RealValues(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         known = all(real_of(a) is not None for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
+        if not known and func.name().startswith("aten::_foreach_"):
+            return self.foreach_by_shape(func, args, kwargs)
         try:
             out, data_dependent = func(*args, **kwargs), False
         except (DynamicOutputShapeException, DataDependentOutputException):
@@ -76,6 +86,31 @@ class RealValues(TorchDispatchMode):
         if func._schema.is_mutable:
             for o in tensor_leaves(out):
                 o.real_value = None  # written by an op the trace did not compute
+        return out
+
+    def foreach_by_shape(self, func, args, kwargs):
+        """A foreach op (one kernel over lists of tensors: the optimizer's, the clipping's) run on one element of
+        each shape, the other elements' results made like it: what FakeTensorMode makes of each element, which
+        it computes one by one in Python, in a tenth of the time for a backbone's parameters."""
+        lists = [i for i, arg in enumerate(args) if isinstance(arg, list | tuple)]
+        if not lists or not all(isinstance(t, FakeTensor) for i in lists for t in args[i]):
+            return func(*args, **kwargs)
+        groups: dict[tuple, list[int]] = {}
+        for index, elements in enumerate(zip(*(args[i] for i in lists), strict=True)):
+            shapes = tuple((t.shape, t.stride(), t.dtype, t.fake_device) for t in elements)
+            groups.setdefault(shapes, []).append(index)
+        firsts = [members[0] for members in groups.values()]
+        results = func(*([arg[j] for j in firsts] if i in lists else arg for i, arg in enumerate(args)), **kwargs)
+        if not results:  # in place
+            return results
+        out = [None] * len(args[lists[0]])
+        for first, members in zip(results, groups.values(), strict=True):
+            out[members[0]] = first
+            for index in members[1:]:
+                with unset_fake_temporarily():
+                    meta = torch.empty_strided(first.shape, first.stride(), dtype=first.dtype, device="meta")
+                converter = self.fake_mode.fake_tensor_converter
+                out[index] = converter.from_meta_and_device(self.fake_mode, meta, first.fake_device)
         return out
 
     def wanted(self, tensor: torch.Tensor) -> bool:
@@ -151,6 +186,8 @@ class PartTracker(MemTracker):
             # FakeTensorMode answers it, without passing the call down through RealValues
             (tensor,) = args
             return torch.device("meta") if tensor.fake_mode.in_kernel_invocation else tensor.fake_device
+        if self.building and func in INIT_OPS and args[0].is_floating_point() and real_of(args[0]) is None:
+            return args[0]  # a fake weight's initial values: nothing to compute, and nothing is allocated
         out = func(*args, **(kwargs or {}))
         if self._in_opt:
             reftype = _MemRefType.OPT

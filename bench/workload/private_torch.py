@@ -16,6 +16,7 @@ PRIVATE_TORCH_NAMES = (
     "torch._subclasses.fake_tensor.FakeTensorMode",
     "torch._subclasses.fake_tensor.FakeTensorMode.in_kernel_invocation",
     "torch._subclasses.fake_tensor.FakeTensor.fake_device",
+    "torch._subclasses.fake_tensor.FakeTensorConverter.from_meta_and_device",
     "torch._subclasses.fake_tensor.unset_fake_temporarily",
     "torch.distributed._tools.mem_tracker.MemTracker",
     "torch.distributed._tools.mem_tracker.MemTracker._track",
@@ -52,12 +53,17 @@ PRIVATE_MEMTRACKER_ATTRIBUTES = (
 
 
 def missing_private_names() -> list[str]:
-    """The names of PRIVATE_TORCH_NAMES and PRIVATE_MEMTRACKER_ATTRIBUTES this torch lacks."""
+    """The names of PRIVATE_TORCH_NAMES, PRIVATE_MEMTRACKER_ATTRIBUTES and the FakeTensorMode instance attribute
+    the trace reads that this torch lacks."""
     missing = [name for name in PRIVATE_TORCH_NAMES if not resolves(name)]
     if "torch.distributed._tools.mem_tracker.MemTracker" in missing:
         return missing  # no instance to look at
     tracker = importlib.import_module("torch.distributed._tools.mem_tracker").MemTracker()
-    return missing + [f"MemTracker().{name}" for name in PRIVATE_MEMTRACKER_ATTRIBUTES if not hasattr(tracker, name)]
+    missing += [f"MemTracker().{name}" for name in PRIVATE_MEMTRACKER_ATTRIBUTES if not hasattr(tracker, name)]
+    if "torch._subclasses.fake_tensor.FakeTensorMode" not in missing:
+        mode = importlib.import_module("torch._subclasses.fake_tensor").FakeTensorMode()
+        missing += [f"FakeTensorMode().{name}" for name in ("fake_tensor_converter",) if not hasattr(mode, name)]
+    return missing
 
 
 def resolves(name: str) -> bool:
