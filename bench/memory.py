@@ -167,9 +167,7 @@ class Tracer:
         cell, its trace) as each trace ends."""
         wanted = min(self.num_workers, len(cells))
         self.workers += [TraceWorker() for _ in range(wanted - len(self.workers))]
-        todo: queue.SimpleQueue = queue.SimpleQueue()
-        for item in enumerate(cells):
-            todo.put(item)
+        todo = Todo(cells)
         done: queue.SimpleQueue = queue.SimpleQueue()
         for worker in self.workers[:wanted]:
             threading.Thread(target=worker.serve, args=(todo, done), daemon=True).start()
@@ -203,6 +201,42 @@ def default_num_workers() -> int:
     return max(1, min(MAX_TRACE_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
 
 
+class Todo:
+    """The cells still to trace, longest first. A worker goes on with the cells that run the same backbone step
+    as the cell it traced last (FakeTensorMode's cache, which lives in the worker, then answers most of the
+    backbone's ops without running them); with none left, it takes the first cell of a
+    step no other worker is tracing, else the first cell."""
+
+    def __init__(self, cells: list[Cell]) -> None:
+        self.items = list(enumerate(cells))
+        self.tracing: dict[int, Cell] = {}
+        """What each worker (by its id) traces now, or traced last."""
+        self.lock = threading.Lock()
+
+    def take(self, worker: int) -> tuple[int, Cell] | None:
+        """The next (index, cell) for a worker, or None when none is left."""
+        with self.lock:
+            if not self.items:
+                return None
+            last = self.tracing.get(worker)
+            others = [cell for other, cell in self.tracing.items() if other != worker]
+            mine = [at for at, (_, cell) in enumerate(self.items) if last is not None and same_step(cell, last)]
+            free = [at for at, (_, cell) in enumerate(self.items) if not any(same_step(cell, o) for o in others)]
+            index, cell = self.items.pop([*mine, *free, 0][0])
+            self.tracing[worker] = cell
+            return index, cell
+
+
+def same_step(cell: Cell, other: Cell) -> bool:
+    """Whether two cells' backbones run the same ops on tensors of the same shapes."""
+    return (cell.backbone, cell.per_gpu_batch, cell.precision, cell.on_gpu) == (
+        other.backbone,
+        other.per_gpu_batch,
+        other.precision,
+        other.on_gpu,
+    )
+
+
 class TraceWorker:
     """A `python -m bench.workload.predict` subprocess: one cell config a line in, its trace a line out."""
 
@@ -216,13 +250,10 @@ class TraceWorker:
             text=True,
         )
 
-    def serve(self, todo: queue.SimpleQueue, done: queue.SimpleQueue) -> None:
+    def serve(self, todo: Todo, done: queue.SimpleQueue) -> None:
         """Trace cells from todo until it is empty, each (index, trace) or the first error into done."""
-        while True:
-            try:
-                index, cell = todo.get_nowait()
-            except queue.Empty:
-                return
+        while (item := todo.take(id(self))) is not None:
+            index, cell = item
             try:
                 done.put((index, self.trace(cell)))
             except (OSError, ValueError, RuntimeError) as error:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import Cell
-from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, Tracer, predict_cells
+from bench.memory import CLASSIFIER_STATE, CPU_ONLY, GPU_ONLY, MIB, PARTS, Todo, Tracer, predict_cells
 from bench.store.results import read_records
 from tests.sweeps import run_sweep, write_matrix
 
@@ -121,3 +121,15 @@ def test_a_cells_prediction_does_not_depend_on_the_cells_traced_before_it(impl):
     assert len(traces) == 4
     assert len({t["peak_bytes"] for t in traces}) == 1, [t["peak_bytes"] for t in traces]
     assert len({tuple(t["parts"].items()) for t in traces}) == 1
+
+
+def test_trace_workers_each_keep_to_one_backbone_step():
+    # A worker's FakeTensorMode cache answers the backbone ops of the step it traced last, so each worker
+    # takes the cells of one step while another step is left for the other worker.
+    r100, r50 = (Cell(backbone=b, batch_size=512, nproc_per_node=8) for b in ("r100", "r50"))
+    cells = [dataclasses.replace(c, classes=n) for c in (r100, r50) for n in (1000, 2000)]
+    todo = Todo(cells)
+    taken = [todo.take(worker) for worker in (1, 2, 1, 2, 1)]
+    assert [index for index, _ in taken[:4]] == [0, 2, 1, 3]
+    assert [cell.backbone for _, cell in taken[:4]] == ["r100", "r50", "r100", "r50"]
+    assert taken[4] is None
