@@ -1,9 +1,10 @@
 """This machine's CPU rates as the time model takes them, so that a CPU cell is predicted like a GPU cell.
 
-`host_rates(ranks, capped)` runs the probe (bench.rank.probe) once per rank of a cell on this node,
+`host_rates(ranks, capped, kinds)` runs the probe (bench.rank.probe) once per rank of a cell on this node,
 all at once and in the environment the ranks get (threads, and a memory cap's allocator setting),
 and caches its figures under $XDG_CACHE_HOME/pfcbench (default ~/.cache/pfcbench), keyed by host,
-torch version, ranks and cap. `predict_cpu_step` predicts a CPU cell with
+torch version, ranks and cap; the convolutions of the kinds of backbone asked for are timed, with
+those already cached for the key. `predict_cpu_step` predicts a CPU cell with
 bench.time_model.predict_step, unchanged, from a spec made of those figures:
 
 - the peak FLOP/s of each precision is the probe's achieved rate of the convolutions of the
@@ -53,9 +54,11 @@ class HostRates:
     """Threads per rank (OMP_NUM_THREADS), as bench.launch.local gives a CPU cell's ranks."""
     gemm_flops_s: float
     conv_flops_s: dict[str, float]
-    """FLOP/s of a trunk's convolutions, forward and backward, by kind of backbone and precision: "mbf bf16"."""
+    """FLOP/s of a trunk's convolutions, forward and backward, by kind of backbone and precision: "mbf bf16";
+    the kinds probed alone."""
     elementwise_gb_s: dict[str, float]
-    """Activation bytes per second of the rest of the trunk (BatchNorm, PReLU), by kind and precision."""
+    """Activation bytes per second of the rest of the trunk (BatchNorm, PReLU), by kind and precision: every
+    kind."""
     copy_gb_s: float
     op_s: float
     all_reduce_latency_s: float = 0.0
@@ -65,11 +68,21 @@ class HostRates:
     @property
     def precisions(self) -> set[str]:
         """The precisions the probe measured: fp32 and bf16."""
-        return {key.split()[-1] for key in self.conv_flops_s}
+        return {key.split()[-1] for key in self.elementwise_gb_s}
+
+    @property
+    def kinds(self) -> set[str]:
+        """The kinds of backbone whose convolutions the probe timed."""
+        return {key.split()[0] for key in self.conv_flops_s}
 
     def flops_s(self, backbone: str, precision: str) -> float:
-        """The FLOP/s a backbone's convolutions reach in a precision; the GEMM rate for no backbone."""
-        return self.conv_flops_s.get(f"{block_kind(backbone)} {precision}", self.gemm_flops_s)
+        """The FLOP/s a backbone's convolutions reach in a precision; the GEMM rate for no backbone. CannotPredict
+        for a kind the probe did not time."""
+        if backbone == "none":
+            return self.gemm_flops_s
+        if block_kind(backbone) not in self.kinds:
+            raise CannotPredict(f"the CPU probe timed no {block_kind(backbone)} convolutions")
+        return self.conv_flops_s[f"{block_kind(backbone)} {precision}"]
 
     def bandwidth_gb_s(self, backbone: str, precision: str) -> float:
         """The bytes per second of a backbone's element-wise work in a precision; for no backbone (the
@@ -170,21 +183,30 @@ def cache_key(ranks: int, capped: bool) -> str:
 
 
 def cell_rates(cell: Cell, *, fresh: bool = False) -> HostRates:
-    """This machine's rates for a CPU cell: its ranks per node, under its memory cap or none."""
-    return host_rates(cell.launched_ranks_per_node, capped=cell.max_memory_gib is not None, fresh=fresh)
+    """This machine's rates for a CPU cell: its ranks per node, under its memory cap or none, its backbone's
+    convolutions."""
+    capped = cell.max_memory_gib is not None
+    kinds = {block_kind(cell.backbone)} - {"none"}
+    return host_rates(cell.launched_ranks_per_node, capped=capped, kinds=kinds, fresh=fresh)
 
 
-def host_rates(ranks: int, *, capped: bool = False, fresh: bool = False) -> HostRates:
-    """This machine's rates for a cell of `ranks` ranks per node, capped or not: cached, or probed (then cached)
-    if fresh or none."""
+def host_rates(ranks: int, *, capped: bool = False, kinds: set[str] = frozenset(), fresh: bool = False) -> HostRates:
+    """This machine's rates for a cell of `ranks` ranks per node, capped or not, with the convolutions of kinds
+    of backbone: cached, or probed (then cached) if fresh, none or lacking one of kinds, the kinds cached
+    probed again with them."""
     path, key = cache_path(), cache_key(ranks, capped)
     cached = read_cache(path)
+    known = set()
     if not fresh and key in cached:
         try:
-            return HostRates(**cached[key])
+            rates = HostRates(**cached[key])
         except TypeError:  # written by another version of this module: probed again
             pass
-    rates = run_probe(ranks, capped)
+        else:
+            if kinds <= rates.kinds:
+                return rates
+            known = rates.kinds
+    rates = run_probe(ranks, capped, kinds | known)
     cached[key] = rates.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(cached, indent=1) + "\n")
@@ -200,9 +222,9 @@ def read_cache(path: Path) -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
-def run_probe(ranks: int, capped: bool) -> HostRates:
-    """Start one probe process per rank, in the environment a rank of a CPU cell gets; RuntimeError if one fails
-    or they take more than PROBE_TIMEOUT_S."""
+def run_probe(ranks: int, capped: bool, kinds: set[str]) -> HostRates:
+    """Start one probe process per rank, in the environment a rank of a CPU cell gets, timing the convolutions of
+    kinds; RuntimeError if one fails or they take more than PROBE_TIMEOUT_S."""
     env = dict(os.environ, **cpu_rank_env(ranks, capped))
     with tempfile.TemporaryDirectory(prefix="pfcbench-probe-") as folder:
         outs = [Path(folder) / f"rank{rank}.json" for rank in range(ranks)]
@@ -210,7 +232,7 @@ def run_probe(ranks: int, capped: bool) -> HostRates:
         procs = []
         for rank, (out, log) in enumerate(zip(outs, logs, strict=True)):
             argv = [sys.executable, "-m", "bench.rank.probe", "--rank", str(rank), "--world-size", str(ranks),
-                    "--store", str(Path(folder) / "store"), "--out", str(out)]  # fmt: skip
+                    "--store", str(Path(folder) / "store"), "--out", str(out), "--kinds", ",".join(sorted(kinds))]  # fmt: skip
             with log.open("wb") as output:
                 procs.append(subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + PROBE_TIMEOUT_S

@@ -1,19 +1,21 @@
 """The rates of this machine's CPU as a cell's ranks see them, for the time model of a CPU cell.
 
-Run as `python -m bench.rank.probe --rank R --world-size W --store FILE --out FILE`, one process per
-rank of a cell on this node (bench.host_rates starts them), each with the rank's threads
-(OMP_NUM_THREADS): they measure at the same time, sharing the cores as a cell's ranks do, and
-then time gloo all-reduces between them over 127.0.0.1. Each rank writes its figures as one JSON
-object. About ten seconds in all.
+Run as `python -m bench.rank.probe --rank R --world-size W --store FILE --out FILE [--kinds mbf,iresnet]`,
+one process per rank of a cell on this node (bench.host_rates starts them), each with the rank's
+threads (OMP_NUM_THREADS): they measure at the same time, sharing the cores as a cell's ranks do,
+and then time gloo all-reduces between them over 127.0.0.1. Each rank writes its figures as one
+JSON object. The convolutions are timed for the kinds of backbone asked for alone: for 2 ranks on 2
+cores of an AVX2 EPYC the probe takes 10 s with mbf's, and 49 s with the IResNets' too, whose bf16
+convolutions run slowly on a CPU without bf16 instructions.
 
 What each figure is, in the time model's units (bench.workload.cost counts the same way):
 
 - gemm_flops_s: FLOP/s of an fp32 matrix product the size of a classifier's;
-- conv_flops_s: by kind of backbone and precision ("mbf bf16"), FLOP/s of forward and backward
+- conv_flops_s: by kind of backbone asked for and precision ("mbf bf16"), FLOP/s of forward and backward
   (3 x 2 x MACs) through the convolutions of its trunk (r18 stands for the IResNets), each timed
   alone on the input it meets at the smoke matrix's per-rank batch, bf16 under autocast as a
   cell's trunk runs;
-- elementwise_gb_s: by kind and precision, bytes per second of the rest of the trunk (BatchNorm,
+- elementwise_gb_s: by kind (every kind) and precision, bytes per second of the rest of the trunk (BatchNorm,
   PReLU, forward and backward), timed the same way and counted as cost.py counts activation
   traffic (4 passes of every Conv2d, BatchNorm and PReLU output, 4 bytes an element in fp32, 2 in bf16);
 - copy_gb_s: a large copy (read and write), for reference;
@@ -147,8 +149,9 @@ def trunk_layers(backbone: nn.Module) -> list[Layer]:
     return layers
 
 
-def layer_rates() -> tuple[dict[str, float], dict[str, float]]:
-    """By kind of backbone and precision: FLOP/s of its convolutions, and activation bytes per second of the rest.
+def layer_rates(kinds: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """By kind of backbone and precision: FLOP/s of its convolutions (of the kinds asked for), and activation
+    bytes per second of the rest (of every kind).
 
     Each layer of the backbone's trunk is timed alone on an input of the shape it meets, the
     convolutions' in fp32 (autocast casts them), the rest's in the type the convolutions give; the
@@ -162,8 +165,9 @@ def layer_rates() -> tuple[dict[str, float], dict[str, float]]:
         flops, elements = sum(layer.flops for layer in convs), sum(layer.outputs for layer in layers)
         for precision, dtype in PRECISIONS.items():
             with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-                conv_s, rest_s = layers_s(convs, torch.float32), layers_s(rest, dtype)
-            flops_s[f"{kind} {precision}"] = flops / conv_s
+                if kind in kinds:
+                    flops_s[f"{kind} {precision}"] = flops / layers_s(convs, torch.float32)
+                rest_s = layers_s(rest, dtype)
             gb_s[f"{kind} {precision}"] = ACTIVATION_PASSES * dtype.itemsize * elements / rest_s / 1e9
     return flops_s, gb_s
 
@@ -229,14 +233,14 @@ def all_reduce_figures(world_size: int) -> tuple[float, float]:
     return latency, ring_bytes / max(large_s - latency, 1e-9) / 1e9
 
 
-def measure(rank: int, world_size: int, store: Path) -> dict:
+def measure(rank: int, world_size: int, store: Path, kinds: set[str]) -> dict:
     """This rank's figures: compute measured while the other ranks measure theirs, then gloo between them.
 
     A collective's latency is what it adds to a step: the tiny step over all ranks less the same step
     alone, per collective (at least a collective's time called back to back, where ranks wait for none).
     """
     torch.manual_seed(rank)
-    conv_flops_s, elementwise_gb_s = layer_rates()
+    conv_flops_s, elementwise_gb_s = layer_rates(kinds)
     with process_group(0, 1, store.with_name(f"{store.name}-rank{rank}")):
         alone_s, alone = tiny_step(0, 1)
     figures = {
@@ -262,10 +266,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world-size", type=int, required=True)
     parser.add_argument("--store", type=Path, required=True, help="a FileStore file the ranks share")
     parser.add_argument("--out", type=Path, required=True, help="where this rank writes its figures (JSON)")
+    parser.add_argument(
+        "--kinds", type=kind_list, default=set(PROBED_BACKBONES), help="kinds of backbone whose convolutions to time"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")  # DDP's and autocast's advice on the tiny step, once per rank
-    figures = measure(args.rank, args.world_size, args.store)
+    figures = measure(args.rank, args.world_size, args.store, args.kinds)
     args.out.write_text(json.dumps(figures) + "\n")
+
+
+def kind_list(text: str) -> set[str]:
+    """A comma-separated list of PROBED_BACKBONES' kinds; empty for none."""
+    kinds = {kind for kind in text.split(",") if kind}
+    if unknown := kinds - set(PROBED_BACKBONES):
+        raise argparse.ArgumentTypeError(f"unknown kind {sorted(unknown)[0]!r}: one of {', '.join(PROBED_BACKBONES)}")
+    return kinds
 
 
 if __name__ == "__main__":
