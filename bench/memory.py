@@ -204,8 +204,8 @@ def default_num_workers() -> int:
 class Todo:
     """The cells still to trace, longest first. A worker goes on with the cells that run the same backbone step
     as the cell it traced last (FakeTensorMode's cache, which lives in the worker, then answers most of the
-    backbone's ops without running them); with none left, it takes the first cell of a
-    step no other worker is tracing, else the first cell."""
+    backbone's ops without running them); with none left, it takes the first cell of a step no other worker is
+    tracing, else the first cell."""
 
     def __init__(self, cells: list[Cell]) -> None:
         self.items = list(enumerate(cells))
@@ -218,23 +218,18 @@ class Todo:
         with self.lock:
             if not self.items:
                 return None
-            last = self.tracing.get(worker)
-            others = [cell for other, cell in self.tracing.items() if other != worker]
-            mine = [at for at, (_, cell) in enumerate(self.items) if last is not None and same_step(cell, last)]
-            free = [at for at, (_, cell) in enumerate(self.items) if not any(same_step(cell, o) for o in others)]
+            last = step_of(self.tracing[worker]) if worker in self.tracing else None
+            busy = {step_of(cell) for other, cell in self.tracing.items() if other != worker}
+            mine = [at for at, (_, cell) in enumerate(self.items) if step_of(cell) == last]
+            free = [at for at, (_, cell) in enumerate(self.items) if step_of(cell) not in busy]
             index, cell = self.items.pop([*mine, *free, 0][0])
             self.tracing[worker] = cell
             return index, cell
 
 
-def same_step(cell: Cell, other: Cell) -> bool:
-    """Whether two cells' backbones run the same ops on tensors of the same shapes."""
-    return (cell.backbone, cell.per_gpu_batch, cell.precision, cell.on_gpu) == (
-        other.backbone,
-        other.per_gpu_batch,
-        other.precision,
-        other.on_gpu,
-    )
+def step_of(cell: Cell) -> tuple:
+    """What a cell's backbone step is: cells alike in it run the same backbone ops on tensors of the same shapes."""
+    return cell.backbone, cell.per_gpu_batch, cell.precision, cell.on_gpu
 
 
 class TraceWorker:
