@@ -8,13 +8,18 @@ import pytest
 
 from tests.slurm_cluster import slurm_cluster  # noqa: F401 - a fixture, found by its name
 
-# The suite's caches (memory traces, this machine's probed rates) in a folder of its own, shared by the tests of
-# one worker and the commands they start, never the user's ~/.cache; tests of the cache itself set their own.
-CACHE = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pfcbench-tests-cache-")
+# The suite's caches (memory traces, this machine's probed rates) in a folder of its own, made by the pytest
+# process that starts the workers and shared by them and the commands they start (each entry is written whole
+# under a temporary name, then renamed), never the user's ~/.cache; tests of the cache itself set their own.
+MADE_HERE = "PFCBENCH_TESTS_CACHE" not in os.environ
+if MADE_HERE:
+    os.environ["PFCBENCH_TESTS_CACHE"] = tempfile.mkdtemp(prefix="pfcbench-tests-cache-")
+CACHE = os.environ["XDG_CACHE_HOME"] = os.environ["PFCBENCH_TESTS_CACHE"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(CACHE, ignore_errors=True)
+    if MADE_HERE:
+        shutil.rmtree(CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
