@@ -78,11 +78,12 @@ class HostRates:
     def flops_s(self, backbone: str, precision: str) -> float:
         """The FLOP/s a backbone's convolutions reach in a precision; the GEMM rate for no backbone. CannotPredict
         for a kind the probe did not time."""
-        if backbone == "none":
+        kind = block_kind(backbone)
+        if kind == "none":
             return self.gemm_flops_s
-        if block_kind(backbone) not in self.kinds:
-            raise CannotPredict(f"the CPU probe timed no {block_kind(backbone)} convolutions")
-        return self.conv_flops_s[f"{block_kind(backbone)} {precision}"]
+        if kind not in self.kinds:
+            raise CannotPredict(f"the CPU probe timed no {kind} convolutions")
+        return self.conv_flops_s[f"{kind} {precision}"]
 
     def bandwidth_gb_s(self, backbone: str, precision: str) -> float:
         """The bytes per second of a backbone's element-wise work in a precision; for no backbone (the
@@ -113,6 +114,11 @@ class HostRates:
 def block_kind(backbone: str) -> str:
     """The kind of block a backbone is made of, as the probe names it: iresnet, mbf (none: none)."""
     return "iresnet" if backbone in IRESNETS else backbone
+
+
+def cell_kinds(cell: Cell) -> set[str]:
+    """The kinds of backbone whose convolutions a cell's prediction needs: its backbone's, none without one."""
+    return {block_kind(cell.backbone)} - {"none"}
 
 
 class LoopbackLink(Link):
@@ -186,8 +192,7 @@ def cell_rates(cell: Cell, *, fresh: bool = False) -> HostRates:
     """This machine's rates for a CPU cell: its ranks per node, under its memory cap or none, its backbone's
     convolutions."""
     capped = cell.max_memory_gib is not None
-    kinds = {block_kind(cell.backbone)} - {"none"}
-    return host_rates(cell.launched_ranks_per_node, capped=capped, kinds=kinds, fresh=fresh)
+    return host_rates(cell.launched_ranks_per_node, capped=capped, kinds=cell_kinds(cell), fresh=fresh)
 
 
 def host_rates(ranks: int, *, capped: bool = False, kinds: set[str] = frozenset(), fresh: bool = False) -> HostRates:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import Cell
-from bench.host_rates import HostRates, block_kind, cell_rates, predict_cpu_step
+from bench.host_rates import HostRates, cell_kinds, cell_rates, predict_cpu_step
 from bench.report.read import read_run
 from bench.store.results import latest_by_cell
 from bench.time_model import mape
@@ -85,7 +85,7 @@ def report(folders: list[Path]) -> tuple[str, bool]:
     def rates_of(cell: Cell) -> HostRates:
         """Probed afresh for the first cell of its ranks and cap, again with a backbone not probed yet."""
         key = (cell.launched_ranks_per_node, cell.max_memory_gib is not None)
-        if key not in probed or cell.backbone != "none" and block_kind(cell.backbone) not in probed[key].kinds:
+        if key not in probed or not cell_kinds(cell) <= probed[key].kinds:
             probed[key] = cell_rates(cell, fresh=key not in probed)
         return probed[key]
 
