@@ -104,12 +104,12 @@ class RealValues(TorchDispatchMode):
         if not results:  # in place
             return results
         out = [None] * len(args[lists[0]])
+        converter = self.fake_mode.fake_tensor_converter
         for first, members in zip(results, groups.values(), strict=True):
             out[members[0]] = first
             for index in members[1:]:
                 with unset_fake_temporarily():
                     meta = torch.empty_strided(first.shape, first.stride(), dtype=first.dtype, device="meta")
-                converter = self.fake_mode.fake_tensor_converter
                 out[index] = converter.from_meta_and_device(self.fake_mode, meta, first.fake_device)
         return out
 

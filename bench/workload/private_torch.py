@@ -51,10 +51,13 @@ PRIVATE_MEMTRACKER_ATTRIBUTES = (
 )
 """Attributes of a MemTracker instance the trace reads."""
 
+PRIVATE_FAKE_MODE_ATTRIBUTES = ("fake_tensor_converter",)
+"""Attributes of a FakeTensorMode instance the trace reads."""
+
 
 def missing_private_names() -> list[str]:
-    """The names of PRIVATE_TORCH_NAMES, PRIVATE_MEMTRACKER_ATTRIBUTES and the FakeTensorMode instance attribute
-    the trace reads that this torch lacks."""
+    """The names of PRIVATE_TORCH_NAMES, PRIVATE_MEMTRACKER_ATTRIBUTES and PRIVATE_FAKE_MODE_ATTRIBUTES this
+    torch lacks."""
     missing = [name for name in PRIVATE_TORCH_NAMES if not resolves(name)]
     if "torch.distributed._tools.mem_tracker.MemTracker" in missing:
         return missing  # no instance to look at
@@ -62,7 +65,7 @@ def missing_private_names() -> list[str]:
     missing += [f"MemTracker().{name}" for name in PRIVATE_MEMTRACKER_ATTRIBUTES if not hasattr(tracker, name)]
     if "torch._subclasses.fake_tensor.FakeTensorMode" not in missing:
         mode = importlib.import_module("torch._subclasses.fake_tensor").FakeTensorMode()
-        missing += [f"FakeTensorMode().{name}" for name in ("fake_tensor_converter",) if not hasattr(mode, name)]
+        missing += [f"FakeTensorMode().{name}" for name in PRIVATE_FAKE_MODE_ATTRIBUTES if not hasattr(mode, name)]
     return missing
 
 
