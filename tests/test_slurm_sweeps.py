@@ -59,6 +59,8 @@ def test_kill_9_with_two_jobs_in_flight_then_run_again_adopts_both(slurm_cluster
     assert {r["status"] for r in records} == {"ok"}
     assert len({r["slurm_job_id"] for r in records}) == 2
     assert ledger(results) == {} and slurm_cluster.queue() == []
+    # each job was given one CPU (one rank, --cpus-per-task=1): its rank runs one thread, whatever the host has
+    assert [rank["threads"] for r in records for rank in r["ranks"]] == [1, 1]
 
 
 def test_detach_returns_at_once_status_follows_and_collect_records_without_submitting(slurm_cluster, tmp_path):

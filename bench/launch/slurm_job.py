@@ -66,12 +66,18 @@ def job_script(cell: Cell, cell_json: Path, workdir: Path, limits: Limits) -> st
         "--rdzv-backend", "c10d",
     ]  # fmt: skip
     worker = worker_argv(cell_json, workdir, limits)
+    ranks = cell.launched_ranks_per_node
+    threads = [] if cell.on_gpu else [
+        "# A CPU rank's threads: its share of the CPUs Slurm gave the job on a node, not of the submitting host's.",
+        f"export OMP_NUM_THREADS=$(( SLURM_CPUS_ON_NODE > {ranks} ? SLURM_CPUS_ON_NODE / {ranks} : 1 ))",
+    ]  # fmt: skip
     return "\n".join([
         "#!/bin/bash",
-        f"# pfcbench cell {cell.cell_id}: one torchrun per node, {cell.launched_ranks_per_node} ranks each.",
+        f"# pfcbench cell {cell.cell_id}: one torchrun per node, {ranks} ranks each.",
         "set -eu",
         "# A requeued job (preempted, scontrol requeue) starts over: nothing of an earlier run may be recorded.",
         f"rm -f {shlex.quote(str(workdir))}/rank-*.json {shlex.quote(str(workdir))}/heartbeat",
+        *threads,
         'head_node=$(hostname)  # the batch script runs on the first node',
         "port=$((20000 + SLURM_JOB_ID % 20000))",
         f"exec {shlex.join(srun)} --cpus-per-task=$SLURM_CPUS_ON_NODE \\",

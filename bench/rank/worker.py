@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
+import torch
 from torch import distributed
 
 from bench.config import Cell
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         "world_size": int(os.environ["WORLD_SIZE"]),
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
         "started_at": time.time(),
     }
     step = None

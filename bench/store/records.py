@@ -21,7 +21,7 @@ SCHEMA = 1
 LOG_SCAN_CHARS = 1 << 20
 """How much of the end of a cell's log is searched for an out-of-memory that no rank file reports."""
 RANK_KEYS = (
-    "rank", "host", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib",
+    "rank", "host", "threads", "status", "phase", "peak_allocated_mib", "peak_reserved_mib", "peak_rss_mib",
     "warmup_peak_allocated_mib", "warmup_peak_reserved_mib", "cuda_overhead_mib",
     "grad_scale", "skipped_steps", "warmup_skipped_steps",
     "step_time_s_median", "forward_time_s_median", "nonfinite_losses", "loader_wait_s",
