@@ -22,10 +22,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(CACHE, ignore_errors=True)
 
 
+LONGEST = ("tests/test_smoke.py::", "tests/test_search_cli.py::test_search_answers")
+"""The tests that take minutes (the whole smoke sweep; a search stopped twice and run to its end)."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Slurm group's tests first (one worker runs them all, the longest chain), then the other slow
-    ones, then the quick: no long test starts last and runs alone while the other worker has nothing
-    left. Within each kind the order is the files'."""
+    """The Slurm group's tests first (one worker runs them all, the longest chain), then the longest tests,
+    the other slow ones and the quick: no long test starts last and runs alone while the other workers have
+    nothing left. Within each kind the order is the files'."""
     items.sort(
-        key=lambda item: (item.get_closest_marker("xdist_group") is None, item.get_closest_marker("slow") is None)
+        key=lambda item: (
+            item.get_closest_marker("xdist_group") is None,
+            not item.nodeid.startswith(LONGEST),
+            item.get_closest_marker("slow") is None,
+        )
     )

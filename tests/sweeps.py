@@ -11,7 +11,7 @@ TINY = """
 name = "tiny"
 [run]
 timeout_s = TIMEOUT
-inactivity_timeout_s = 60
+inactivity_timeout_s = INACTIVITY
 [defaults]
 backbone = "none"
 device = "cpu"
@@ -35,9 +35,12 @@ max_memory_gib = 0.5
 """
 
 
-def write_matrix(tmp_path: Path, batches: str, *, steps: int = 2, timeout_s: int = 120, oom: bool = False) -> Path:
+def write_matrix(
+    tmp_path: Path, batches: str, *, steps: int = 2, timeout_s: int = 120, inactivity_s: int = 60, oom: bool = False
+) -> Path:
     path = tmp_path / "tiny.toml"
     text = TINY.replace("BATCHES", batches).replace("STEPS", str(steps)).replace("TIMEOUT", str(timeout_s))
+    text = text.replace("INACTIVITY", str(inactivity_s))
     path.write_text(text + (OOM_ROW if oom else ""))
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from bench.launch.ledger import add_job, read_ledger
 from bench.matrix import load_matrix
 from bench.plan.build import PlanSource, plan_again, plan_in
 from bench.store.results import read_records
-from tests.procs import pids_with, wait_until
+from tests.procs import pids_with, rank_pids, wait_until
 from tests.sweeps import run_sweep, start_run, write_matrix
 
 pytestmark = pytest.mark.xdist_group("slurm")  # one test worker runs every Slurm test, beside the Slurm it starts
@@ -131,13 +132,20 @@ def test_sigterm_to_the_sweep_cancels_its_job(slurm_cluster, tmp_path):
 
 @pytest.mark.slow
 def test_a_cell_over_its_slurm_time_limit_is_a_timeout(slurm_cluster, tmp_path):
-    matrix = write_matrix(tmp_path, "8", steps=100_000, timeout_s=600)
-    done = run_sweep(matrix, tmp_path / "results", "--launcher", "slurm", "--slurm-time", "1")
+    matrix = write_matrix(tmp_path, "8", steps=100_000, timeout_s=600, inactivity_s=600)
+    runner = start_run(matrix, tmp_path / "results", "--launcher", "slurm", "--slurm-time", "1")
+    # the ranks hang (stopped) until Slurm ends the job at its limit, a minute at the least: no CPU spent on it
+    ranks = wait_until(lambda: len(pids := rank_pids(str(tmp_path))) == 2 and pids, timeout_s=120)
+    assert ranks, "the cell's two ranks never started"
+    for pid in ranks:
+        os.kill(pid, signal.SIGSTOP)
+    stdout, stderr = runner.communicate(timeout=300)
+    assert runner.returncode == 0, stderr
 
     [record] = read_records(tmp_path / "results" / "tiny" / "results.jsonl")
     assert record["status"] == "timeout" and record["slurm_state"] == "TIMEOUT"
     assert "time limit (00:01:00)" in record["error"]
-    assert "1 timeout" in done.stdout
+    assert "1 timeout" in stdout
     assert slurm_cluster.queue() == []
 
 
