@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bench.config import Cell
 from bench.gpus import GpuSpec, Link, PeakTflops, Server
-from bench.launch.local import cpu_rank_env
+from bench.launch.local import cpu_rank_env, usable_cpus
 from bench.rank.output import write_atomic
 from bench.time_model import TIME_CONSTANTS, CannotPredict, Constants, StepTime, predict_step
 from bench.workload.trace_cache import cache_root, torch_version
@@ -185,7 +185,7 @@ def cache_path() -> Path:
 def cache_key(ranks: int, capped: bool) -> str:
     """What the figures depend on: this host, its torch, how many ranks share its cores, and a cap's allocator."""
     cap = " capped" if capped else ""
-    return f"{socket.gethostname()} torch {torch_version()} ranks {ranks} cpus {os.cpu_count()}{cap}"
+    return f"{socket.gethostname()} torch {torch_version()} ranks {ranks} cpus {usable_cpus()}{cap}"
 
 
 def cell_rates(cell: Cell, *, fresh: bool = False) -> HostRates:

@@ -13,6 +13,7 @@ import pytest
 from bench.config import Cell
 from bench.launch.local import PACKAGE_ROOT, Rendezvous, same_bench_path, worker_env
 from bench.launch.watchdog import Limits
+from tests.cli import start_pfcbench
 
 
 @pytest.mark.parametrize(
@@ -70,3 +71,17 @@ def test_run_from_a_folder_holding_another_bench_the_ranks_import_the_parents(tm
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_a_cpu_rank_runs_as_many_threads_as_the_cpus_its_run_may_use_not_the_machines():
+    """A run pinned to one CPU (taskset, a cgroup's cpuset, a Slurm step's binding): its one rank runs one thread."""
+    pinned = start_pfcbench(
+        "cell", "--backbone", "none", "--classes", "100", "--batch-size", "4", "--nproc", "1", "--device", "cpu",
+        "--warmup-steps", "1", "--num-windows", "1", "--steps-per-window", "1", "--json",
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+    )  # fmt: skip
+    out, err = pinned.communicate(timeout=300)
+    assert pinned.returncode == 0, err
+    [rank] = json.loads(out)["ranks"]
+    assert rank["threads"] == 1

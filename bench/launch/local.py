@@ -96,10 +96,15 @@ def worker_env(cell: Cell) -> dict[str, str]:
     return env
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, a cgroup's cpuset, a Slurm step's binding), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_rank_env(ranks_per_node: int, capped: bool) -> dict[str, str]:
-    """What a CPU rank's environment sets: its share of the cores, and few malloc arenas (glibc reserves 64 MiB
-    of address space per thread arena, which a CPU memory cap would count)."""
-    env = {"MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks_per_node))}
+    """What a CPU rank's environment sets: its share of the usable CPUs, and few malloc arenas (glibc reserves
+    64 MiB of address space per thread arena, which a CPU memory cap would count)."""
+    env = {"MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": str(max(1, usable_cpus() // ranks_per_node))}
     if capped:
         # A fixed threshold maps every tensor of 1 MiB or more apart and unmaps it when freed, so the
         # address space a cap counts is the live tensors, the same from step to step and run to run.
