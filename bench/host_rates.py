@@ -35,7 +35,8 @@ from pathlib import Path
 
 from bench.config import Cell
 from bench.gpus import GpuSpec, Link, PeakTflops, Server
-from bench.launch.local import cpu_rank_env, usable_cpus
+from bench.launch.local import cpu_rank_env
+from bench.rank.host import usable_cpus
 from bench.rank.output import write_atomic
 from bench.time_model import TIME_CONSTANTS, CannotPredict, Constants, StepTime, predict_step
 from bench.workload.trace_cache import cache_root, torch_version

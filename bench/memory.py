@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import TextIO
 
 from bench.config import Cell
 from bench.gpus import GPU_RUNTIME as GPU_RUNTIME  # re-exported: bench.workload.predict reads it here
+from bench.rank.host import usable_cpus
 from bench.units import GIB, MIB
 from bench.workload.trace_cache import TraceCache, trace_key
 
@@ -198,7 +198,7 @@ class Tracer:
 
 def default_num_workers() -> int:
     """One trace per core this process may use, at most MAX_TRACE_WORKERS."""
-    return max(1, min(MAX_TRACE_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+    return max(1, min(MAX_TRACE_WORKERS, usable_cpus()))
 
 
 class Todo:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.rank.host import usable_cpus
+
 
 def timed(argv: list[str], folder: Path) -> tuple[float, str]:
     """Seconds `pfcbench ARGV` takes from its start to its exit with its cache under folder, and its stdout."""
@@ -44,8 +46,7 @@ def cold_then_warm(argv: list[str], rounds: int) -> Iterator[tuple[float, float,
 
 def medians_line(colds: list[float], warms: list[float], what: str) -> str:
     """The last line of a speed benchmark: `cold median N s, warm median N s (...)`."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"cold median {statistics.median(colds):.1f} s, warm median {statistics.median(warms):.2f} s "
-        f"({len(colds)} rounds, {what}, {cpus} CPUs)"
+        f"({len(colds)} rounds, {what}, {usable_cpus()} CPUs)"
     )

@@ -29,6 +29,7 @@ from bench.launch.base import (
     worker_argv,
 )
 from bench.launch.watchdog import Limits
+from bench.rank.host import usable_cpus
 from bench.rank.lifetime import die_with_parent
 from bench.rank.oom import oom_line
 from bench.store.records import LOG_SCAN_CHARS, holds_rank0, log_tail
@@ -94,11 +95,6 @@ def worker_env(cell: Cell) -> dict[str, str]:
     if not cell.on_gpu:
         env.update(cpu_rank_env(cell.launched_ranks_per_node, capped=cell.max_memory_gib is not None))
     return env
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (taskset, a cgroup's cpuset, a Slurm step's binding), not the machine's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_rank_env(ranks_per_node: int, capped: bool) -> dict[str, str]:

@@ -28,6 +28,11 @@ _MEMINFO = Path("/proc/meminfo")
 _OS_RELEASE = Path("/etc/os-release")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, a cgroup's cpuset, a Slurm step's binding), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def describe_machine() -> dict[str, Any]:
     """Describe this host for a benchmark record; never raises for missing NVML."""
     cpu_model, cpu_sockets = _cpu_model_and_sockets()
