@@ -20,9 +20,10 @@ def _entry(rank: int, fn, world_size: int, port: int, args: tuple) -> None:
         distributed.destroy_process_group()
 
 
-PRELOADED = ["torch", "torch.distributed", "bench.workload"]
+PRELOADED = ["torch", "torch.distributed", "torch._dynamo", "bench.workload"]
 """What the fork server imports once, so that each rank forks with it loaded instead of importing torch
-again (seconds a rank); the server forks before any torch thread starts, so that the ranks are sound."""
+again, and torch._dynamo, which DistributedDataParallel's constructor and FlopCounterMode import on first
+use (seconds a rank each); the server forks before any torch thread starts, so that the ranks are sound."""
 
 
 def run_ranks(fn, world_size: int, *args) -> None:

@@ -62,6 +62,8 @@ def test_plan_without_memory_size_predicts_no_fit(tmp_path):
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.output)
     assert entry["predicted_fits"] is None and entry["predicted_peak_gib"] > 0
+    table = CliRunner().invoke(main, ["plan", str(matrix), "--results", str(tmp_path / "results"), "--predict"])
+    assert "predicted: 0 Fail, 0 fit, 1 with no memory size to hold them to (--memory-gib N)" in table.output
 
 
 def test_plan_table_shows_fail_against_memory_size(tmp_path):

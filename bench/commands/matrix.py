@@ -165,8 +165,10 @@ def plan_lines(the_plan: Plan, entries: list[dict], gpu: GpuSpec | None, predict
     if predicted:
         fails = sum(entry["predicted_fits"] is False for entry in entries)
         fits = sum(entry["predicted_fits"] is True for entry in entries)
+        unsized = len(entries) - fails - fits
         on_gpu = f" on {gpu.name} ({gpu.model}, {gpu.memory_mib} MiB as its driver reports it)" if gpu else ""
-        lines.append(f"predicted{on_gpu}: {fails} Fail, {fits} fit (peak of rank 0, GPU-only parts modelled)")
+        no_size = f", {unsized} with no memory size to hold them to (--memory-gib N)" if unsized else ""
+        lines.append(f"predicted{on_gpu}: {fails} Fail, {fits} fit{no_size}; peak of rank 0, GPU-only parts modelled")
     return lines
 
 
