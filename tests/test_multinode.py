@@ -6,12 +6,12 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
 from bench.launch.local import free_port
 from tests.cli import pfcbench, start_pfcbench
+from tests.procs import pids_with, wait_until
 
 pytestmark = pytest.mark.slow  # real torchrun agents
 
@@ -62,7 +62,8 @@ def test_an_oom_on_the_node_without_rank_0_is_recorded_oom_by_the_node_with_it()
     limit = address_space_after_import_bytes() + 2**30
     args = ["--classes", "2000000", "--nnodes", "2", "--nproc", "1", "--rdzv-endpoint", endpoint]
     first = start_pfcbench("cell", *CELL, *args)
-    time.sleep(1.0)  # the first agent's lower pid gives it rank 0 in the rendezvous
+    # the rendezvous gives rank 0 to the agent with the lower pid: the second starts once the first's is up
+    assert wait_until(lambda: pids_with("torch.distributed.run", endpoint), timeout_s=120), "no first agent"
     second = start_pfcbench(
         "cell", *CELL, *args, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     )
