@@ -210,10 +210,17 @@ def test_make_interrupted_leaves_no_half_dataset(tmp_path):
 
 
 def test_data_bounds_workers_by_the_cpus_and_sizes_up_front(made):
-    most = 4 * (os.cpu_count() or 1)
+    most = 4 * len(os.sched_getaffinity(0))
     start = time.monotonic()
     line = one_line(invoke("data", str(made), "--workers", f"1,{most + 1}"))
     assert f"--workers '1,{most + 1}': worker counts must be from 0 to {most}" in line and "per CPU" in line
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # as under taskset -c 0: the CPUs this run may use, not the machine's
+    try:
+        line = one_line(invoke("data", str(made), "--workers", "1,5"))
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert "--workers '1,5': worker counts must be from 0 to 4 (4 per CPU, 1 CPU here)" in line
     assert "at most 16 worker counts" in one_line(invoke("data", str(made), "--workers", ",".join(["0"] * 40)))
     assert "--batch-size 70000: must be from 1 to 8,192" in one_line(invoke("data", str(made), "--batch-size", "70000"))
     assert "--steps 5000000000: must be from 1 to 100,000" in one_line(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 import click
 
 from bench.config import one_line
+from bench.rank.host import usable_cpus
 from bench.units import KIB, MIB
 from bench.workload.recordio import RecFileError
 
@@ -39,8 +39,8 @@ class DataUsageError(click.ClickException):
 
 
 def max_workers() -> int:
-    """The most workers one loader of `pfcbench data` may start: WORKERS_PER_CPU per CPU."""
-    return WORKERS_PER_CPU * (os.cpu_count() or 1)
+    """The most workers one loader of `pfcbench data` may start: WORKERS_PER_CPU per CPU this run may use."""
+    return WORKERS_PER_CPU * usable_cpus()
 
 
 def worker_counts(text: str) -> tuple[int, ...]:
@@ -52,11 +52,11 @@ def worker_counts(text: str) -> tuple[int, ...]:
         counts = tuple(int(part) for part in parts)
     except ValueError:
         raise DataUsageError(f"--workers {text!r}: want a comma-separated list of integers, e.g. 0,1,2") from None
-    most = max_workers()
+    most, cpus = max_workers(), usable_cpus()
     if any(not 0 <= n <= most for n in counts):
         raise DataUsageError(
             f"--workers {text!r}: worker counts must be from 0 to {most} "
-            f"({WORKERS_PER_CPU} per CPU, {os.cpu_count() or 1} CPUs here)"
+            f"({WORKERS_PER_CPU} per CPU, {cpus} CPU{'s' * (cpus != 1)} here)"
         )
     return counts
 
