@@ -46,6 +46,45 @@ def test_report_never_writes_over_the_files_of_a_results_folder(tmp_path, monkey
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json", "md"])
+def test_report_never_writes_over_a_file_it_did_not_write(tmp_path, monkeypatch, fmt):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own notes")
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "--format", fmt, "-o", str(mine / "notes.txt")]))
+    assert f"{mine / 'notes.txt'}: not a file pfcbench report wrote" in line
+    assert [(p.name, p.read_text()) for p in mine.iterdir()] == [("notes.txt", "the user's own notes")]
+
+
+def test_a_report_replaces_its_own_files_but_not_a_plot_or_report_it_did_not_write(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = results_folder(tmp_path)
+    for record in read_records(folder / "results.jsonl"):  # each cell ran again, ok: a plot of their speeds
+        append_record(folder / "results.jsonl", record | {"status": "ok", "samples_per_s": 100.0})
+    out = tmp_path / "report" / "tiny.md"
+    assert CliRunner().invoke(main, ["report", str(folder)]).exit_code == 0
+    written = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    assert set(written) == {".pfcbench-report.json", "tiny.md", "tiny-section-1.png"}
+    assert CliRunner().invoke(main, ["report", str(folder)]).exit_code == 0  # its own files, replaced
+    assert {p.name for p in out.parent.iterdir()} == set(written)
+
+    (out.parent / "tiny-section-1.png").write_bytes(b"a picture of the user's")
+    line = one_line(CliRunner().invoke(main, ["report", str(folder), "-o", str(out.parent / "other.md")]))
+    assert "tiny-section-1.png: not a file pfcbench report wrote" in line
+    assert not (out.parent / "other.md").exists()  # nothing written, not even the report the plot goes with
+    assert (out.parent / "tiny-section-1.png").read_bytes() == b"a picture of the user's"
+
+    (out.parent / "tiny-section-1.png").unlink()
+    out.write_text(out.read_text() + "a line the user added\n")  # an edited report is the user's
+    line = one_line(CliRunner().invoke(main, ["report", str(folder)]))
+    assert "tiny.md: not a file pfcbench report wrote (or it changed since" in line
+    assert out.read_text().endswith("a line the user added\n")
+    assert not (out.parent / "tiny-section-1.png").exists()
+    assert [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []  # no staging folder left
+
+
 def test_report_output_under_a_file_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = results_folder(tmp_path)

@@ -149,15 +149,19 @@ def write_machines_report(folders: list[Path], *, out: Path | None = None) -> tu
     out = Path(out or Path("report") / "machines.md")
     prepare_out(out)
     frame = machines_frame(machines)
-    plot = plot_machines(machines, frame, out.with_suffix(".png"))
-    parts = (
-        "# Samples/sec across machines",
-        markdown_table(machines_listing(machines)),
-        markdown_table(frame),
-        *machines_notes(machines, frame),
-        f"![samples/sec across machines]({plot.name})" if plot else "",
-    )
-    write_out(out, "\n\n".join(part for part in parts if part) + "\n")
+
+    def render(staging: Path) -> str:
+        plot = plot_machines(machines, frame, staging / f"{out.stem}.png")
+        parts = (
+            "# Samples/sec across machines",
+            markdown_table(machines_listing(machines)),
+            markdown_table(frame),
+            *machines_notes(machines, frame),
+            f"![samples/sec across machines]({plot.name})" if plot else "",
+        )
+        return "\n\n".join(part for part in parts if part) + "\n"
+
+    write_out(out, render)
     return out, [m.results for m in machines]
 
 

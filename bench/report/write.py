@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,8 @@ from bench.report.predicted import predicted_columns
 from bench.report.read import read_run, run_env
 from bench.report.tables import Added, published_record
 from bench.store.files import FileError, make_folder, refuse_results_file
-from bench.store.results import ReportError, Results, latest_by_cell, temporary_path, write_atomic
+from bench.store.owned import write_owned
+from bench.store.results import ReportError, Results, latest_by_cell, temporary_path
 
 FORMAT_SUFFIXES = {"md": ".md", "csv": ".csv", "json": ".json"}
 
@@ -56,19 +57,21 @@ def write_report(
         added = (*added, *(() if as_published else predicted_columns(env)))
         notes = [note] if note else []
         notes += [extra.note for extra in added]
-        text = render_markdown(
-            published_server(matrix, ran_on=Path(results_dir)) if as_published else matrix,
-            latest,
-            env,
-            plots_dir=out.parent,
-            markdown_dir=out.parent,
-            notes=notes,
-            as_published=as_published,
-            added=added,
-        )
+
+        def render(staging: Path) -> str:
+            return render_markdown(
+                published_server(matrix, ran_on=Path(results_dir)) if as_published else matrix,
+                latest,
+                env,
+                plots_dir=staging,
+                notes=notes,
+                as_published=as_published,
+                added=added,
+            )
+
+        write_out(out, render)
     else:
-        text = export(list(latest.values()), fmt)
-    write_out(out, text)
+        write_out(out, lambda _: export(list(latest.values()), fmt))
     return out, results
 
 
@@ -87,10 +90,13 @@ def prepare_out(out: Path) -> None:
         raise ReportError(f"{out}: cannot write: File name too long (the file system takes {longest} bytes a name)")
 
 
-def write_out(out: Path, text: str) -> None:
-    """Write a report whole (or not at all); ReportError, one line, where the file system refuses."""
+def write_out(out: Path, render: Callable[[Path], str]) -> None:
+    """Write a report whole (or not at all), with the plots render(staging) writes beside it (bench.store.owned);
+    ReportError, one line, where it would replace a file pfcbench report did not write or the file system refuses."""
     try:
-        write_atomic(out, text)
+        write_owned(out, render)
+    except FileError as exc:
+        raise ReportError(str(exc)) from None
     except OSError as exc:
         raise ReportError(f"{out}: cannot write: {exc.strerror}") from None
 
@@ -143,5 +149,5 @@ def write_published(matrix_path: Path, *, out: Path | None = None, added: Sequen
         added=added,
         source=published_source(matrix),
     )
-    write_out(out, text)
+    write_out(out, lambda _: text)
     return out
