@@ -62,10 +62,12 @@ def move_in(staging: Path, folder: Path) -> None:
     for name in names:
         target = folder / name
         if os.path.lexists(target) and not wrote(target, written.get(name, [])):
-            raise FileError(
-                f"{target}: not a file pfcbench report wrote (or it changed since: {folder / MANIFEST} lists what "
-                "it wrote there); move it away or give another -o"
+            what = (
+                f"changed since pfcbench report wrote it ({folder / MANIFEST} has its checksum)"
+                if name in written
+                else f"not a file pfcbench report wrote ({folder / MANIFEST} does not list it)"
             )
+            raise FileError(f"{target}: {what}; move it away or give another -o")
     kept = {name: hashes for name, hashes in written.items() if (folder / name).exists()}
     new = {name: [sha256(staging / name)] for name in names}
     write_manifest(folder, kept | {name: [*kept.get(name, []), *new[name]] for name in names})
