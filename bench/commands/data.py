@@ -18,7 +18,7 @@ from bench.units import KIB, MIB
 from bench.workload.recordio import RecFileError
 
 WORKERS_PER_CPU = 4
-"""Most DataLoader workers `pfcbench data` starts per CPU of this machine."""
+"""Most DataLoader workers `pfcbench data` starts per CPU this run may use."""
 MAX_WORKER_COUNTS = 16
 """Most worker counts one `pfcbench data` measures."""
 MAX_BATCH_SIZE = 8192
@@ -38,11 +38,6 @@ class DataUsageError(click.ClickException):
         super().__init__(one_line(message))
 
 
-def max_workers() -> int:
-    """The most workers one loader of `pfcbench data` may start: WORKERS_PER_CPU per CPU this run may use."""
-    return WORKERS_PER_CPU * usable_cpus()
-
-
 def worker_counts(text: str) -> tuple[int, ...]:
     """'0,1,2' -> (0, 1, 2); a UsageError names the bad entry."""
     parts = text.split(",", MAX_WORKER_COUNTS)
@@ -52,7 +47,8 @@ def worker_counts(text: str) -> tuple[int, ...]:
         counts = tuple(int(part) for part in parts)
     except ValueError:
         raise DataUsageError(f"--workers {text!r}: want a comma-separated list of integers, e.g. 0,1,2") from None
-    most, cpus = max_workers(), usable_cpus()
+    cpus = usable_cpus()
+    most = WORKERS_PER_CPU * cpus  # the most workers one loader may start
     if any(not 0 <= n <= most for n in counts):
         raise DataUsageError(
             f"--workers {text!r}: worker counts must be from 0 to {most} "

@@ -33,11 +33,7 @@ def write_owned(out: Path, render: Callable[[Path], str]) -> None:
     FileError (one line, nothing written) where one would; OSError where the file system refuses.
     """
     with staging_folder(out) as staging:
-        text = render(staging)
-        with open(staging / out.name, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write_atomic(staging / out.name, render(staging))
         move_in(staging, out.parent)
 
 
